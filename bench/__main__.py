@@ -1,0 +1,124 @@
+"""``python -m bench``: run the benchmark matrix, print the table, save the raw results.
+
+python -m bench [--duration S] [--warmup S] [--only direct,bare,sentinel]
+                [--scenarios json,stream] [--connections 1,16] [--quick] [--results-dir DIR]
+
+Exits 0 when every scenario completed with no errors, 1 otherwise, 2 on bad arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from types import FrameType
+
+from bench.children import ChildError, CpuPlan
+from bench.report import render, save_json
+from bench.runner import Options, run_benchmark
+from bench.scenarios import KINDS, MODES
+
+__all__ = ["main"]
+
+_RESULTS = Path(__file__).resolve().parent / "results"
+_QUICK_WARMUP_S = 0.1
+_QUICK_DURATION_S = 0.3
+_QUICK_CONNECTIONS = (1, 2)
+_MAX_CONNECTIONS = 1024
+
+
+def _names(allowed: tuple[str, ...]) -> Callable[[str], tuple[str, ...]]:
+    def parse(text: str) -> tuple[str, ...]:
+        names = tuple(dict.fromkeys(name.strip() for name in text.split(",") if name.strip()))
+        unknown = [name for name in names if name not in allowed]
+        if unknown or not names:
+            raise argparse.ArgumentTypeError(f"expected some of {','.join(allowed)}")
+        return tuple(name for name in allowed if name in names)  # the canonical order
+
+    return parse
+
+
+def _counts(text: str) -> tuple[int, ...]:
+    try:
+        counts = tuple(dict.fromkeys(int(part) for part in text.split(",") if part.strip()))
+    except ValueError:
+        raise argparse.ArgumentTypeError("expected integers like 1,16") from None
+    if not counts or not all(1 <= count <= _MAX_CONNECTIONS for count in counts):
+        raise argparse.ArgumentTypeError(f"expected counts within 1-{_MAX_CONNECTIONS}")
+    return counts
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("expected seconds") from None
+    if not 0 <= value <= 3600:
+        raise argparse.ArgumentTypeError("expected 0-3600 seconds")
+    return value
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
+    parser.add_argument("--duration", type=_seconds, help="seconds measured per scenario (5)")
+    parser.add_argument("--warmup", type=_seconds, help="seconds of warm-up per scenario (1)")
+    parser.add_argument("--only", type=_names(MODES), default=MODES, help="targets to run")
+    parser.add_argument("--scenarios", type=_names(KINDS), default=KINDS, help="request kinds")
+    parser.add_argument("--connections", type=_counts, help="concurrent connections (1,16)")
+    parser.add_argument(
+        "--quick", action="store_true", help="tiny durations and 1,2 connections (for tests)"
+    )
+    parser.add_argument("--results-dir", type=Path, default=_RESULTS, help="where JSON goes")
+    return parser
+
+
+def _options(args: argparse.Namespace) -> Options:
+    quick = args.quick
+    return Options(
+        modes=args.only,
+        kinds=args.scenarios,
+        connections=args.connections or (_QUICK_CONNECTIONS if quick else (1, 16)),
+        warmup_s=args.warmup if args.warmup is not None else (_QUICK_WARMUP_S if quick else 1.0),
+        duration_s=(
+            args.duration if args.duration is not None else (_QUICK_DURATION_S if quick else 5.0)
+        ),
+    )
+
+
+def _terminate(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(128 + signum)  # unwinds through every ``finally`` that stops a child
+
+
+def _progress(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the benchmark; returns the exit status."""
+    args = _parser().parse_args(argv)
+    options = _options(args)
+    signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # even when started in background
+    plan = CpuPlan.for_cpus(os.sched_getaffinity(0))
+    if plan.load is not None:
+        os.sched_setaffinity(0, plan.load)  # keep this process off the proxy's CPU too
+    try:
+        outcomes = run_benchmark(options, plan, _progress)
+    except ChildError as error:
+        _progress(f"bench: {error}")
+        return 1
+    except KeyboardInterrupt:
+        _progress("bench: interrupted; every process it started has been stopped")
+        return 130
+    print(render(outcomes, options, plan), end="", flush=True)
+    path = save_json(outcomes, options, plan, args.results_dir)
+    _progress(f"bench: raw results in {path}")
+    has_failed = any(o.measurement is None or o.measurement.errors for o in outcomes)
+    return 1 if has_failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

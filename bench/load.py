@@ -1,0 +1,239 @@
+"""The load generator: closed-loop HTTP/1.1 keep-alive clients on raw asyncio transports.
+
+Each connection sends the same pre-encoded request, feeds what arrives to a ``ResponseParser``
+and sends the next request from inside ``data_received`` the moment a response ends: no
+coroutine, future or task per request, so the client costs a small fraction of what the
+proxies under test do. Latency is measured to the last byte of each response.
+
+Run as ``python -m bench.load --port P --kind json --connections 16 ...``: it warms up,
+measures a fixed window (reading the watched proxy's CPU time at both ends of it), and prints
+one JSON ``Measurement`` on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import functools
+import json
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import cast
+
+from bench.http1 import ProtocolError, ResponseParser
+from bench.loops import loop_runner
+from bench.measurement import Measurement, percentile
+from bench.scenarios import KINDS, build_request
+from bench.window import Window
+
+__all__ = ["Recorder", "main", "run_load"]
+
+_MAX_FAILURES = 100
+_RECONNECT_PAUSE_S = 0.01
+
+
+@dataclass
+class Recorder:
+    """Shared by all connections of a run: what completed when, and what went wrong."""
+
+    ends_ns: list[int] = field(default_factory=list)
+    latencies_ns: list[int] = field(default_factory=list)
+    statuses: dict[int, int] = field(default_factory=dict)
+    errors: int = 0
+    body_bytes: int = 0
+    is_stopping: bool = False
+
+    def record(self, end_ns: int, latency_ns: int, status: int, body_bytes: int) -> None:
+        """One completed response."""
+        self.ends_ns.append(end_ns)
+        self.latencies_ns.append(latency_ns)
+        self.statuses[status] = self.statuses.get(status, 0) + 1
+        self.body_bytes = body_bytes
+        if status != 200:
+            self.errors += 1
+
+    def window(self, start_ns: int, end_ns: int) -> list[int]:
+        """Sorted latencies of the responses that completed within [start_ns, end_ns]."""
+        pairs = zip(self.ends_ns, self.latencies_ns, strict=True)
+        return sorted(latency for end, latency in pairs if start_ns <= end <= end_ns)
+
+
+class _Connection(asyncio.Protocol):
+    """One keep-alive connection running requests back to back until the recorder stops."""
+
+    def __init__(self, request: bytes, recorder: Recorder, done: asyncio.Future[str]) -> None:
+        self._request = request
+        self._recorder = recorder
+        self._done = done
+        self._parser = ResponseParser()
+        self._transport: asyncio.Transport | None = None
+        self._sent_ns = 0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        self._send()
+
+    def _send(self) -> None:
+        assert self._transport is not None
+        self._sent_ns = time.perf_counter_ns()
+        self._transport.write(self._request)
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            is_complete = self._parser.feed(data)
+        except ProtocolError:
+            self._finish("protocol-error")
+            return
+        if is_complete:
+            self._completed()
+
+    def _completed(self) -> None:
+        now = time.perf_counter_ns()
+        parser = self._parser
+        self._recorder.record(now, now - self._sent_ns, parser.status, parser.body_bytes)
+        if not parser.is_keep_alive or parser.has_leftover:
+            self._finish("closed" if not parser.is_keep_alive else "protocol-error")
+        elif self._recorder.is_stopping:
+            self._finish("finished")
+        else:
+            parser.reset()
+            self._send()
+
+    def eof_received(self) -> bool | None:
+        if self._parser.feed_eof():
+            self._completed()
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._finish("lost")
+
+    def _finish(self, outcome: str) -> None:
+        if not self._done.done():
+            self._done.set_result(outcome)
+        if self._transport is not None:
+            self._transport.close()
+
+
+async def _drive(host: str, port: int, request: bytes, recorder: Recorder, deadline: float) -> None:
+    """Keep one connection busy until the recorder stops; reconnect after a close or a failure.
+
+    Bounded by the deadline and by the number of failures, never by luck.
+    """
+    loop = asyncio.get_running_loop()
+    failures = 0
+    while not recorder.is_stopping and failures < _MAX_FAILURES and loop.time() < deadline:
+        done: asyncio.Future[str] = loop.create_future()
+        transport: asyncio.Transport | None = None
+        connection = functools.partial(_Connection, request, recorder, done)
+        try:
+            async with asyncio.timeout_at(deadline):
+                transport, _ = await loop.create_connection(connection, host, port)
+                outcome = await done
+        except (OSError, TimeoutError):
+            recorder.errors += 1  # refused, reset while connecting, or a response that hung
+            if transport is not None:
+                transport.abort()
+            return
+        if outcome == "finished":
+            return
+        if outcome != "closed":  # a server closing after a complete response is legal
+            recorder.errors += 1
+            failures += 1
+            await asyncio.sleep(_RECONNECT_PAUSE_S)
+
+
+async def run_load(
+    host: str,
+    port: int,
+    kind: str,
+    connections: int,
+    warmup_s: float,
+    duration_s: float,
+    *,
+    proxy_pid: int | None = None,
+    mock_pid: int | None = None,
+    grace_s: float = 10.0,
+) -> Measurement:
+    """Run one scenario and measure the window after the warm-up."""
+    loop = asyncio.get_running_loop()
+    recorder = Recorder()
+    window = Window(proxy_pid, mock_pid)
+
+    def close_window() -> None:
+        recorder.is_stopping = True
+        window.close()
+
+    opening = loop.call_later(warmup_s, window.open)
+    closing = loop.call_later(warmup_s + duration_s, close_window)
+    deadline = loop.time() + warmup_s + duration_s + grace_s
+    request = build_request(kind, host, port)
+    await asyncio.gather(
+        *(_drive(host, port, request, recorder, deadline) for _ in range(connections))
+    )
+    if window.end is None:  # every connection gave up before the window closed
+        opening.cancel()
+        closing.cancel()
+        close_window()
+    return _summarize(recorder, window)
+
+
+def _summarize(recorder: Recorder, window: Window) -> Measurement:
+    start_ns, end_ns = window.bounds_ns
+    latencies = recorder.window(start_ns, end_ns)
+    return Measurement(
+        requests=len(latencies),
+        errors=recorder.errors,
+        seconds=(end_ns - start_ns) / 1e9,
+        p50_us=percentile(latencies, 0.50) // 1000,
+        p90_us=percentile(latencies, 0.90) // 1000,
+        p99_us=percentile(latencies, 0.99) // 1000,
+        max_us=(latencies[-1] if latencies else 0) // 1000,
+        mean_us=round(sum(latencies) / len(latencies) / 1000, 1) if latencies else 0.0,
+        body_bytes=recorder.body_bytes,
+        statuses={str(status): count for status, count in sorted(recorder.statuses.items())},
+        cpu_seconds=window.proxy_cpu,
+        rss_bytes=window.proxy_rss,
+        mock_cpu_seconds=window.mock_cpu,
+        load_cpu_seconds=window.own_cpu,
+        background_cpu_seconds=window.background_cpu,
+    )
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m bench.load", description=__doc__)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--kind", choices=KINDS, required=True)
+    parser.add_argument("--connections", type=int, default=1)
+    parser.add_argument("--warmup", type=float, default=1.0, help="seconds before measuring")
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds measured")
+    parser.add_argument("--proxy-pid", type=int, help="proxy process to read CPU and RSS of")
+    parser.add_argument("--mock-pid", type=int, help="upstream process to read CPU of")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one scenario; print its ``Measurement`` as JSON."""
+    args = _parser().parse_args(argv)
+    with loop_runner() as runner:
+        measurement = runner.run(
+            run_load(
+                args.host,
+                args.port,
+                args.kind,
+                args.connections,
+                args.warmup,
+                args.duration,
+                proxy_pid=args.proxy_pid,
+                mock_pid=args.mock_pid,
+            )
+        )
+    json.dump(measurement.to_dict(), sys.stdout)
+    sys.stdout.write("\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,140 @@
+"""The bare pass-through: Sentinel's stack with nothing of Sentinel in it, the floor to beat.
+
+hypercorn on uvloop, a Starlette app, one shared aiohttp ``ClientSession`` opened in the
+lifespan, and one route that forwards ``POST /v1/chat/completions`` with the client's headers
+and relays the upstream's status, content type, length and body chunks as they arrive: no
+auth, no parsing, no policy, no logging. ``GET /healthz`` answers when it is serving.
+
+    python -m bench.passthrough --bind 127.0.0.1:8081 --upstream http://127.0.0.1:9000/v1
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any, TypedDict
+
+import aiohttp
+from hypercorn.asyncio import serve
+from hypercorn.config import Config as HypercornConfig
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
+
+from bench.loops import loop_runner
+
+__all__ = ["create_app", "main"]
+
+# Hop-by-hop and framing headers: aiohttp writes its own.
+_SKIPPED_REQUEST_HEADERS = frozenset(
+    {b"host", b"content-length", b"connection", b"transfer-encoding"}
+)
+_RELAYED_RESPONSE_HEADERS = ("Content-Type", "Content-Length")
+
+
+class _State(TypedDict):
+    session: aiohttp.ClientSession
+
+
+class _Forward:
+    """The one proxying endpoint, as a plain ASGI app (Starlette's cheapest kind of route)."""
+
+    def __init__(self, upstream: str) -> None:
+        self._url = upstream.rstrip("/") + "/chat/completions"
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        session: aiohttp.ClientSession = scope["state"]["session"]
+        body = await _read_body(receive)
+        headers = [
+            (name.decode("latin-1"), value.decode("latin-1"))
+            for name, value in scope["headers"]
+            if name not in _SKIPPED_REQUEST_HEADERS
+        ]
+        async with session.post(self._url, data=body, headers=headers) as response:
+            relayed = [
+                (name.lower().encode("latin-1"), response.headers[name].encode("latin-1"))
+                for name in _RELAYED_RESPONSE_HEADERS
+                if name in response.headers
+            ]
+            await send(
+                {"type": "http.response.start", "status": response.status, "headers": relayed}
+            )
+            read = response.content.readany
+            while chunk := await read():
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+async def _read_body(receive: Receive) -> bytes:
+    parts: list[bytes] = []
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            break
+        parts.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            break
+    return b"".join(parts)
+
+
+async def _healthz(request: Request) -> PlainTextResponse:
+    return PlainTextResponse("ok")
+
+
+def create_app(upstream: str) -> Starlette:
+    """The pass-through app forwarding to ``upstream`` (a base URL ending in ``/v1``)."""
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[_State]:
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=5, sock_read=60)
+        connector = aiohttp.TCPConnector(limit=0)
+        async with aiohttp.ClientSession(
+            connector=connector, timeout=timeout, auto_decompress=False
+        ) as session:
+            yield {"session": session}
+
+    routes = [
+        Route("/v1/chat/completions", _Forward(upstream), methods=["POST"]),
+        Route("/healthz", _healthz),
+    ]
+    return Starlette(routes=routes, lifespan=lifespan)
+
+
+def _hypercorn_config(bind: str) -> HypercornConfig:
+    config = HypercornConfig()
+    config.bind = [bind]
+    config.worker_class = "uvloop"
+    config.accesslog = None
+    config.errorlog = "-"
+    config.keep_alive_timeout = 75
+    return config
+
+
+async def _serve(bind: str, upstream: str) -> None:
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stopping.set)
+    app: Any = create_app(upstream)  # Starlette's ASGI types are looser than hypercorn's
+    await serve(app, _hypercorn_config(bind), shutdown_trigger=stopping.wait)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Serve until SIGTERM or SIGINT."""
+    parser = argparse.ArgumentParser(prog="python -m bench.passthrough", description=__doc__)
+    parser.add_argument("--bind", default="127.0.0.1:8081", help="HOST:PORT to listen on")
+    parser.add_argument("--upstream", required=True, help="upstream base URL ending in /v1")
+    args = parser.parse_args(argv)
+    with loop_runner() as runner:
+        runner.run(_serve(args.bind, args.upstream))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

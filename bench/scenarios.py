@@ -1,0 +1,78 @@
+"""What the benchmark measures: the targets, the request kinds, and the matrix of both.
+
+A scenario is one request kind sent over a fixed number of keep-alive connections to one
+target. The request bytes are built here once and sent unchanged by the load generator.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+__all__ = [
+    "CLIENT_KEY",
+    "KINDS",
+    "MODEL",
+    "MODES",
+    "Scenario",
+    "build_request",
+    "matrix",
+    "request_body",
+]
+
+CLIENT_KEY = "sk-bench-client-key"
+MODEL = "gpt-4o-mini"
+PATH = "/v1/chat/completions"
+
+MODES = ("direct", "bare", "sentinel")
+"""direct: the mock itself; bare: the pass-through floor; sentinel: the gateway."""
+
+KINDS = ("json", "stream")
+"""json: a non-streaming chat completion; stream: a chat completion as an SSE stream."""
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """One cell of the matrix: a target, a request kind and a number of connections."""
+
+    mode: str
+    kind: str
+    connections: int
+
+    @property
+    def label(self) -> str:
+        """A short name, e.g. ``sentinel/stream/16``."""
+        return f"{self.mode}/{self.kind}/{self.connections}"
+
+
+def matrix(
+    modes: tuple[str, ...], kinds: tuple[str, ...], connections: tuple[int, ...]
+) -> list[Scenario]:
+    """Every combination, grouped by mode so each target is started once."""
+    return [
+        Scenario(mode, kind, count)
+        for mode, kind, count in itertools.product(modes, kinds, connections)
+    ]
+
+
+def request_body(kind: str) -> bytes:
+    """The JSON body of a ``kind`` request (compact, ≈100 bytes)."""
+    stream = "true" if kind == "stream" else "false"
+    return (
+        f'{{"model":"{MODEL}","messages":[{{"role":"user","content":"Say hello"}}],'
+        f'"stream":{stream}}}'
+    ).encode("ascii")
+
+
+def build_request(kind: str, host: str, port: int) -> bytes:
+    """The complete HTTP/1.1 request, head and body, for one ``kind`` request."""
+    body = request_body(kind)
+    head = (
+        f"POST {PATH} HTTP/1.1\r\n"
+        f"Host: {host}:{port}\r\n"
+        f"Authorization: Bearer {CLIENT_KEY}\r\n"
+        "Content-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n"
+        "\r\n"
+    )
+    return head.encode("ascii") + body

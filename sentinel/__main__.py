@@ -1,0 +1,139 @@
+"""The ``sentinel`` command line; the only module that prints to the terminal or exits.
+
+sentinel serve [--config PATH] [--bind HOST:PORT] [--workers N]
+sentinel check-config [--config PATH]
+sentinel mock-upstream [--bind HOST:PORT] [--chunks N] [--chunk-delay-ms MS] ...
+sentinel keys hash            (key on stdin → sha256:<hex>)
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import secrets
+import sys
+from collections.abc import Sequence
+
+from sentinel.config import (
+    Config,
+    ConfigError,
+    embedded_config,
+    format_key_hash,
+    hash_key,
+    load_config,
+    resolve_config_path,
+)
+from sentinel.tokens import TokenizerError
+
+__all__ = ["main"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sentinel", description="Sentinel LLM gateway")
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="run the gateway")
+    serve.add_argument("--config", help="TOML file (default: $SENTINEL_CONFIG, ./sentinel.toml)")
+    serve.add_argument("--bind", help="HOST:PORT to listen on (overrides server.bind)")
+    serve.add_argument("--workers", type=int, help="worker processes (overrides server.workers)")
+    check = commands.add_parser("check-config", help="validate a configuration file")
+    check.add_argument("--config", help="TOML file (default: $SENTINEL_CONFIG, ./sentinel.toml)")
+    mock = commands.add_parser("mock-upstream", help="run the built-in OpenAI-compatible mock")
+    mock.add_argument("--bind", default="127.0.0.1:9000", help="HOST:PORT (default %(default)s)")
+    mock.add_argument("--chunks", type=int, default=20, help="content chunks per stream")
+    mock.add_argument("--chunk-delay-ms", type=float, default=0.0, help="delay between chunks")
+    mock.add_argument("--latency-ms", type=float, default=0.0, help="delay before the headers")
+    mock.add_argument("--fault", help="inject a fault into every reply (see README)")
+    keys = commands.add_parser("keys", help="key utilities")
+    key_commands = keys.add_subparsers(dest="keys_command", required=True)
+    key_commands.add_parser("hash", help="read a key on stdin, print its sha256:<hex> form")
+    return parser
+
+
+def _fail(message: str) -> int:
+    print(message, file=sys.stderr)
+    return 1
+
+
+def _load(cli_path: str | None) -> tuple[Config, str | None]:
+    """The config to run, and the development key to announce when running on defaults."""
+    path = resolve_config_path(cli_path)
+    if path is not None:
+        return load_config(path), None
+    dev_key = "sk-sentinel-dev-" + secrets.token_urlsafe(24)
+    return embedded_config(None, dev_key), dev_key
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from sentinel.server import serve
+
+    config, dev_key = _load(args.config)
+    server = config.server
+    if args.bind:
+        server = dataclasses.replace(server, bind=args.bind)
+    if args.workers is not None:
+        if args.workers < 1 or (args.workers > 1 and config.redis is None):
+            return _fail("--workers: more than one worker needs [redis]; at least 1")
+        server = dataclasses.replace(server, workers=args.workers)
+    config = dataclasses.replace(config, server=server)
+    if dev_key is not None:
+        print(
+            "sentinel: no config file; running on embedded defaults.\n"
+            f"sentinel: development key (valid until exit): {dev_key}",
+            file=sys.stderr,
+        )
+    print(f"sentinel: serving on http://{server.bind}", file=sys.stderr)
+    serve(config)
+    return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    path = resolve_config_path(args.config)
+    if path is None:
+        return _fail("no config file: pass --config, set SENTINEL_CONFIG or add ./sentinel.toml")
+    load_config(path)
+    print(f"{path}: ok")
+    return 0
+
+
+def _mock(args: argparse.Namespace) -> int:
+    from sentinel.mock import MockSettings, run
+
+    try:
+        settings = MockSettings(
+            chunks=args.chunks,
+            chunk_delay_ms=args.chunk_delay_ms,
+            latency_ms=args.latency_ms,
+            fault=args.fault,
+        )
+        print(f"sentinel mock-upstream: serving on http://{args.bind}/v1", file=sys.stderr)
+        run(args.bind, settings)
+    except ValueError as error:
+        return _fail(f"mock-upstream: {error}")
+    return 0
+
+
+def _keys(args: argparse.Namespace) -> int:
+    key = sys.stdin.readline().rstrip("\r\n")
+    if not key:
+        return _fail("keys hash: expected a key on standard input")
+    print(format_key_hash(hash_key(key)))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; returns the process exit status."""
+    args = _parser().parse_args(argv)
+    handlers = {"serve": _serve, "check-config": _check, "mock-upstream": _mock, "keys": _keys}
+    try:
+        return handlers[args.command](args)
+    except ConfigError as error:
+        source = f"{args.config}: " if getattr(args, "config", None) else ""
+        return _fail(f"{source}invalid configuration:\n{error}")
+    except TokenizerError as error:
+        return _fail(f"sentinel: cannot start: {error}")
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,98 @@
+"""The composition root: ``create_app(config)`` assembles Sentinel; the lifespan owns resources.
+
+Middleware order, outermost first:
+
+1. Starlette's ``ServerErrorMiddleware`` — last-resort 500 for bugs in Sentinel's own layer.
+2. ``RequestContextMiddleware`` — puts a ``RequestContext`` in ``scope["sentinel.context"]``,
+   adds ``x-request-id`` to every response, maps ``SentinelError`` to OpenAI's error shape (or
+   an in-band SSE error after a stream started) and logs one canonical line per request.
+3. Starlette's ``ExceptionMiddleware`` — renders routing 404/405 in OpenAI's shape.
+4. The router: ``/healthz``, ``/readyz``, the four read APIs, ``/v1/models``, then every other
+   ``/v1/*`` path as a pass-through.
+
+The lifespan opens the one aiohttp session and yields ``{"services": Services}`` as lifespan
+state, which reaches every request as ``scope["state"]``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from sentinel.auth.keys import KeyRing
+from sentinel.config import Config
+from sentinel.errors import MethodNotAllowed, NotFound, SentinelError
+from sentinel.health import Healthz, Readyz
+from sentinel.http.context import RequestContextMiddleware
+from sentinel.proxy.apis import ApiEndpoint
+from sentinel.proxy.models import ModelsEndpoint
+from sentinel.proxy.passthrough import PassthroughEndpoint
+from sentinel.services import SERVICES_KEY, Services
+from sentinel.tokens import Encodings, PromptCounter
+from sentinel.upstream.client import open_session
+from sentinel.upstream.routing import Router
+from sentinel.usage.estimate import DriftStats
+
+__all__ = ["create_app"]
+
+
+async def _routing_error(request: Request, exc: Exception) -> Response:
+    status = exc.status_code if isinstance(exc, HTTPException) else 500
+    error: SentinelError
+    if status == 405:
+        error = MethodNotAllowed()
+    elif status == 404:
+        error = NotFound(f"Unknown request URL: {request.method} {request.url.path[:200]}.")
+    else:
+        error = SentinelError()
+    return Response(error.as_json(), status_code=error.status, media_type="application/json")
+
+
+def create_app(config: Config, encodings: Encodings) -> Starlette:
+    """Build the ASGI app for ``config``; nothing is opened until the lifespan starts.
+
+    ``encodings`` are loaded by the caller (≈0.5 s, once per process) so that a missing or
+    corrupt encoding stops startup with a clear message before anything listens.
+    """
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Services]]:
+        session = open_session(max(u.max_connections for u in config.upstreams))
+        services = Services(
+            config=config,
+            keys=KeyRing(config.keys),
+            router=Router(config.upstreams),
+            session=session,
+            tokens=PromptCounter(encodings, config.tokens.default_encoding),
+            drift=DriftStats(),
+        )
+        try:
+            yield {SERVICES_KEY: services}
+        finally:
+            await session.close()
+
+    routes = [
+        Route("/healthz", Healthz(), methods=["GET"]),
+        Route("/readyz", Readyz(), methods=["GET"]),
+        Route(
+            "/v1/chat/completions", ApiEndpoint("chat", "/v1/chat/completions"), methods=["POST"]
+        ),
+        Route("/v1/completions", ApiEndpoint("completions", "/v1/completions"), methods=["POST"]),
+        Route("/v1/embeddings", ApiEndpoint("embeddings", "/v1/embeddings"), methods=["POST"]),
+        Route("/v1/responses", ApiEndpoint("responses", "/v1/responses"), methods=["POST"]),
+        Route("/v1/models", ModelsEndpoint(), methods=["GET"]),
+        Route("/v1/{path:path}", PassthroughEndpoint()),
+    ]
+    return Starlette(
+        routes=routes,
+        middleware=[Middleware(RequestContextMiddleware)],
+        exception_handlers={HTTPException: _routing_error},
+        lifespan=lifespan,
+    )

@@ -1,0 +1,1 @@
+"""Caller authentication: API keys to principals."""

@@ -1,0 +1,287 @@
+"""Loading a config file (or the embedded defaults); the only code that reads the environment."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from sentinel.config.model import (
+    AdminConfig,
+    Config,
+    KeyConfig,
+    RedisConfig,
+    ServerConfig,
+    TelemetryConfig,
+    TokensConfig,
+    UpstreamConfig,
+)
+from sentinel.config.table import (
+    HEADER_VALUE_CONTROL,
+    MAX_KEY_BYTES,
+    TOKEN,
+    Table,
+    bind_problem,
+    digest_problem,
+    http_url_problem,
+    kind,
+    name_problem,
+    redis_url_problem,
+    show,
+)
+
+# --- errors and key digests ------------------------------------------------------------------
+
+
+class ConfigError(Exception):
+    """The configuration is unusable; ``problems`` lists every reason, each with its path."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__(problems)
+        self.problems = list(problems)
+
+    def __str__(self) -> str:
+        return "\n".join(self.problems)
+
+
+def hash_key(key: str) -> bytes:
+    """The SHA-256 digest of a caller's key, the only form in which Sentinel keeps it."""
+    return hashlib.sha256(key.encode("utf-8")).digest()
+
+
+def format_key_hash(digest: bytes) -> str:
+    """The ``sha256:<hex>`` spelling of a key digest, as written in ``key_sha256``."""
+    return "sha256:" + digest.hex()
+
+
+# --- entry points ----------------------------------------------------------------------------
+
+
+def resolve_config_path(cli_path: str | None, env: Mapping[str, str] | None = None) -> Path | None:
+    """The config file to load: ``--config``, else ``$SENTINEL_CONFIG``, else ``./sentinel.toml``.
+
+    None means there is no file and the embedded defaults apply. An explicit path is returned
+    even if it does not exist, so that ``load_config`` reports it instead of silently ignoring it.
+    """
+    if cli_path is not None:
+        return Path(cli_path)
+    from_env = (os.environ if env is None else env).get("SENTINEL_CONFIG")
+    if from_env:
+        return Path(from_env)
+    local = Path("sentinel.toml")
+    return local if local.exists() else None
+
+
+def embedded_config(env: Mapping[str, str] | None, dev_key: str) -> Config:
+    """The defaults used without any config file: OpenAI upstream, one ``dev`` key."""
+    env = os.environ if env is None else env
+    upstream = UpstreamConfig(
+        name="openai",
+        base_url="https://api.openai.com/v1",
+        api_key=env.get("OPENAI_API_KEY") or None,
+    )
+    return Config(
+        upstreams=(upstream,), keys=(KeyConfig(name="dev", key_sha256=hash_key(dev_key)),)
+    )
+
+
+def load_config(path: Path, env: Mapping[str, str] | None = None) -> Config:
+    """Read, validate and resolve the TOML file at ``path``; ``ConfigError`` lists every problem."""
+    raw = _read_toml(path)
+    problems: list[str] = []
+    config = _build(Table(raw, "", problems, os.environ if env is None else env), path)
+    if problems:
+        raise ConfigError(problems)
+    return config
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        # utf-8-sig: editors on Windows like to start the file with a byte-order mark.
+        return tomllib.loads(path.read_bytes().decode("utf-8-sig"))
+    except FileNotFoundError:
+        problem = f"{path}: no such file"
+    except OSError as error:
+        problem = f"{path}: cannot read ({error.strerror or error})"
+    except UnicodeDecodeError as error:
+        problem = f"{path}: not UTF-8 text (bad byte at offset {error.start})"
+    except tomllib.TOMLDecodeError as error:
+        problem = f"{path}: invalid TOML: {error}"  # the message carries line and column
+    raise ConfigError([problem])
+
+
+def _build(root: Table, source: Path) -> Config:
+    server = _server(root.table("server"))
+    redis = _redis(root.table("redis")) if root.has("redis") else None
+    admin = _admin(root.table("admin"))
+    upstreams = _upstreams(root.tables("upstreams", required=True))
+    keys = _keys(root.tables("keys"))
+    telemetry = _telemetry(root.table("telemetry"))
+    tokens = _tokens(root.table("tokens"))
+    root.finish()
+    if server.workers > 1 and redis is None:
+        root.problem(
+            "server.workers",
+            "more than one worker needs [redis]; the in-memory store is per process",
+        )
+    return Config(
+        upstreams=upstreams,
+        keys=keys,
+        server=server,
+        redis=redis,
+        admin=admin,
+        telemetry=telemetry,
+        tokens=tokens,
+        source=source,
+    )
+
+
+def _server(t: Table) -> ServerConfig:
+    d = ServerConfig()
+    server = ServerConfig(
+        bind=t.string("bind", d.bind, check=bind_problem),
+        workers=t.integer("workers", d.workers, minimum=1),
+        max_body_bytes=t.integer("max_body_bytes", d.max_body_bytes, minimum=1),
+        shutdown_grace_s=t.integer("shutdown_grace_s", d.shutdown_grace_s, minimum=0),
+    )
+    t.finish()
+    return server
+
+
+def _redis(t: Table) -> RedisConfig:
+    d = RedisConfig()
+    redis = RedisConfig(
+        url=t.string("url", d.url, check=redis_url_problem),
+        timeout_ms=t.integer("timeout_ms", d.timeout_ms, minimum=1),
+        on_unavailable=t.choice("on_unavailable", ("local", "deny"), d.on_unavailable),
+        replicas=t.integer("replicas", d.replicas, minimum=1),
+    )
+    t.finish()
+    return redis
+
+
+def _admin(t: Table) -> AdminConfig:
+    admin = AdminConfig(token=t.secret("token"))
+    t.finish()
+    return admin
+
+
+def _telemetry(t: Table) -> TelemetryConfig:
+    d = TelemetryConfig()
+    telemetry = TelemetryConfig(
+        log_format=t.choice("log_format", ("json", "console"), d.log_format),
+        log_level=t.choice("log_level", ("debug", "info", "warning", "error"), d.log_level),
+    )
+    t.finish()
+    return telemetry
+
+
+def _tokens(t: Table) -> TokensConfig:
+    d = TokensConfig()
+    tokens = TokensConfig(
+        default_encoding=t.choice(
+            "default_encoding", ("cl100k_base", "o200k_base"), d.default_encoding
+        ),
+    )
+    t.finish()
+    return tokens
+
+
+def _upstreams(tables: list[Table]) -> tuple[UpstreamConfig, ...]:
+    upstreams = tuple(_upstream(t) for t in tables)
+    _report_duplicates(tables, [u.name for u in upstreams], "name")
+    return upstreams
+
+
+def _upstream(t: Table) -> UpstreamConfig:
+    d = UpstreamConfig(name="", base_url="")
+    upstream = UpstreamConfig(
+        name=t.string("name", required=True, check=name_problem),
+        base_url=t.string("base_url", required=True, check=http_url_problem).rstrip("/"),
+        api_key=t.secret("api_key"),
+        models=t.string_list("models", d.models),
+        connect_timeout_ms=t.integer("connect_timeout_ms", d.connect_timeout_ms, minimum=1),
+        first_byte_timeout_ms=t.integer(
+            "first_byte_timeout_ms", d.first_byte_timeout_ms, minimum=1
+        ),
+        idle_timeout_ms=t.integer("idle_timeout_ms", d.idle_timeout_ms, minimum=1),
+        timeout_ms=t.integer("timeout_ms", d.timeout_ms, minimum=1),
+        max_connections=t.integer("max_connections", d.max_connections, minimum=1),
+        headers=_headers(t),
+    )
+    t.finish()
+    return upstream
+
+
+def _headers(t: Table) -> tuple[tuple[str, str], ...]:
+    value = t.take("headers")
+    if value is None:
+        return ()
+    if not isinstance(value, dict):
+        t.problem("headers", f"expected a table of name = value strings, got {show(value)}")
+        return ()
+    pairs = []
+    for name, item in value.items():
+        path = f"headers.{name}"
+        if not TOKEN.fullmatch(name):
+            t.problem("headers", f"{show(name)} is not a valid HTTP header name")
+        elif not isinstance(item, str):
+            t.problem(path, f"expected a string, got {kind(item)}")
+        elif HEADER_VALUE_CONTROL.search(item):
+            t.problem(path, "must not contain CR, LF, NUL or other control characters")
+        else:
+            pairs.append((name, item))
+    return tuple(pairs)
+
+
+def _keys(tables: list[Table]) -> tuple[KeyConfig, ...]:
+    keys = tuple(_key(t) for t in tables)
+    _report_duplicates(tables, [k.name for k in keys], "name")
+    first: dict[bytes, Table] = {}
+    for t, key in zip(tables, keys, strict=True):
+        if key.key_sha256 and key.key_sha256 in first:
+            t.problem(None, f"same key as {first[key.key_sha256].where()}")
+        first.setdefault(key.key_sha256, t)
+    return keys
+
+
+def _key(t: Table) -> KeyConfig:
+    key = KeyConfig(
+        name=t.string("name", required=True, check=name_problem),
+        key_sha256=_key_digest(t),
+        rpm=t.optional_integer("rpm", minimum=1),
+        tpm=t.optional_integer("tpm", minimum=1),
+    )
+    t.finish()
+    return key
+
+
+def _key_digest(t: Table) -> bytes:
+    """The digest of ``key`` or the parsed ``key_sha256``; b"" when neither is usable."""
+    if t.has("key") == t.has("key_sha256"):
+        t.take("key")
+        t.take("key_sha256")
+        t.problem(None, "set exactly one of 'key' or 'key_sha256'")
+        return b""
+    if t.has("key_sha256"):
+        text = t.string("key_sha256", check=digest_problem)
+        return bytes.fromhex(text.removeprefix("sha256:")) if text else b""
+    key = t.secret("key", min_length=8)
+    if key is not None and len(key.encode("utf-8")) > MAX_KEY_BYTES:
+        t.problem("key", f"must be at most {MAX_KEY_BYTES} bytes")
+        return b""
+    if key is not None and key != key.strip():
+        t.problem("key", "must not start or end with whitespace (clients' keys are trimmed)")
+        return b""
+    return hash_key(key) if key is not None else b""
+
+
+def _report_duplicates(tables: list[Table], values: list[str], key: str) -> None:
+    first: dict[str, Table] = {}
+    for t, value in zip(tables, values, strict=True):
+        if value and value in first:
+            t.problem(key, f"duplicate {key} {value!r} (also {first[value].where()})")
+        first.setdefault(value, t)

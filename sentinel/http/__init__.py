@@ -1,0 +1,1 @@
+"""The HTTP edge: request context, headers and request bodies."""

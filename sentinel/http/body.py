@@ -1,0 +1,109 @@
+"""Request bodies: read within ``max_body_bytes``, or stream them through with the same cap."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+
+from sentinel.errors import InvalidRequest, PayloadTooLarge, UnsupportedMediaType
+from sentinel.http.asgi import Receive
+
+__all__ = ["BodyStream", "ClientGone", "parse_json_object", "read_body"]
+
+
+class ClientGone(Exception):
+    """The client disconnected before Sentinel could answer (logged as status 499)."""
+
+
+def _too_large(limit: int) -> PayloadTooLarge:
+    return PayloadTooLarge(f"The request body is larger than the limit of {limit} bytes.")
+
+
+async def read_body(receive: Receive, limit: int, declared: int | None) -> bytes:
+    """The whole request body; 413 as soon as it is known to exceed ``limit``."""
+    if declared is not None and declared > limit:
+        raise _too_large(limit)
+    message = await receive()
+    if message["type"] == "http.disconnect":
+        raise ClientGone()
+    body: bytes = message.get("body", b"")
+    if not message.get("more_body", False):
+        if len(body) > limit:
+            raise _too_large(limit)
+        return body
+    parts = [body]
+    size = len(body)
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientGone()
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise _too_large(limit)
+        parts.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(parts)
+
+
+class BodyStream:
+    """A request body forwarded as it arrives, counted against ``limit`` on the way."""
+
+    def __init__(self, receive: Receive, limit: int, prefix: bytes = b"") -> None:
+        self._receive = receive
+        self._limit = limit
+        self._prefix = prefix
+        self.size = 0
+        self.exceeded = False
+        self.client_gone = False
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        """The body's chunks; stops early (flagging why) on overflow or disconnect."""
+        if self._prefix:
+            self.size = len(self._prefix)
+            yield self._prefix
+        while True:
+            message = await self._receive()
+            if message["type"] == "http.disconnect":
+                self.client_gone = True
+                raise ClientGone()
+            chunk = message.get("body", b"")
+            self.size += len(chunk)
+            if self.size > self._limit:
+                self.exceeded = True
+                raise _too_large(self._limit)
+            if chunk:
+                yield chunk
+            if not message.get("more_body", False):
+                return
+
+    def failure(self) -> Exception | None:
+        """Why the upload stopped early, if it did: that beats whatever aiohttp reports."""
+        if self.exceeded:
+            return _too_large(self._limit)
+        if self.client_gone:
+            return ClientGone()
+        return None
+
+
+def parse_json_object(body: bytes, content_encoding: bytes | None) -> dict[str, Any]:
+    """The body as a JSON object, or a 400/415 that says what is wrong with it."""
+    if content_encoding is not None and content_encoding.strip().lower() != b"identity":
+        raise UnsupportedMediaType(
+            "This endpoint takes an uncompressed JSON body; remove Content-Encoding."
+        )
+    try:
+        parsed = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequest(
+            "We could not parse the JSON body of your request. The body must be valid JSON.",
+            code="invalid_json",
+            detail=str(exc),
+        ) from None
+    if not isinstance(parsed, dict):
+        raise InvalidRequest(
+            "The request body must be a JSON object.", code="invalid_type", param="body"
+        )
+    return parsed

@@ -1,0 +1,186 @@
+"""The outermost Sentinel layer: request id, canonical log line, overhead timer, error boundary.
+
+``RequestContextMiddleware`` puts a ``RequestContext`` into ``scope[CONTEXT_KEY]`` that inner
+layers fill in (key, model, upstream, usage, upstream wait); it adds ``x-request-id`` to every
+response, turns any ``SentinelError`` into OpenAI's error JSON (or into an in-band SSE error
+once a stream has started), and logs exactly one ``request_finished`` line per request.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+
+from sentinel.errors import SentinelError
+from sentinel.http.asgi import ASGIApp, Message, Receive, Scope, Send
+from sentinel.http.body import ClientGone
+from sentinel.usage.counts import Usage
+
+__all__ = ["CONTEXT_KEY", "RequestContext", "RequestContextMiddleware", "error_response"]
+
+CONTEXT_KEY = "sentinel.context"
+_SANE_REQUEST_ID = re.compile(rb"[A-Za-z0-9._:\-]{1,128}")
+_CLIENT_CLOSED = 499
+
+log = structlog.get_logger("sentinel.request")
+
+
+@dataclass(slots=True)
+class RequestContext:
+    """What one request did, filled in as it goes and logged once at the end."""
+
+    request_id: str
+    method: str
+    path: str
+    started_ns: int
+    route: str = "other"
+    key: str | None = None
+    model: str | None = None
+    upstream: str | None = None
+    stream: bool = False
+    status: int = 0
+    error_code: str | None = None
+    upstream_status: int | None = None
+    usage: Usage | None = None
+    usage_source: str | None = None
+    prompt_estimate: int | None = None
+    outcome: str = "ok"
+    ttfb_ns: int | None = None
+    upstream_wait_ns: int = 0
+    request_bytes: int = 0
+    response_bytes: int = 0
+    is_sse: bool = False
+    dropped_headers: list[str] = field(default_factory=list)
+
+    def log_fields(self, finished_ns: int) -> dict[str, Any]:
+        """The canonical log line's fields."""
+        duration = finished_ns - self.started_ns
+        usage = self.usage
+        return {
+            "request_id": self.request_id,
+            "method": self.method,
+            "route": self.route,
+            "key": self.key,
+            "model": self.model,
+            "upstream": self.upstream,
+            "stream": self.stream,
+            "status": self.status,
+            "upstream_status": self.upstream_status,
+            "error_code": self.error_code,
+            "outcome": self.outcome,
+            "prompt_tokens": usage.prompt_tokens if usage else None,
+            "completion_tokens": usage.completion_tokens if usage else None,
+            "total_tokens": usage.total_tokens if usage else None,
+            "usage_source": self.usage_source,
+            "prompt_estimate": self.prompt_estimate,
+            "ttfb_ms": _ms(self.ttfb_ns - self.started_ns) if self.ttfb_ns else None,
+            "duration_ms": _ms(duration),
+            "overhead_ms": _ms(duration - self.upstream_wait_ns),
+            "request_bytes": self.request_bytes,
+            "response_bytes": self.response_bytes,
+            **({"dropped_headers": self.dropped_headers} if self.dropped_headers else {}),
+        }
+
+
+def _ms(ns: int) -> float:
+    return round(ns / 1_000_000, 3)
+
+
+def _request_id(headers: list[tuple[bytes, bytes]]) -> str:
+    for name, value in headers:
+        if name == b"x-request-id" and _SANE_REQUEST_ID.fullmatch(value):
+            return value.decode("ascii")
+    return "req_" + secrets.token_hex(16)
+
+
+def error_response(error: SentinelError) -> tuple[Message, Message]:
+    """The two ASGI messages of an OpenAI-shaped error response."""
+    body = error.as_json()
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode("ascii")),
+    ]
+    headers.extend((k.encode("latin-1"), v.encode("latin-1")) for k, v in error.headers.items())
+    start = {"type": "http.response.start", "status": error.status, "headers": headers}
+    return start, {"type": "http.response.body", "body": body, "more_body": False}
+
+
+class RequestContextMiddleware:
+    """Pure ASGI middleware wrapping every HTTP request (see the module docstring)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        ctx = RequestContext(
+            request_id=_request_id(scope["headers"]),
+            method=scope["method"],
+            path=scope["path"],
+            started_ns=time.perf_counter_ns(),
+        )
+        scope[CONTEXT_KEY] = ctx
+        request_id_header = (b"x-request-id", ctx.request_id.encode("ascii"))
+        started = False
+        ended = False
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal started, ended
+            if message["type"] == "http.response.start":
+                started = True
+                ctx.status = message["status"]
+                ctx.ttfb_ns = time.perf_counter_ns()
+                headers = message["headers"] = list(message.get("headers", ()))
+                headers.append(request_id_header)
+                ctx.is_sse = (b"content-type", b"text/event-stream") in headers or any(
+                    n == b"content-type" and v.startswith(b"text/event-stream") for n, v in headers
+                )
+            else:
+                ctx.response_bytes += len(message.get("body", b""))
+                ended = not message.get("more_body", False)
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        except SentinelError as error:
+            await self._fail(ctx, error, send_with_id, started, ended)
+        except ClientGone:
+            ctx.status, ctx.outcome = _CLIENT_CLOSED, "client_disconnected"
+        except Exception as exc:  # the one broad catch: the boundary of the whole gateway
+            log.error("unhandled_error", request_id=ctx.request_id, exc_info=exc)
+            await self._fail(ctx, SentinelError(), send_with_id, started, ended)
+        finally:
+            log.info("request_finished", **ctx.log_fields(time.perf_counter_ns()))
+
+    @staticmethod
+    async def _fail(
+        ctx: RequestContext, error: SentinelError, send: Send, started: bool, ended: bool
+    ) -> None:
+        ctx.error_code = error.code
+        if ctx.outcome == "ok":
+            ctx.outcome = "error"
+        if error.context:
+            log.warning(
+                "request_error", request_id=ctx.request_id, code=error.code, **error.context
+            )
+        if not started:
+            start, body = error_response(error)
+            await send(start)
+            await send(body)
+            ctx.status = error.status
+            return
+        if ended:
+            return
+        if ctx.is_sse:
+            # After http.response.start the status cannot change: say it in-band, then end.
+            await send({"type": "http.response.body", "body": error.as_sse(), "more_body": True})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            return
+        raise error  # a plain body cut short: let the server abort the connection

@@ -1,0 +1,55 @@
+"""Exact request and token limits, quotas and parallel leases, with a fail-closed fallback.
+
+Pure core: ``spec`` (what a key may use), ``periods`` (calendar quotas), ``window`` (the
+integer arithmetic, the reference for the Lua scripts), ``decision`` (plans, decisions,
+reservations), ``breaker`` and ``headers``. Thin shell: ``MemoryStore``, ``RedisStore`` (the
+``limits.lua``) and ``GuardedStore``, all behind the ``LimitStore`` Protocol.
+"""
+
+from sentinel.limits.breaker import Breaker, BreakerState
+from sentinel.limits.clock import Clock, SystemClock
+from sentinel.limits.decision import Decision, RateWindow, Refusal, Reservation
+from sentinel.limits.guarded import GuardedStore, GuardStats, OnUnavailable
+from sentinel.limits.headers import DEGRADED_HEADER, duration, rate_limit_headers, refusal_error
+from sentinel.limits.memory import MemoryStore
+from sentinel.limits.periods import Period, current_period
+from sentinel.limits.redis_store import RedisStore, redis_keys
+from sentinel.limits.settings import LimitDefaults
+from sentinel.limits.spec import Admission, Dimension, LimitSpec, local_share, reservation_tokens
+from sentinel.limits.store import LimitStore, MergingStore, StoreUnavailable
+from sentinel.limits.window import KeyState, Timing, Usage
+
+__all__ = [
+    "DEGRADED_HEADER",
+    "Admission",
+    "Breaker",
+    "BreakerState",
+    "Clock",
+    "Decision",
+    "Dimension",
+    "GuardStats",
+    "GuardedStore",
+    "KeyState",
+    "LimitDefaults",
+    "LimitSpec",
+    "LimitStore",
+    "MemoryStore",
+    "MergingStore",
+    "OnUnavailable",
+    "Period",
+    "RateWindow",
+    "RedisStore",
+    "Refusal",
+    "Reservation",
+    "StoreUnavailable",
+    "SystemClock",
+    "Timing",
+    "Usage",
+    "current_period",
+    "duration",
+    "local_share",
+    "rate_limit_headers",
+    "redis_keys",
+    "refusal_error",
+    "reservation_tokens",
+]

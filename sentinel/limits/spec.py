@@ -1,0 +1,168 @@
+"""What one API key may use, and what one request asks for.
+
+A ``LimitSpec`` is fixed per key by configuration; an ``Admission`` is built per request by the
+proxy. Every amount is an integer: requests, tokens, milliseconds.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
+from typing import TypeGuard
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+__all__ = [
+    "MAX_AMOUNT",
+    "QUOTAS",
+    "Admission",
+    "Dimension",
+    "LimitSpec",
+    "local_share",
+    "reservation_tokens",
+]
+
+
+class Dimension(StrEnum):
+    """One limit of a key; the value is the name used in refusals, logs and metric labels."""
+
+    REQUESTS = "requests"
+    TOKENS = "tokens"
+    PARALLEL = "parallel"
+    DAY = "day"
+    WEEK = "week"
+    MONTH = "month"
+
+    @property
+    def is_quota(self) -> bool:
+        """Whether this is a calendar quota (day, week or month) rather than a rate."""
+        return self in QUOTAS
+
+    @property
+    def code(self) -> int:
+        """The dimension's number in Lua replies: 1 to 6 in declaration order (0 is "none")."""
+        return _ORDER.index(self) + 1
+
+
+QUOTAS = (Dimension.DAY, Dimension.WEEK, Dimension.MONTH)
+MAX_AMOUNT = 2**53 - 1
+"""The largest count or limit: Lua's doubles hold every whole number up to it exactly."""
+_ORDER = tuple(Dimension)
+
+_FIELDS = {
+    Dimension.REQUESTS: "rpm",
+    Dimension.TOKENS: "tpm",
+    Dimension.PARALLEL: "max_parallel",
+    Dimension.DAY: "tokens_per_day",
+    Dimension.WEEK: "tokens_per_week",
+    Dimension.MONTH: "tokens_per_month",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class LimitSpec:
+    """Every limit of one API key; ``None`` means no limit on that dimension.
+
+    ``rpm`` and ``tpm`` are sliding one-minute windows, ``max_parallel`` counts requests in
+    flight, and the ``tokens_per_*`` quotas are calendar periods (ISO weeks start on Monday)
+    in ``timezone``. A limit of 0 refuses everything on that dimension.
+    """
+
+    rpm: int | None = None
+    tpm: int | None = None
+    max_parallel: int | None = None
+    tokens_per_day: int | None = None
+    tokens_per_week: int | None = None
+    tokens_per_month: int | None = None
+    timezone: str = "UTC"
+
+    def limit(self, dimension: Dimension) -> int | None:
+        """The configured limit of ``dimension``."""
+        value: int | None = getattr(self, _FIELDS[dimension])
+        return value
+
+    def quotas(self) -> Iterator[tuple[Dimension, int]]:
+        """The configured calendar quotas, day before week before month."""
+        for dimension in QUOTAS:
+            limit = self.limit(dimension)
+            if limit is not None:
+                yield dimension, limit
+
+    def problems(self) -> list[str]:
+        """Every invalid field as ``"field: message"``; empty when all is well."""
+        found = [
+            f"{name}: must be a whole number from 0 to {MAX_AMOUNT}, got {value!r}"
+            for name in _FIELDS.values()
+            if (value := getattr(self, name)) is not None
+            and (
+                not isinstance(value, int)
+                or isinstance(value, bool)
+                or not 0 <= value <= MAX_AMOUNT
+            )
+        ]
+        try:
+            ZoneInfo(self.timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            found.append(f"timezone: unknown time zone {self.timezone[:64]!r}")
+        return found
+
+
+def local_share(spec: LimitSpec, replicas: int) -> LimitSpec:
+    """``spec`` with every limit divided by ``replicas`` (floor): one replica's fail-closed share.
+
+    The share never exceeds the full limit, so a bad replica count cannot loosen a limit.
+    """
+    count = max(1, replicas)
+    shares = {
+        name: min(value, value // count)
+        for name in _FIELDS.values()
+        if (value := getattr(spec, name)) is not None
+    }
+    return replace(spec, **shares)
+
+
+def _new_reservation_id() -> str:
+    return secrets.token_hex(12)
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """One request asking to be admitted for ``key_name``.
+
+    ``tokens`` is what to reserve: the prompt's counted tokens plus the completion cap (see
+    ``reservation_tokens``). ``reservation_id`` names the reservation and its parallel lease;
+    it is random and never the client-supplied request id, so two requests never share a lease.
+    """
+
+    key_name: str
+    request_id: str
+    tokens: int
+    reservation_id: str = field(default_factory=_new_reservation_id)
+
+
+_CAP_FIELDS = ("max_completion_tokens", "max_tokens", "max_output_tokens")
+
+
+def reservation_tokens(
+    prompt_tokens: int, body: Mapping[str, object], default_completion_reserve: int
+) -> int:
+    """Tokens to reserve for a request: prompt + completion cap, times ``n`` choices.
+
+    The cap is the first of ``max_completion_tokens``, ``max_tokens`` and ``max_output_tokens``
+    that is a whole number >= 0, else ``default_completion_reserve``; ``n`` counts only when it
+    is a whole number >= 1 (chat and completions bill each choice's output).
+    """
+    cap = default_completion_reserve
+    for name in _CAP_FIELDS:
+        value = body.get(name)
+        if _is_count(value, low=0):
+            cap = value
+            break
+    choices = body.get("n")
+    count = choices if _is_count(choices, low=1) else 1
+    return max(0, prompt_tokens) + cap * count
+
+
+def _is_count(value: object, *, low: int) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= low

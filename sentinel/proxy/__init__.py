@@ -1,0 +1,1 @@
+"""The endpoints that proxy ``/v1/*`` to upstreams."""

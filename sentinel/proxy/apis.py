@@ -1,0 +1,175 @@
+"""The four APIs Sentinel reads: chat, completions, embeddings and responses.
+
+Each request is authenticated, its body read (within the size limit), parsed once, checked,
+its prompt counted, routed by model and sent upstream. Streams go through a
+``StreamAccumulator``; when the client did not ask for stream usage, Sentinel asks for it and
+hides the extra chunk. Every request ends with its usage settled: the provider's numbers, or
+an estimate from the prompt and the completion text seen.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import orjson
+
+from sentinel.auth.keys import presented_key
+from sentinel.http.asgi import Receive, Scope, Send
+from sentinel.http.body import parse_json_object, read_body
+from sentinel.http.context import CONTEXT_KEY, RequestContext
+from sentinel.http.headers import RequestHeaders, relay_headers, scan_request_headers
+from sentinel.http.validation import Api, ApiRequest, validate
+from sentinel.services import Services, services_of
+from sentinel.streaming.accumulator import StreamAccumulator, StreamApi
+from sentinel.streaming.relay import relay
+from sentinel.tokens import ModelCounter
+from sentinel.upstream.call import open_upstream, upstream_url
+from sentinel.upstream.client import upstream_errors
+from sentinel.upstream.routing import UpstreamTarget
+from sentinel.usage.counts import Usage
+from sentinel.usage.estimate import completion_text, settle_usage
+
+__all__ = ["ApiEndpoint"]
+
+_USAGE_INJECTED: frozenset[Api] = frozenset({"chat", "completions"})
+_STREAM_APIS: dict[Api, StreamApi] = {
+    "chat": "chat",
+    "completions": "completions",
+    "responses": "responses",
+}
+
+
+@dataclass(slots=True)
+class _Outcome:
+    """What the upstream produced: its usage if it said, and the completion text seen."""
+
+    usage: Usage | None = None
+    text: str = ""
+    produced: bool = False
+
+
+class ApiEndpoint:
+    """ASGI endpoint for one of the four read APIs (POST only)."""
+
+    def __init__(self, api: Api, route: str) -> None:
+        self.api = api
+        self.route = route
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        ctx: RequestContext = scope[CONTEXT_KEY]
+        ctx.route = self.route
+        services = services_of(scope)
+        headers = scan_request_headers(scope["headers"])
+        ctx.key = services.keys.authenticate(
+            presented_key(headers.authorization, headers.api_key)
+        ).name
+        raw = await read_body(
+            receive, services.config.server.max_body_bytes, headers.content_length
+        )
+        ctx.request_bytes = len(raw)
+        request = validate(self.api, parse_json_object(raw, headers.content_encoding))
+        ctx.model, ctx.stream = request.model, request.stream
+        counter = services.tokens.for_model(request.model)
+        ctx.prompt_estimate = await counter.count_prompt(self.api, request.body, size_hint=len(raw))
+        router = services.router
+        target = router.route(request.model) if request.model else router.default
+        ctx.upstream = target.name
+        outcome = _Outcome()
+        try:
+            await self._forward(
+                scope, receive, send, services, target, headers, request, raw, outcome
+            )
+        finally:
+            await _settle(ctx, services, counter, outcome)
+
+    async def _forward(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        services: Services,
+        target: UpstreamTarget,
+        headers: RequestHeaders,
+        request: ApiRequest,
+        raw: bytes,
+        outcome: _Outcome,
+    ) -> None:
+        ctx: RequestContext = scope[CONTEXT_KEY]
+        payload, strip = self._payload(request, raw)
+        forward = headers.forward
+        forward["accept-encoding"] = "identity"
+        forward["x-request-id"] = ctx.request_id
+        forward.setdefault("content-type", "application/json")
+        url = upstream_url(target, scope["path"], scope["query_string"])
+        deadline = asyncio.get_running_loop().time() + target.total_s
+        response = await open_upstream(services.session, target, ctx, "POST", url, forward, payload)
+        try:
+            stream_api = _STREAM_APIS.get(self.api) if request.stream else None
+            if stream_api is not None and response.content_type == "text/event-stream":
+                tap = StreamAccumulator(stream_api, strip_usage_chunk=strip)
+                try:
+                    await relay(response, ctx, send, receive, tap=tap, keep_length=False)
+                finally:
+                    outcome.usage, outcome.text = tap.usage, tap.text
+                    outcome.produced = tap.events > 0
+            else:
+                await _send_whole(response, ctx, send, target.name, deadline, outcome)
+        finally:
+            response.close()
+
+    def _payload(self, request: ApiRequest, raw: bytes) -> tuple[bytes, bool]:
+        """The bytes to send upstream, and whether a usage chunk must be hidden from the client."""
+        if not request.stream or self.api not in _USAGE_INJECTED or request.include_usage:
+            return raw, False  # forwarded exactly as the client sent it
+        body = request.body
+        options = body.get("stream_options")
+        body["stream_options"] = {**(options or {}), "include_usage": True}
+        return orjson.dumps(body), True
+
+
+async def _send_whole(
+    response: aiohttp.ClientResponse,
+    ctx: RequestContext,
+    send: Send,
+    upstream: str,
+    deadline: float,
+    outcome: _Outcome,
+) -> None:
+    """Read a (small) JSON reply whole within the call's deadline, note its usage, send it."""
+    with upstream_errors(upstream, started=True):
+        async with asyncio.timeout_at(deadline):
+            body = await response.read()
+    headers, ctx.dropped_headers = relay_headers(response.raw_headers, keep_length=False)
+    headers.append((b"content-length", str(len(body)).encode("ascii")))
+    if response.status < 300:
+        parsed = _parse(body)
+        usage = parsed.get("usage") if isinstance(parsed, dict) else None
+        outcome.usage = Usage.from_openai(usage)
+        outcome.produced = True
+        if outcome.usage is None:
+            outcome.text = completion_text(parsed)
+    await send({"type": "http.response.start", "status": response.status, "headers": headers})
+    await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+def _parse(body: bytes) -> Any:
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+
+
+async def _settle(
+    ctx: RequestContext, services: Services, counter: ModelCounter, outcome: _Outcome
+) -> None:
+    """Decide the request's usage: provider's if given, else estimated if anything was produced."""
+    if outcome.usage is None and not outcome.produced:
+        return  # the upstream produced nothing: no tokens were spent
+    ctx.usage, ctx.usage_source = await settle_usage(
+        outcome.usage, ctx.prompt_estimate or 0, outcome.text, counter
+    )
+    if outcome.usage is not None and ctx.prompt_estimate is not None and ctx.model:
+        services.drift.observe(ctx.model, ctx.prompt_estimate, outcome.usage.prompt_tokens)

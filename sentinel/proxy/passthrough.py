@@ -1,0 +1,99 @@
+"""Every other ``/v1/*`` path and method, passed through with bodies streamed both ways.
+
+JSON bodies (images, moderations, speech) are small: they are read so that a ``model`` in them
+can choose the upstream. Any other body (multipart audio uploads, files) is streamed to the
+first upstream as it arrives, counted against ``max_body_bytes``; responses are relayed as
+they arrive, with their length and encoding untouched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import orjson
+
+from sentinel.auth.keys import presented_key
+from sentinel.errors import MethodNotAllowed, SentinelError
+from sentinel.http.asgi import Receive, Scope, Send
+from sentinel.http.body import BodyStream, read_body
+from sentinel.http.context import CONTEXT_KEY, RequestContext
+from sentinel.http.headers import RequestHeaders, scan_request_headers
+from sentinel.services import Services, services_of
+from sentinel.streaming.relay import relay
+from sentinel.upstream.call import open_upstream, upstream_url
+from sentinel.upstream.routing import UpstreamTarget
+
+__all__ = ["PassthroughEndpoint"]
+
+_METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"})
+_MODEL_PATH = "/v1/models/"
+
+
+class PassthroughEndpoint:
+    """ASGI endpoint for any ``/v1/*`` request that Sentinel does not read."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        ctx: RequestContext = scope[CONTEXT_KEY]
+        ctx.route = "/v1/*"
+        method: str = scope["method"]
+        if method not in _METHODS:
+            raise MethodNotAllowed(f"The method {method} is not allowed on /v1 paths.")
+        services = services_of(scope)
+        headers = scan_request_headers(scope["headers"])
+        ctx.key = services.keys.authenticate(
+            presented_key(headers.authorization, headers.api_key)
+        ).name
+        target, data, stream = await _target_and_body(scope, receive, services, headers)
+        ctx.upstream = target.name
+        forward = headers.forward
+        forward["accept-encoding"] = headers.accept_encoding or "identity"
+        forward["x-request-id"] = ctx.request_id
+        if stream is not None and headers.content_length is not None:
+            forward["content-length"] = str(headers.content_length)
+        url = upstream_url(target, scope["path"], scope["query_string"])
+        try:
+            response = await open_upstream(
+                services.session, target, ctx, method, url, forward, data
+            )
+        except SentinelError:
+            failure = stream.failure() if stream is not None else None
+            if failure is not None:
+                raise failure from None
+            raise
+        if stream is not None:
+            ctx.request_bytes = stream.size
+        try:
+            await relay(response, ctx, send, receive, tap=None, keep_length=True)
+        finally:
+            response.close()
+
+
+async def _target_and_body(
+    scope: Scope, receive: Receive, services: Services, headers: RequestHeaders
+) -> tuple[UpstreamTarget, bytes | AsyncIterator[bytes] | None, BodyStream | None]:
+    """Choose the upstream, reading the body only when it is JSON that may name a model."""
+    router = services.router
+    path: str = scope["path"]
+    limit = services.config.server.max_body_bytes
+    if scope["method"] in ("GET", "HEAD", "DELETE") and not headers.content_length:
+        model = path[len(_MODEL_PATH) :] if path.startswith(_MODEL_PATH) else None
+        return (router.route(model) if model else router.default), None, None
+    content_type = headers.content_type or b""
+    if content_type.startswith(b"application/json") and headers.content_encoding is None:
+        raw = await read_body(receive, limit, headers.content_length)
+        scope[CONTEXT_KEY].request_bytes = len(raw)
+        model = _model_in(raw)
+        return (router.route(model) if model else router.default), raw, None
+    if headers.content_length is not None and headers.content_length > limit:
+        await read_body(receive, limit, headers.content_length)  # raises the 413
+    stream = BodyStream(receive, limit)
+    return router.default, stream.chunks(), stream
+
+
+def _model_in(raw: bytes) -> str | None:
+    try:
+        parsed = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None  # not ours to judge: the upstream answers malformed bodies itself
+    model = parsed.get("model") if isinstance(parsed, dict) else None
+    return model if isinstance(model, str) and model else None

@@ -1,0 +1,36 @@
+"""The one typed container of long-lived objects, handed to requests via lifespan state."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import aiohttp
+
+from sentinel.auth.keys import KeyRing
+from sentinel.config import Config
+from sentinel.http.asgi import Scope
+from sentinel.tokens import PromptCounter
+from sentinel.upstream.routing import Router
+from sentinel.usage.estimate import DriftStats
+
+__all__ = ["SERVICES_KEY", "Services", "services_of"]
+
+SERVICES_KEY = "services"
+
+
+@dataclass(frozen=True, slots=True)
+class Services:
+    """Everything a request may use, opened by the lifespan and closed after it."""
+
+    config: Config
+    keys: KeyRing
+    router: Router
+    session: aiohttp.ClientSession
+    tokens: PromptCounter
+    drift: DriftStats
+
+
+def services_of(scope: Scope) -> Services:
+    """The services of the app serving ``scope`` (lifespan state, copied per request)."""
+    services: Services = scope["state"][SERVICES_KEY]
+    return services

@@ -1,0 +1,1 @@
+"""Streams: the SSE framer, the per-stream accumulator, and the relay that feeds them."""

@@ -1,0 +1,337 @@
+"""What one streamed reply amounts to: usage, text, completion and errors, read as it is relayed.
+
+The relay feeds every upstream chunk to ``StreamAccumulator.feed`` and forwards what it
+returns. Normally that is the chunk itself, untouched. When Sentinel added
+``stream_options.include_usage`` for a client that did not ask for it, the accumulator forwards
+whole events only and drops the one usage-only chunk (``"choices": []`` with a ``usage``), so
+the client sees exactly the stream it asked for.
+
+Everything the upstream sends is untrusted: data that is not a JSON object is counted in
+``bad_events`` and skipped, and fields of the wrong type are ignored, so that no event can make
+``feed`` raise or spoil what later events say.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import orjson
+
+from sentinel.streaming.sse import SSEEvent, SSEParser
+from sentinel.usage.counts import Usage
+
+__all__ = ["StreamAccumulator", "StreamApi", "StreamSnapshot"]
+
+StreamApi = Literal["chat", "completions", "responses"]
+
+_DONE = b"[DONE]"
+_MAX_ERROR_BYTES = 4096  # of a non-JSON error event kept as its message
+_TERMINAL = frozenset({"response.completed", "response.incomplete", "response.failed"})
+# Responses API events whose ``delta`` is reply text.
+_TEXT_DELTAS = frozenset(
+    {
+        "response.output_text.delta",
+        "response.refusal.delta",
+        "response.reasoning_text.delta",
+        "response.function_call_arguments.delta",
+    }
+)
+
+# Chat delta fields that are reply text, and the channel each is kept in.
+_DELTA_TEXT = {
+    "content": "content",
+    "refusal": "refusal",
+    "reasoning_content": "reasoning",
+    "reasoning": "reasoning",
+}
+
+Channel = tuple[object, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class StreamSnapshot:
+    """A consistent copy of an accumulator's state at one moment."""
+
+    usage: Usage | None
+    text: str
+    is_complete: bool
+    upstream_error: dict[str, Any] | None
+    model: str | None
+    finish_reasons: tuple[str, ...]
+    events: int
+    bad_events: int
+
+
+class _Text:
+    """Reply text kept per channel (choice, tool call, output item), joined only on demand.
+
+    Keeping channels apart means replies with several choices or tool calls are not
+    interleaved, so the joined text tokenizes as the provider's output did.
+    """
+
+    __slots__ = ("_channels", "_joined")
+
+    def __init__(self) -> None:
+        self._channels: dict[Channel, list[str]] = {}
+        self._joined: str | None = ""
+
+    def add(self, channel: Channel, piece: object) -> None:
+        """Append ``piece`` to ``channel`` if it is a non-empty string; ignore anything else."""
+        if type(piece) is str and piece:
+            pieces = self._channels.get(channel)
+            if pieces is None:
+                self._channels[channel] = [piece]
+            else:
+                pieces.append(piece)
+            self._joined = None
+
+    def add_function(self, channel: Channel, function: dict[str, Any]) -> None:
+        """A function call's name and arguments (pieces of either may come in any chunk)."""
+        self.add(channel, function.get("name"))
+        self.add(channel, function.get("arguments"))
+
+    def joined(self) -> str:
+        if self._joined is None:
+            self._joined = "".join("".join(pieces) for pieces in self._channels.values())
+        return self._joined
+
+
+def _index(obj: dict[str, Any], key: str) -> int:
+    value = obj.get(key)
+    return value if type(value) is int else 0
+
+
+class StreamAccumulator:
+    """Reads one upstream SSE stream as it is relayed; every method is safe from any thread."""
+
+    def __init__(self, api: StreamApi, *, strip_usage_chunk: bool) -> None:
+        self._api = api
+        self._strip = strip_usage_chunk
+        self._lock = threading.Lock()
+        self._parser = SSEParser()
+        self._text = _Text()
+        self._usage: Usage | None = None
+        self._complete = False
+        self._error: dict[str, Any] | None = None
+        self._model: str | None = None
+        self._finish: dict[int, str] = {}
+        self._events = 0
+        self._bad = 0
+        self._held = 0  # bytes fed but not yet returned (strip mode only)
+
+    def feed(self, chunk: bytes) -> bytes:
+        """Read the next upstream chunk; return the bytes to forward to the client."""
+        with self._lock:
+            events = self._parser.feed(chunk)
+            if not self._strip:
+                for event in events:
+                    if event.has_data:
+                        self._read(event)
+                return chunk  # relayed byte for byte, even when it ends mid-event
+            held = self._held
+            kept: list[bytes] = []
+            dropped = 0
+            for event in events:
+                if event.has_data and self._read(event):
+                    dropped += len(event.raw)
+                else:
+                    kept.append(event.raw)
+            self._held = held + len(chunk) - dropped - sum(map(len, kept))
+            if not held and not self._held and not dropped:
+                return chunk  # exactly the complete events it holds
+            return b"".join(kept)
+
+    def finish(self) -> bytes:
+        """At upstream EOF: read any unterminated last event; return the bytes still to forward."""
+        with self._lock:
+            event = self._parser.close()
+            self._held = 0
+            if event is None:
+                return b""
+            stripped = event.has_data and self._read(event)
+            return event.raw if self._strip and not stripped else b""
+
+    def snapshot(self) -> StreamSnapshot:
+        """Everything read so far, copied under the lock."""
+        with self._lock:
+            return StreamSnapshot(
+                usage=self._usage,
+                text=self._text.joined(),
+                is_complete=self._complete,
+                upstream_error=self._error,
+                model=self._model,
+                finish_reasons=self._finish_reasons(),
+                events=self._events,
+                bad_events=self._bad,
+            )
+
+    @property
+    def usage(self) -> Usage | None:
+        """The provider's own usage, once a usage chunk or terminal event has arrived."""
+        return self._usage
+
+    @property
+    def text(self) -> str:
+        """The reply text so far: content, refusals, reasoning, tool-call names and arguments."""
+        with self._lock:
+            return self._text.joined()
+
+    @property
+    def is_complete(self) -> bool:
+        """Whether the upstream ended the stream properly (``[DONE]`` or a terminal event)."""
+        return self._complete
+
+    @property
+    def upstream_error(self) -> dict[str, Any] | None:
+        """The first in-band error the upstream sent, if any."""
+        return self._error
+
+    @property
+    def model(self) -> str | None:
+        """The model the upstream says answered (the first non-empty name seen)."""
+        return self._model
+
+    @property
+    def finish_reasons(self) -> tuple[str, ...]:
+        """Each choice's finish reason in choice order; for responses, the terminal status."""
+        with self._lock:
+            return self._finish_reasons()
+
+    @property
+    def events(self) -> int:
+        """Data events read (``[DONE]`` and bad ones included; comment-only events not)."""
+        return self._events
+
+    @property
+    def bad_events(self) -> int:
+        """Data events skipped because their data was not a JSON object."""
+        return self._bad
+
+    def _finish_reasons(self) -> tuple[str, ...]:
+        return tuple(self._finish[i] for i in sorted(self._finish))
+
+    def _read(self, event: SSEEvent) -> bool:
+        """Update the state from one data event; True if it is a usage-only chunk to strip."""
+        self._events += 1
+        data = event.data
+        if data == _DONE or (data[:1] == b"[" and data.strip() == _DONE):
+            if self._api != "responses":
+                self._complete = True
+            return False
+        try:
+            obj = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            obj = None
+        if type(obj) is not dict:
+            self._bad += 1
+            if event.event == "error" and self._error is None:
+                self._error = {"message": data[:_MAX_ERROR_BYTES].decode("utf-8", "replace")}
+            return False
+        if event.event == "error":
+            self._note_error(obj.get("error"), obj)
+            return False
+        if self._api == "responses":
+            self._read_response_event(obj, event.event)
+            return False
+        self._read_chunk(obj)
+        return self._strip and _is_usage_chunk(obj)
+
+    def _note_error(self, error: object, whole: dict[str, Any]) -> None:
+        if self._error is None:
+            self._error = error if type(error) is dict else whole
+
+    def _note_model(self, model: object) -> None:
+        if self._model is None and type(model) is str and model:
+            self._model = model
+
+    def _read_chunk(self, obj: dict[str, Any]) -> None:
+        """A chat or completions chunk."""
+        error = obj.get("error")
+        if error:  # some compatible providers send "error": null in every chunk
+            self._note_error(error, obj)
+        if self._model is None:
+            self._note_model(obj.get("model"))
+        usage = obj.get("usage")
+        if usage is not None:
+            parsed = Usage.from_openai(usage)
+            if parsed is not None:
+                self._usage = parsed
+        choices = obj.get("choices")
+        if type(choices) is not list:
+            return
+        completions = self._api == "completions"
+        for choice in choices:
+            if type(choice) is not dict:
+                continue
+            index = _index(choice, "index")
+            reason = choice.get("finish_reason")
+            if type(reason) is str:
+                self._finish[index] = reason
+            if completions:
+                self._text.add((index,), choice.get("text"))
+                continue
+            delta = choice.get("delta")
+            if type(delta) is dict and delta:
+                self._read_delta(index, delta)
+
+    def _read_delta(self, index: int, delta: dict[str, Any]) -> None:
+        """One choice's delta; one pass over its keys, as most deltas hold only ``content``."""
+        text = self._text
+        for key, value in delta.items():
+            if type(value) is str:
+                channel = _DELTA_TEXT.get(key)
+                # vLLM-style "reasoning" only counts when "reasoning_content" does not repeat it.
+                if channel and not (key == "reasoning" and "reasoning_content" in delta):
+                    text.add((index, channel), value)
+            elif key == "tool_calls" and type(value) is list:
+                for call in value:
+                    if type(call) is dict:
+                        function = call.get("function")
+                        if type(function) is dict:
+                            text.add_function((index, "tool", _index(call, "index")), function)
+            elif key == "function_call" and type(value) is dict:
+                text.add_function((index, "function"), value)
+
+    def _read_response_event(self, obj: dict[str, Any], name: str | None) -> None:
+        """A Responses API event; its ``type`` names it (the SSE event name repeats it)."""
+        kind = obj.get("type")
+        if type(kind) is not str:
+            kind = name
+        if kind in _TEXT_DELTAS:
+            channel = (_index(obj, "output_index"), _index(obj, "content_index"))
+            self._text.add(channel, obj.get("delta"))
+        elif kind == "response.output_item.added":
+            item = obj.get("item")
+            if type(item) is dict and item.get("type") == "function_call":
+                self._text.add((_index(obj, "output_index"), 0), item.get("name"))
+        elif kind == "error":
+            self._note_error(obj.get("error"), obj)
+        else:
+            response = obj.get("response")
+            if type(response) is not dict:
+                return
+            self._note_model(response.get("model"))
+            if kind in _TERMINAL:
+                self._read_terminal(kind, response)
+
+    def _read_terminal(self, kind: str, response: dict[str, Any]) -> None:
+        self._complete = True
+        usage = Usage.from_openai(response.get("usage"))
+        if usage is not None:
+            self._usage = usage
+        status = response.get("status")
+        details = response.get("incomplete_details")
+        reason = details.get("reason") if type(details) is dict else None
+        if type(reason) is str:
+            self._finish[0] = reason
+        elif type(status) is str:
+            self._finish[0] = status
+        if kind == "response.failed":
+            self._note_error(response.get("error"), response)
+
+
+def _is_usage_chunk(obj: object) -> bool:
+    """``"choices": []`` with a usage: Azure's prompt-filter chunks have no usage and stay."""
+    return type(obj) is dict and obj.get("choices") == [] and obj.get("usage") is not None

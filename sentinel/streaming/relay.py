@@ -1,0 +1,133 @@
+"""Relaying an upstream body to the client as it arrives, and releasing it when anyone leaves.
+
+Bytes are forwarded chunk by chunk with no re-buffering. The response start is sent with the
+first chunk, so that until then an upstream failure is still an ordinary error status. After
+it, a failure becomes an in-band SSE ``error`` event for event streams, or an aborted
+connection for anything else — never a clean end that looks like success. A client
+disconnect cancels the relay at once; the caller closes the upstream response.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Protocol
+
+import aiohttp
+
+from sentinel.errors import SentinelError, UpstreamError
+from sentinel.http.asgi import Message, Receive, Send
+from sentinel.http.context import RequestContext
+from sentinel.http.headers import relay_headers
+from sentinel.upstream.client import upstream_errors
+
+__all__ = ["DisconnectWatcher", "StreamTap", "relay"]
+
+
+class StreamTap(Protocol):
+    """What the relay feeds every chunk to (the stream accumulator)."""
+
+    def feed(self, chunk: bytes) -> bytes: ...
+    def finish(self) -> bytes: ...
+
+    @property
+    def is_complete(self) -> bool: ...
+
+
+class DisconnectWatcher:
+    """Watches ``receive`` for ``http.disconnect`` and cancels the relaying task when it comes."""
+
+    def __init__(self, receive: Receive) -> None:
+        self.disconnected = False
+        self._relaying = asyncio.current_task()
+        self._task = asyncio.create_task(self._watch(receive))
+
+    async def _watch(self, receive: Receive) -> None:
+        while (await receive())["type"] != "http.disconnect":
+            continue
+        self.disconnected = True
+        if self._relaying is not None:
+            self._relaying.cancel()
+
+    def close(self) -> None:
+        """Stop watching (the relay is over)."""
+        self._task.cancel()
+
+
+def _body(chunk: bytes) -> Message:
+    return {"type": "http.response.body", "body": chunk, "more_body": True}
+
+
+async def relay(
+    response: aiohttp.ClientResponse,
+    ctx: RequestContext,
+    send: Send,
+    receive: Receive,
+    *,
+    tap: StreamTap | None,
+    keep_length: bool,
+) -> None:
+    """Forward ``response`` to the client; ``tap`` sees every chunk and may rewrite it."""
+    headers, ctx.dropped_headers = relay_headers(response.raw_headers, keep_length=keep_length)
+    start = {"type": "http.response.start", "status": response.status, "headers": headers}
+    watcher = DisconnectWatcher(receive)
+    try:
+        await _pump(response, ctx, send, start, tap)
+    except asyncio.CancelledError:
+        if not watcher.disconnected:
+            raise
+        current = asyncio.current_task()
+        if current is not None:
+            current.uncancel()
+        ctx.outcome = "client_disconnected"
+    finally:
+        watcher.close()
+
+
+async def _pump(
+    response: aiohttp.ClientResponse,
+    ctx: RequestContext,
+    send: Send,
+    start: Message,
+    tap: StreamTap | None,
+) -> None:
+    read = response.content.readany
+    started = False
+    try:
+        with upstream_errors(ctx.upstream or "upstream", started=True):
+            while True:
+                waited = time.perf_counter_ns()
+                try:
+                    chunk = await read()
+                finally:
+                    ctx.upstream_wait_ns += time.perf_counter_ns() - waited
+                if not chunk:
+                    break
+                out = tap.feed(chunk) if tap is not None else chunk
+                if not started:
+                    await send(start)
+                    started = True
+                if out:
+                    await send(_body(out))
+        if not started:
+            await send(start)
+            started = True
+        if tap is not None:
+            await _finish_tap(tap, send, ctx)
+    except SentinelError:
+        if started:
+            ctx.outcome = "upstream_interrupted"
+        raise  # before the start: an error status; after it: in-band SSE or an aborted body
+    await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+async def _finish_tap(tap: StreamTap, send: Send, ctx: RequestContext) -> None:
+    tail = tap.finish()
+    if tail:
+        await send(_body(tail))
+    if not tap.is_complete:
+        raise UpstreamError(
+            "The upstream provider ended the stream before it was complete.",
+            code="upstream_interrupted",
+            upstream=ctx.upstream,
+        )

@@ -1,0 +1,1 @@
+"""Upstream providers: targets, routing, the outbound client and its error mapping."""

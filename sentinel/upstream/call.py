@@ -1,0 +1,66 @@
+"""One call to an upstream: URL, headers, first-byte timeout and error mapping together."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+
+import aiohttp
+from yarl import URL
+
+from sentinel.errors import UpstreamError
+from sentinel.http.context import RequestContext
+from sentinel.upstream.client import upstream_errors
+from sentinel.upstream.routing import UpstreamTarget
+
+__all__ = ["open_upstream", "upstream_url"]
+
+_API_PREFIX = "/v1"
+
+
+def upstream_url(target: UpstreamTarget, path: str, query: bytes) -> URL:
+    """The upstream URL for a client path under ``/v1`` (the base URL already ends in it)."""
+    tail = path[len(_API_PREFIX) :] if path.startswith(_API_PREFIX) else path
+    url = target.base_url + tail
+    if query:
+        url += "?" + query.decode("latin-1")
+    return URL(url, encoded=True)
+
+
+async def open_upstream(
+    session: aiohttp.ClientSession,
+    target: UpstreamTarget,
+    ctx: RequestContext,
+    method: str,
+    url: URL,
+    headers: dict[str, str],
+    data: bytes | AsyncIterator[bytes] | None,
+) -> aiohttp.ClientResponse:
+    """Send the request and wait for the response headers, within the first-byte timeout."""
+    headers.update(target.auth_headers)
+    started = time.perf_counter_ns()
+    try:
+        with upstream_errors(target.name):
+            async with asyncio.timeout(target.first_byte_s):
+                response = await session.request(
+                    method,
+                    url,
+                    headers=headers,
+                    data=data,
+                    timeout=target.timeout,
+                    allow_redirects=False,
+                )
+    finally:
+        ctx.upstream_wait_ns += time.perf_counter_ns() - started
+    ctx.upstream_status = response.status
+    if response.status == 401:
+        # The client authenticated with Sentinel; a 401 here means Sentinel's own upstream
+        # key is wrong, which the client must not mistake for its key being refused.
+        response.close()
+        raise UpstreamError(
+            "The upstream provider refused the gateway's credentials.",
+            code="upstream_auth_failed",
+            upstream=target.name,
+        )
+    return response

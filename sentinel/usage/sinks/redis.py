@@ -1,0 +1,132 @@
+"""A sink keeping per-key usage counters in Redis, per minute and per day, exactly once.
+
+Each bucket is a hash with ``requests``, ``prompt_tokens``, ``completion_tokens`` and
+``total_tokens``, under keys hash-tagged by the key name so one script call touches one slot::
+
+    sentinel:{team-a}:usage:m:202501311230     minute bucket (UTC)
+    sentinel:{team-a}:usage:d:20250131         day bucket (UTC)
+    sentinel:{team-a}:usage:seen:<request_id>  dedupe marker
+
+``usage_counters.lua`` sets the dedupe marker with ``SET NX`` before incrementing, so a batch
+replayed from the spool (or retried after a partial failure) never counts a request twice
+while its marker lives (``dedupe_ttl_s``). Buckets follow the request's ``started_at``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib import resources
+from typing import Literal
+
+from redis.asyncio import Redis
+from redis.exceptions import NoScriptError, RedisError
+
+from sentinel.usage.records import UsageRecord
+from sentinel.usage.sinks import DeliveryError
+
+__all__ = ["Period", "RedisCounterSink", "UsageCounters", "counter_key", "read_counters"]
+
+Period = Literal["minute", "day"]
+
+_BUCKET_FORMATS: dict[Period, tuple[str, str]] = {
+    "minute": ("m", "%Y%m%d%H%M"),
+    "day": ("d", "%Y%m%d"),
+}
+_FIELDS = ("requests", "prompt_tokens", "completion_tokens", "total_tokens")
+
+
+def counter_key(key: str, period: Period, when: datetime) -> str:
+    """The hash holding ``key``'s counters for the minute or day (UTC) containing ``when``."""
+    letter, pattern = _BUCKET_FORMATS[period]
+    return f"sentinel:{{{key}}}:usage:{letter}:{when.astimezone(UTC).strftime(pattern)}"
+
+
+def _seen_key(record: UsageRecord) -> str:
+    return f"sentinel:{{{record.key}}}:usage:seen:{record.request_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class UsageCounters:
+    """One bucket's totals (all zero for a bucket nobody used)."""
+
+    requests: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+
+
+class RedisCounterSink:
+    """Counts each record once into its key's minute and day buckets (one script call each)."""
+
+    def __init__(
+        self,
+        client: Redis,
+        *,
+        minute_ttl_s: int = 2 * 86_400,
+        day_ttl_s: int = 35 * 86_400,
+        dedupe_ttl_s: int = 2 * 86_400,
+        name: str = "redis",
+    ) -> None:
+        self._client = client
+        self._ttls = (minute_ttl_s, day_ttl_s, dedupe_ttl_s)
+        self._source = (
+            resources.files("sentinel.usage.sinks").joinpath("usage_counters.lua").read_text()
+        )
+        self._sha: str | None = None
+        self._name = name
+        self.counted = 0
+        self.duplicates = 0
+
+    @property
+    def name(self) -> str:
+        """The sink's name in logs, metrics and the spool."""
+        return self._name
+
+    async def deliver(self, batch: Sequence[UsageRecord]) -> None:
+        """Count each record of ``batch`` not counted before; ``DeliveryError`` on Redis trouble."""
+        try:
+            try:
+                results = await self._count(batch)
+            except NoScriptError:
+                # Redis restarted or flushed its scripts; counting again is safe (dedupe).
+                self._sha = None
+                results = await self._count(batch)
+        except (RedisError, OSError, TimeoutError) as exc:
+            raise DeliveryError(f"{self._name}: {type(exc).__name__}: {exc}") from exc
+        counted = sum(1 for result in results if result == 1)
+        self.counted += counted
+        self.duplicates += len(results) - counted
+
+    async def _count(self, batch: Sequence[UsageRecord]) -> list[object]:
+        if self._sha is None:
+            self._sha = str(await self._client.script_load(self._source))
+        async with self._client.pipeline(transaction=False) as pipe:
+            for record in batch:
+                started = datetime.fromisoformat(record.started_at)
+                keys = (
+                    _seen_key(record),
+                    counter_key(record.key, "minute", started),
+                    counter_key(record.key, "day", started),
+                )
+                args = (record.prompt_tokens, record.completion_tokens, record.total_tokens)
+                # A pipeline only queues the call; execute() sends them all and awaits.
+                _ = pipe.evalsha(self._sha, len(keys), *keys, *args, *self._ttls)
+            results: list[object] = await pipe.execute()
+        return results
+
+
+async def read_counters(
+    client: Redis, key: str, period: Period, *, at: float | None = None
+) -> UsageCounters:
+    """``key``'s counters for the minute or day (UTC) containing ``at`` (epoch s; now if None)."""
+    when = datetime.fromtimestamp(time.time() if at is None else at, UTC)
+    raw: dict[bytes | str, bytes | str] = await client.hgetall(counter_key(key, period, when))
+    values = {_text(name): int(value) for name, value in raw.items()}
+    return UsageCounters(*(values.get(name, 0) for name in _FIELDS))
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

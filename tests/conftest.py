@@ -1,0 +1,164 @@
+"""Shared fixtures: a real mock upstream and a real Sentinel on loopback sockets.
+
+Everything runs in the test's own event loop: the upstream is the built-in aiohttp mock, the
+gateway is hypercorn serving ``create_app`` on a socket bound to a free port, and clients talk
+to both over TCP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import functools
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import pytest
+from hypercorn.config import Sockets
+
+from sentinel.config import Config, KeyConfig, ServerConfig, UpstreamConfig, hash_key
+from sentinel.mock import MockSettings, serve
+from sentinel.server import serve_app
+from sentinel.tokens import Encodings
+
+CLIENT_KEY = "sk-test-client-key-0123456789"
+UPSTREAM_KEY = "sk-upstream-secret-key-9876543210"
+
+
+@dataclass
+class Upstream:
+    """A running mock upstream."""
+
+    port: int
+    session: aiohttp.ClientSession
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    async def stats(self) -> dict[str, Any]:
+        async with self.session.get(f"http://127.0.0.1:{self.port}/mock/stats") as r:
+            result: dict[str, Any] = await r.json()
+            return result
+
+    async def requests(self, limit: int = 50) -> list[dict[str, Any]]:
+        url = f"http://127.0.0.1:{self.port}/mock/requests?limit={limit}"
+        async with self.session.get(url) as r:
+            result: list[dict[str, Any]] = await r.json()
+            return result
+
+
+@dataclass
+class Gateway:
+    """A running Sentinel."""
+
+    port: int
+    config: Config
+    key: str = CLIENT_KEY
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def base_url(self) -> str:
+        return f"{self.url}/v1"
+
+
+def make_config(upstream_url: str, **server: Any) -> Config:
+    """A config with one key and one upstream serving every model."""
+    return Config(
+        upstreams=(UpstreamConfig(name="mock", base_url=upstream_url, api_key=UPSTREAM_KEY),),
+        keys=(KeyConfig(name="team-a", key_sha256=hash_key(CLIENT_KEY)),),
+        server=ServerConfig(bind="127.0.0.1:0", **server),
+    )
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    """A plain aiohttp client session for raw HTTP."""
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+@pytest.fixture
+async def upstream(http: aiohttp.ClientSession) -> AsyncIterator[Upstream]:
+    """The built-in mock upstream on a free port."""
+    runner, port = await serve("127.0.0.1", 0, MockSettings(chunks=5))
+    try:
+        yield Upstream(port=port, session=http)
+    finally:
+        await runner.cleanup()
+
+
+def _listening_socket() -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(512)
+    sock.setblocking(False)
+    return sock
+
+
+StartGateway = Callable[[Config], Awaitable[Gateway]]
+
+
+@functools.cache
+def encodings() -> Encodings:
+    """The tiktoken encodings, loaded once for the whole test run (≈0.5 s, ≈110 MB)."""
+    return Encodings.load()
+
+
+@asynccontextmanager
+async def running_gateway(config: Config) -> AsyncIterator[Gateway]:
+    """Sentinel served by hypercorn on a free loopback port, in the running loop."""
+    sock = _listening_socket()
+    port = sock.getsockname()[1]
+    config = dataclasses.replace(
+        config, server=dataclasses.replace(config.server, bind=f"127.0.0.1:{port}")
+    )
+    stop = asyncio.Event()
+    sockets = Sockets(secure_sockets=[], insecure_sockets=[sock], quic_sockets=[])
+    task = asyncio.create_task(serve_app(config, sockets, stop.wait, encodings()))
+    try:
+        await _wait_ready(port, task)
+        yield Gateway(port=port, config=config)
+    finally:
+        stop.set()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+@pytest.fixture
+async def start_gateway() -> AsyncIterator[StartGateway]:
+    """Start Sentinel for a given config; every one started is stopped at teardown."""
+    async with AsyncExitStack() as stack:
+
+        async def start(config: Config) -> Gateway:
+            return await stack.enter_async_context(running_gateway(config))
+
+        yield start
+
+
+async def _wait_ready(port: int, task: asyncio.Task[None]) -> None:
+    async with aiohttp.ClientSession() as session:
+        for _ in range(200):
+            if task.done():
+                task.result()
+            try:
+                async with session.get(f"http://127.0.0.1:{port}/healthz") as response:
+                    if response.status == 200:
+                        return
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.01)
+    raise RuntimeError("gateway did not become ready")
+
+
+@pytest.fixture
+async def gateway(upstream: Upstream, start_gateway: StartGateway) -> Gateway:
+    """Sentinel in front of the mock upstream, with one client key."""
+    return await start_gateway(make_config(upstream.url))

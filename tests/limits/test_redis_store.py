@@ -1,0 +1,89 @@
+"""What only the Redis store has: key TTLs, key layout, error mapping, script reloading."""
+
+from __future__ import annotations
+
+import pytest
+from redis.asyncio import Redis
+
+from sentinel.limits import (
+    Admission,
+    LimitSpec,
+    RedisStore,
+    StoreUnavailable,
+    Timing,
+    redis_keys,
+)
+from tests.limits.conftest import T0, TIMING, RedisServer
+
+FULL = LimitSpec(
+    rpm=10,
+    tpm=10_000,
+    max_parallel=5,
+    tokens_per_day=50_000,
+    tokens_per_week=90_000,
+    tokens_per_month=200_000,
+)
+
+
+async def test_every_key_expires(redis: Redis, prefix: str) -> None:
+    """All four keys of an admitted request carry a TTL no longer than their use."""
+    store = RedisStore(redis, 2_000, timing=TIMING, prefix=prefix)
+    await store.admit(FULL, Admission("team-a", "r", 100), T0)
+    keys = redis_keys(prefix, "team-a")
+    ttls = [await redis.pttl(key) for key in keys]
+    assert 0 < ttls[0] <= TIMING.span_ms and 0 < ttls[1] <= TIMING.span_ms
+    assert 0 < ttls[2] <= 31 * 86_400_000
+    assert 0 < ttls[3] <= TIMING.lease_ttl_ms
+
+
+async def test_failed_requests_leave_no_redis_keys(redis: Redis, prefix: str) -> None:
+    """Settling failed requests deletes every key they created."""
+    store = RedisStore(redis, 2_000, timing=TIMING, prefix=prefix)
+    for n in range(10):
+        decision = await store.admit(FULL, Admission("team-a", "r", 100), T0 + n)
+        assert decision.reservation is not None
+        await store.settle(decision.reservation, 0, T0 + n, release_request=True)
+    assert await redis.keys(f"{prefix}:*") == []
+
+
+async def test_dead_redis_raises_store_unavailable(prefix: str) -> None:
+    """A refused connection becomes StoreUnavailable, at the store's boundary."""
+    server = RedisServer(1)  # nothing listens on port 1
+    client = server.client(socket_connect_timeout=0.2)
+    try:
+        store = RedisStore(client, 500, timing=TIMING, prefix=prefix)
+        with pytest.raises(StoreUnavailable, match="ConnectionError"):
+            await store.admit(FULL, Admission("team-a", "r", 1), T0)
+    finally:
+        await client.aclose()
+
+
+async def test_scripts_reload_after_a_restart(private_redis: RedisServer, prefix: str) -> None:
+    """A restarted Redis has no scripts cached; the store loads them again by itself."""
+    client = private_redis.client()
+    try:
+        store = RedisStore(client, 2_000, timing=TIMING, prefix=prefix)
+        assert (await store.admit(FULL, Admission("team-a", "r", 1), T0)).allowed
+        private_redis.stop()
+        private_redis.start()
+        with pytest.raises(StoreUnavailable):  # the old connection is gone
+            await store.admit(FULL, Admission("team-a", "r", 1), T0)
+        assert (await store.admit(FULL, Admission("team-a", "r", 1), T0)).allowed
+    finally:
+        await client.aclose()
+
+
+def test_prefix_with_braces_is_refused(redis: Redis) -> None:
+    """A prefix with braces would move the hash tag, so it is refused."""
+    with pytest.raises(ValueError, match="braces"):
+        RedisStore(redis, prefix="a{b}")
+
+
+async def test_a_new_bucket_size_starts_the_windows_afresh(redis: Redis, prefix: str) -> None:
+    """Buckets cut with another bucket_ms are dropped rather than miscounted."""
+    old = RedisStore(redis, 2_000, timing=Timing(bucket_ms=500), prefix=prefix)
+    new = RedisStore(redis, 2_000, timing=TIMING, prefix=prefix)
+    spec = LimitSpec(rpm=1)
+    assert (await old.admit(spec, Admission("team-a", "r", 0), T0 + 500)).allowed
+    assert (await new.admit(spec, Admission("team-a", "r", 0), T0 + 600)).allowed
+    assert (await new.state("team-a")).requests == {T0: 1}

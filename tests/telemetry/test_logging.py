@@ -1,0 +1,50 @@
+"""The log pipeline renders JSON lines and never lets a secret through."""
+
+from __future__ import annotations
+
+import io
+
+import orjson
+import structlog
+
+from sentinel.config import TelemetryConfig
+from sentinel.telemetry.logging import SecretRedactor, configure_logging
+
+
+def test_redactor_scrubs_configured_and_shaped_secrets() -> None:
+    """Configured secrets, bearer tokens and sk- keys are replaced in every string field."""
+    redact = SecretRedactor(["upstream-secret-value"])
+    event = redact(
+        None,
+        "info",
+        {
+            "event": "x",
+            "detail": "failed with key upstream-secret-value",
+            "header": "Bearer abc.def",
+            "note": "client sent sk-live-0123456789abcdef",
+            "items": ["upstream-secret-value"],
+            "authorization": "anything",
+            "status": 200,
+        },
+    )
+    assert "upstream-secret-value" not in str(event)
+    assert "abc.def" not in event["header"] and "0123456789abcdef" not in event["note"]
+    assert event["authorization"] == "[REDACTED]" and event["status"] == 200
+
+
+def test_configured_logging_writes_redacted_json_lines() -> None:
+    """configure_logging emits one JSON object per line with secrets and exceptions scrubbed."""
+    out = io.StringIO()
+    buffer = io.BytesIO()
+    out.buffer = buffer  # type: ignore[misc]
+    configure_logging(TelemetryConfig(), ["topsecret-admin-token"], stream=out)
+    log = structlog.get_logger("test")
+    try:
+        raise RuntimeError("token topsecret-admin-token leaked")
+    except RuntimeError as exc:
+        log.error("boom", exc_info=exc, token_hint="topsecret-admin-token")
+    line = buffer.getvalue().decode().strip()
+    parsed = orjson.loads(line)
+    assert parsed["event"] == "boom" and parsed["level"] == "error"
+    assert "topsecret-admin-token" not in line
+    assert "RuntimeError" in parsed["exception"]

@@ -1,0 +1,115 @@
+"""Every request's usage is settled: the provider's numbers, or an estimate labelled as such."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import aiohttp
+from structlog.testing import capture_logs
+
+from tests.conftest import CLIENT_KEY, Gateway, Upstream
+
+AUTH = {"Authorization": f"Bearer {CLIENT_KEY}"}
+CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Count to ten"}]}
+
+
+def _finished(logs: list[dict[str, Any]]) -> dict[str, Any]:
+    lines = [entry for entry in logs if entry["event"] == "request_finished"]
+    assert len(lines) == 1, lines
+    return lines[0]
+
+
+async def test_provider_usage_wins_and_prompt_is_estimated_too(
+    gateway: Gateway, http: aiohttp.ClientSession
+) -> None:
+    """With provider usage the source is provider, and Sentinel's own prompt count is logged."""
+    with capture_logs() as logs:
+        async with http.post(f"{gateway.base_url}/chat/completions", json=CHAT, headers=AUTH) as r:
+            reply = await r.json()
+    line = _finished(logs)
+    assert line["usage_source"] == "provider"
+    assert line["prompt_tokens"] == reply["usage"]["prompt_tokens"]
+    assert line["prompt_estimate"] and line["prompt_estimate"] > 0
+
+
+async def test_json_reply_without_usage_is_estimated(
+    gateway: Gateway, http: aiohttp.ClientSession
+) -> None:
+    """A reply without usage is counted with tiktoken over the prompt and the reply text."""
+    headers = {**AUTH, "x-mock-fault": "no-usage"}
+    with capture_logs() as logs:
+        async with http.post(
+            f"{gateway.base_url}/chat/completions", json=CHAT, headers=headers
+        ) as r:
+            assert r.status == 200
+            assert "usage" not in await r.json()
+    line = _finished(logs)
+    assert line["usage_source"] == "estimated"
+    assert line["prompt_tokens"] == line["prompt_estimate"]
+    assert line["completion_tokens"] > 0
+
+
+async def test_stream_without_usage_is_estimated_on_joined_text(
+    gateway: Gateway, http: aiohttp.ClientSession
+) -> None:
+    """A stream whose upstream never sends usage is estimated over the joined completion."""
+    headers = {**AUTH, "x-mock-fault": "no-usage", "x-mock-chunks": "12"}
+    with capture_logs() as logs:
+        async with http.post(
+            f"{gateway.base_url}/chat/completions", json={**CHAT, "stream": True}, headers=headers
+        ) as r:
+            await r.read()
+    line = _finished(logs)
+    assert line["usage_source"] == "estimated" and line["completion_tokens"] >= 12
+
+
+async def test_mid_stream_death_is_estimated_from_what_was_produced(
+    gateway: Gateway, http: aiohttp.ClientSession
+) -> None:
+    """An upstream that dies mid-stream still yields a usage record, estimated."""
+    headers = {**AUTH, "x-mock-fault": "die-after:4", "x-mock-chunks": "20"}
+    with capture_logs() as logs:
+        async with http.post(
+            f"{gateway.base_url}/chat/completions", json={**CHAT, "stream": True}, headers=headers
+        ) as r:
+            await r.read()
+    line = _finished(logs)
+    assert line["outcome"] == "upstream_interrupted"
+    assert line["usage_source"] == "estimated"
+    assert 0 < line["completion_tokens"] < 20
+
+
+async def test_client_disconnect_is_estimated(gateway: Gateway, upstream: Upstream) -> None:
+    """A client that leaves mid-stream is charged for what was produced so far."""
+    headers = {**AUTH, "x-mock-chunks": "400", "x-mock-chunk-delay-ms": "5"}
+    with capture_logs() as logs:
+        async with aiohttp.ClientSession() as client:
+            async with client.post(
+                f"{gateway.base_url}/chat/completions",
+                json={**CHAT, "stream": True},
+                headers=headers,
+            ) as r:
+                for _ in range(3):
+                    await r.content.readline()
+        for _ in range(300):
+            if any(e["event"] == "request_finished" for e in logs):
+                break
+            await asyncio.sleep(0.01)
+    line = _finished(logs)
+    assert line["outcome"] == "client_disconnected"
+    assert line["usage_source"] == "estimated" and line["completion_tokens"] > 0
+
+
+async def test_failed_upstream_records_no_tokens(
+    gateway: Gateway, http: aiohttp.ClientSession
+) -> None:
+    """An upstream error with no output spends no tokens."""
+    headers = {**AUTH, "x-mock-fault": "status:500"}
+    with capture_logs() as logs:
+        async with http.post(
+            f"{gateway.base_url}/chat/completions", json=CHAT, headers=headers
+        ) as r:
+            assert r.status == 500
+    line = _finished(logs)
+    assert line["usage_source"] is None and line["total_tokens"] is None

@@ -1,0 +1,152 @@
+"""Usage records: construction, JSON form, validation of what comes back, and batch ids."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from sentinel.usage import records as records_module
+from sentinel.usage.counts import Usage
+from sentinel.usage.records import Source, UsageRecord, batch_id, format_started_at
+from tests.usage.fakes import make_record, records
+
+
+def test_public_api() -> None:
+    """The module exports exactly its documented names."""
+    assert sorted(records_module.__all__) == [
+        "SOURCES",
+        "Source",
+        "UsageRecord",
+        "batch_id",
+        "format_started_at",
+    ]
+
+
+def test_started_at_is_iso_utc_with_milliseconds() -> None:
+    """Epoch seconds render as ISO-8601 UTC with exactly three fraction digits and a Z."""
+    assert format_started_at(1_738_326_645.1234) == "2025-01-31T12:30:45.123Z"
+    assert format_started_at(0) == "1970-01-01T00:00:00.000Z"
+
+
+def test_record_serialises_to_one_json_object_with_every_field() -> None:
+    """The JSON form carries all seventeen fields, in order, on one line."""
+    data = make_record(7).to_json()
+    assert b"\n" not in data
+    obj = orjson.loads(data)
+    assert list(obj) == [
+        "request_id",
+        "key",
+        "model",
+        "upstream",
+        "endpoint",
+        "status",
+        "prompt_tokens",
+        "completion_tokens",
+        "total_tokens",
+        "cached_tokens",
+        "reasoning_tokens",
+        "source",
+        "started_at",
+        "ttfb_ms",
+        "duration_ms",
+        "request_bytes",
+        "response_bytes",
+    ]
+    assert obj["request_id"] == "req-00007"
+    assert obj["started_at"] == "2025-01-31T12:30:45.123Z"
+
+
+def test_round_trip() -> None:
+    """A record read back from its JSON equals the original."""
+    for record in records(5):
+        assert UsageRecord.from_json(record.to_json()) == record
+
+
+def test_no_usage_means_source_none_and_zero_counts() -> None:
+    """Without usage the record counts nothing and says so; a mismatch is refused."""
+    record = UsageRecord.of(
+        request_id="r",
+        key="k",
+        model="",
+        upstream="",
+        endpoint="/v1/files",
+        status=401,
+        usage=None,
+        source="none",
+        started_at=0,
+        ttfb_ms=None,
+        duration_ms=1,
+        request_bytes=0,
+        response_bytes=120,
+    )
+    assert (record.prompt_tokens, record.total_tokens, record.ttfb_ms) == (0, 0, None)
+    assert UsageRecord.from_json(record.to_json()) == record
+    with pytest.raises(ValueError, match="does not fit"):
+        _record(usage=None, source="provider")
+    with pytest.raises(ValueError, match="does not fit"):
+        _record(usage=Usage(1, 1, 2), source="none")
+
+
+def _record(usage: Usage | None, source: Source) -> UsageRecord:
+    return UsageRecord.of(
+        request_id="r",
+        key="k",
+        model="m",
+        upstream="u",
+        endpoint="/v1/chat/completions",
+        status=200,
+        usage=usage,
+        source=source,
+        started_at=0,
+        ttfb_ms=1,
+        duration_ms=1,
+        request_bytes=1,
+        response_bytes=1,
+    )
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("request_id", 5),
+        ("prompt_tokens", -1),
+        ("prompt_tokens", True),
+        ("total_tokens", 1.5),
+        ("status", "200"),
+        ("source", "guessed"),
+        ("started_at", "yesterday"),
+        ("started_at", "2025-01-31T12:30:45.123+02:00"),
+        ("ttfb_ms", "fast"),
+    ],
+)
+def test_invalid_fields_are_refused(field: str, value: object) -> None:
+    """A record read back with a wrong type, range or enum value is a ValueError naming it."""
+    obj = orjson.loads(make_record(1).to_json())
+    obj[field] = value
+    with pytest.raises(ValueError, match=field):
+        UsageRecord.from_json(orjson.dumps(obj))
+
+
+def test_missing_field_and_non_object_are_refused() -> None:
+    """A record missing a field, or JSON that is not an object, is refused."""
+    obj = orjson.loads(make_record(1).to_json())
+    del obj["duration_ms"]
+    with pytest.raises(ValueError, match="duration_ms"):
+        UsageRecord.from_json(orjson.dumps(obj))
+    with pytest.raises(ValueError, match="object"):
+        UsageRecord.from_json(b"[1, 2]")
+
+
+def test_unknown_fields_are_ignored() -> None:
+    """A spool written by a newer version (extra fields) still loads."""
+    obj = orjson.loads(make_record(1).to_json())
+    obj["region"] = "eu"
+    assert UsageRecord.from_json(orjson.dumps(obj)) == make_record(1)
+
+
+def test_batch_id_depends_only_on_the_set_of_request_ids() -> None:
+    """Order and duplicates do not change a batch id; another set does."""
+    batch = records(4)
+    assert batch_id(batch) == batch_id(list(reversed(batch))) == batch_id([*batch, batch[0]])
+    assert batch_id(batch) != batch_id(batch[:3])
+    assert len(batch_id(batch)) == 32

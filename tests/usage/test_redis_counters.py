@@ -1,0 +1,107 @@
+"""Redis usage counters on a real redis-server: buckets, TTLs, hash tags, exactly-once replay."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+from sentinel.usage.sinks import DeliveryError
+from sentinel.usage.sinks.redis import (
+    RedisCounterSink,
+    UsageCounters,
+    counter_key,
+    read_counters,
+)
+from tests.usage.fakes import free_port, make_record, records
+
+STARTED = 1_738_326_645.123  # 2025-01-31T12:30:45.123Z
+
+
+def _sums(count: int, start: int = 0) -> UsageCounters:
+    batch = records(count, start=start)
+    return UsageCounters(
+        requests=count,
+        prompt_tokens=sum(r.prompt_tokens for r in batch),
+        completion_tokens=sum(r.completion_tokens for r in batch),
+        total_tokens=sum(r.total_tokens for r in batch),
+    )
+
+
+def test_keys_are_hash_tagged_by_key_name() -> None:
+    """Bucket keys carry the key name as a Redis Cluster hash tag and UTC bucket stamps."""
+    when = datetime.fromtimestamp(STARTED, UTC)
+    assert counter_key("team-a", "minute", when) == "sentinel:{team-a}:usage:m:202501311230"
+    assert counter_key("team-a", "day", when) == "sentinel:{team-a}:usage:d:20250131"
+
+
+async def test_counts_per_minute_and_day(redis: Redis) -> None:
+    """A batch is summed into its key's minute and day buckets, read back by read_counters."""
+    sink = RedisCounterSink(redis)
+    await sink.deliver(records(4))
+    assert await read_counters(redis, "team-a", "minute", at=STARTED) == _sums(4)
+    assert await read_counters(redis, "team-a", "day", at=STARTED + 3_600) == _sums(4)
+    assert await read_counters(redis, "team-a", "minute", at=STARTED + 60) == UsageCounters()
+    assert await read_counters(redis, "team-b", "day", at=STARTED) == UsageCounters()
+
+
+async def test_replay_never_counts_twice(redis: Redis) -> None:
+    """The same records delivered again, alone or mixed with new ones, count only once."""
+    sink = RedisCounterSink(redis)
+    await sink.deliver(records(3))
+    await sink.deliver(records(3))
+    await sink.deliver(records(5))  # three replayed, two new
+    await sink.deliver([*records(2, start=5), records(1, start=5)[0]])  # a duplicate inside
+    assert await read_counters(redis, "team-a", "minute", at=STARTED) == _sums(7)
+    assert (sink.counted, sink.duplicates) == (7, 7)
+
+
+async def test_keys_are_separate_and_expire(redis: Redis) -> None:
+    """Each key has its own buckets, and every bucket and dedupe marker has a TTL."""
+    sink = RedisCounterSink(redis, minute_ttl_s=120, day_ttl_s=86_400, dedupe_ttl_s=600)
+    await sink.deliver([make_record(1, key="team-a"), make_record(2, key="team-b")])
+    assert (await read_counters(redis, "team-b", "day", at=STARTED)).requests == 1
+    when = datetime.fromtimestamp(STARTED, UTC)
+    assert 0 < await redis.ttl(counter_key("team-a", "minute", when)) <= 120
+    assert 600 < await redis.ttl(counter_key("team-a", "day", when)) <= 86_400
+    assert 0 < await redis.ttl("sentinel:{team-a}:usage:seen:req-00001") <= 600
+
+
+async def test_script_reloaded_after_script_flush(redis: Redis) -> None:
+    """After Redis forgets its scripts the sink loads the script again and still counts once."""
+    sink = RedisCounterSink(redis)
+    await sink.deliver(records(1))
+    await redis.script_flush()
+    await sink.deliver(records(2))
+    assert await read_counters(redis, "team-a", "day", at=STARTED) == _sums(2)
+
+
+async def test_decoded_client_reads_the_same(redis_port: int) -> None:
+    """read_counters works with a client that decodes responses to str."""
+    client = Redis(port=redis_port, decode_responses=True)
+    try:
+        await client.flushall()
+        await RedisCounterSink(client).deliver(records(2))
+        assert await read_counters(client, "team-a", "minute", at=STARTED) == _sums(2)
+    finally:
+        await client.aclose()
+
+
+async def test_unreachable_redis_is_a_delivery_error() -> None:
+    """With no Redis listening the sink raises DeliveryError, so the batch is spooled."""
+    client = Redis(port=free_port(), socket_connect_timeout=1, retry=Retry(NoBackoff(), 0))
+    try:
+        with pytest.raises(DeliveryError, match="redis"):
+            await RedisCounterSink(client).deliver(records(1))
+    finally:
+        await client.aclose()
+
+
+async def test_redis_server_is_private(redis: Redis, redis_port: int) -> None:
+    """The test server is not the shared instance on 6379 and persists nothing."""
+    assert redis_port != 6379
+    assert await redis.config_get("appendonly") == {"appendonly": "no"}
+    assert await redis.config_get("save") == {"save": ""}
