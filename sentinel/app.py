@@ -10,8 +10,11 @@ Middleware order, outermost first:
 4. The router: ``/healthz``, ``/readyz``, the four read APIs, ``/v1/models``, then every other
    ``/v1/*`` path as a pass-through.
 
-The lifespan opens the one aiohttp session and yields ``{"services": Services}`` as lifespan
-state, which reaches every request as ``scope["state"]``.
+The lifespan opens the one aiohttp session, the Redis client (with ``[redis]``), the limit
+store and the usage tracker, closes them in reverse order at shutdown (the tracker is
+drained before the session and Redis it writes through go away), and yields
+``{"services": Services}`` as lifespan state, which reaches every request as
+``scope["state"]``.
 """
 
 from __future__ import annotations
@@ -31,14 +34,19 @@ from sentinel.config import Config
 from sentinel.errors import MethodNotAllowed, NotFound, SentinelError
 from sentinel.health import Healthz, Readyz
 from sentinel.http.context import RequestContextMiddleware
+from sentinel.limits import GuardedStore, LimitStore, MemoryStore, RedisStore
+from sentinel.limits.gate import Gate
 from sentinel.proxy.apis import ApiEndpoint
 from sentinel.proxy.models import ModelsEndpoint
 from sentinel.proxy.passthrough import PassthroughEndpoint
+from sentinel.proxy.recording import UsageRecorder
 from sentinel.services import SERVICES_KEY, Services
+from sentinel.shared_state import open_redis
 from sentinel.tokens import Encodings, PromptCounter
 from sentinel.upstream.client import open_session
 from sentinel.upstream.routing import Router
 from sentinel.usage.estimate import DriftStats
+from sentinel.usage.pipeline import build_tracker
 
 __all__ = ["create_app"]
 
@@ -65,18 +73,37 @@ def create_app(config: Config, encodings: Encodings) -> Starlette:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Services]]:
         session = open_session(max(u.max_connections for u in config.upstreams))
+        redis = open_redis(config.redis) if config.redis is not None else None
+        timing = config.limits.timing
+        store: LimitStore = MemoryStore(timing)
+        if config.redis is not None and redis is not None:
+            store = GuardedStore(
+                RedisStore(redis, config.redis.timeout_ms, timing=timing),
+                MemoryStore(timing),
+                replicas=config.redis.replicas,
+                on_unavailable=config.redis.on_unavailable,
+            )
+        tracker = build_tracker(config.usage, session=session, redis=redis)
         services = Services(
             config=config,
-            keys=KeyRing(config.keys),
+            keys=KeyRing(config.keys, config.limits),
             router=Router(config.upstreams),
             session=session,
             tokens=PromptCounter(encodings, config.tokens.default_encoding),
             drift=DriftStats(),
+            gate=Gate(store, config.limits),
+            tracker=tracker,
+            record_usage=UsageRecorder(tracker),
         )
+        tracker.start()
         try:
             yield {SERVICES_KEY: services}
         finally:
+            await services.gate.drain()
+            await tracker.aclose()  # flushes to the sinks, spools what they cannot take
             await session.close()
+            if redis is not None:
+                await redis.aclose()
 
     routes = [
         Route("/healthz", Healthz(), methods=["GET"]),

@@ -159,6 +159,15 @@ class RateLimited(SentinelError):
     default_code = "rate_limit_exceeded"
     default_message = "Rate limit reached. Please try again later."
 
+    def payload(self) -> dict[str, Any]:
+        """OpenAI's types: ``requests`` or ``tokens`` for rates, ``insufficient_quota`` else."""
+        found = super().payload()
+        if self.code == "insufficient_quota":
+            found["type"] = "insufficient_quota"
+        elif self.context.get("dimension") == "tokens":
+            found["type"] = "tokens"
+        return found
+
 
 class UpstreamError(SentinelError):
     """The upstream could not be reached, refused Sentinel, or broke its protocol."""

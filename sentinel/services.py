@@ -9,9 +9,12 @@ import aiohttp
 from sentinel.auth.keys import KeyRing
 from sentinel.config import Config
 from sentinel.http.asgi import Scope
+from sentinel.limits.gate import Gate
+from sentinel.proxy.recording import UsageRecorder
 from sentinel.tokens import PromptCounter
 from sentinel.upstream.routing import Router
 from sentinel.usage.estimate import DriftStats
+from sentinel.usage.tracker import UsageTracker
 
 __all__ = ["SERVICES_KEY", "Services", "services_of"]
 
@@ -28,6 +31,9 @@ class Services:
     session: aiohttp.ClientSession
     tokens: PromptCounter
     drift: DriftStats
+    gate: Gate
+    tracker: UsageTracker
+    record_usage: UsageRecorder
 
 
 def services_of(scope: Scope) -> Services:

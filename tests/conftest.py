@@ -11,7 +11,7 @@ import asyncio
 import dataclasses
 import functools
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +24,7 @@ from sentinel.config import Config, KeyConfig, ServerConfig, UpstreamConfig, has
 from sentinel.mock import MockSettings, serve
 from sentinel.server import serve_app
 from sentinel.tokens import Encodings
+from tests.redis_server import RedisServer, start_redis_cluster, start_redis_server
 
 CLIENT_KEY = "sk-test-client-key-0123456789"
 UPSTREAM_KEY = "sk-upstream-secret-key-9876543210"
@@ -162,3 +163,37 @@ async def _wait_ready(port: int, task: asyncio.Task[None]) -> None:
 async def gateway(upstream: Upstream, start_gateway: StartGateway) -> Gateway:
     """Sentinel in front of the mock upstream, with one client key."""
     return await start_gateway(make_config(upstream.url))
+
+
+# --- real redis-servers (see tests/redis_server.py) ------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """A redis-server shared by the session; tests keep apart by key prefix."""
+    server = start_redis_server()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def private_redis() -> Iterator[RedisServer]:
+    """A redis-server of this test's own, free to stop, restart or pause."""
+    server = start_redis_server()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[RedisServer]]:
+    """A 3-node Redis Cluster (no replicas) for the session, started on first use."""
+    nodes = start_redis_cluster(tmp_path_factory.mktemp("cluster"))
+    try:
+        yield nodes
+    finally:
+        for node in nodes:
+            node.stop()

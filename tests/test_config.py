@@ -350,8 +350,8 @@ KEY_INVALID = [
         "keys[0].key_sha256: expected 'sha256:' and 64 hex digits (see 'sentinel keys hash'),"
         " got 'abcd'",
     ),
-    (f'name = "k"\nkey_sha256 = "{DIGEST}"\nrpm = 0', "keys[0].rpm: must be at least 1, got 0"),
-    (f'name = "k"\nkey_sha256 = "{DIGEST}"\ntpm = 0', "keys[0].tpm: must be at least 1, got 0"),
+    (f'name = "k"\nkey_sha256 = "{DIGEST}"\nrpm = -1', "keys[0].rpm: must be at least 0, got -1"),
+    (f'name = "k"\nkey_sha256 = "{DIGEST}"\ntpm = -5', "keys[0].tpm: must be at least 0, got -5"),
 ]
 
 

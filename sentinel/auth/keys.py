@@ -10,9 +10,12 @@ from __future__ import annotations
 import hashlib
 import hmac
 from dataclasses import dataclass
+from fnmatch import fnmatchcase
 
 from sentinel.config import KeyConfig
-from sentinel.errors import AuthenticationFailed
+from sentinel.errors import AuthenticationFailed, PermissionDenied
+from sentinel.limits.settings import LimitDefaults
+from sentinel.limits.spec import Dimension, LimitSpec
 
 __all__ = ["KeyRing", "Principal", "presented_key"]
 
@@ -21,11 +24,27 @@ _MAX_KEY_BYTES = 512
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """The authenticated caller: its configured name and limits."""
+    """The authenticated caller: its name, its limits and the models it may use."""
 
     name: str
-    rpm: int | None
-    tpm: int | None
+    limits: LimitSpec
+    models: tuple[str, ...] | None = None  # globs; None allows every model
+
+    @property
+    def is_limited(self) -> bool:
+        """Whether any limit applies (an unlimited key never touches the limit store)."""
+        return any(self.limits.limit(dimension) is not None for dimension in Dimension)
+
+    def check_model(self, model: str | None) -> None:
+        """Raise 403 ``model_not_allowed`` unless the allow-list admits ``model``."""
+        if self.models is None:
+            return
+        if model is not None and any(fnmatchcase(model, glob) for glob in self.models):
+            return
+        shown = repr(model[:200]) if model is not None else "the default model"
+        raise PermissionDenied(
+            f"This key is not allowed to use {shown}.", code="model_not_allowed", param="model"
+        )
 
 
 def presented_key(authorization: bytes | None, api_key: bytes | None) -> bytes | None:
@@ -44,9 +63,11 @@ def presented_key(authorization: bytes | None, api_key: bytes | None) -> bytes |
 class KeyRing:
     """The configured keys, indexed by digest, answering ``authenticate``."""
 
-    def __init__(self, keys: tuple[KeyConfig, ...]) -> None:
+    def __init__(self, keys: tuple[KeyConfig, ...], defaults: LimitDefaults | None = None) -> None:
+        defaults = defaults or LimitDefaults()
         self._by_digest: dict[bytes, tuple[bytes, Principal]] = {
-            k.key_sha256: (k.key_sha256, Principal(name=k.name, rpm=k.rpm, tpm=k.tpm)) for k in keys
+            k.key_sha256: (k.key_sha256, Principal(k.name, k.limits(defaults), k.models))
+            for k in keys
         }
 
     def authenticate(self, key: bytes | None) -> Principal:

@@ -32,6 +32,8 @@ from sentinel.config.table import (
     redis_url_problem,
     show,
 )
+from sentinel.limits.settings import LimitDefaults
+from sentinel.usage.settings import UsageSettings, WebhookSettings, default_spool_dir
 
 # --- errors and key digests ------------------------------------------------------------------
 
@@ -121,6 +123,8 @@ def _build(root: Table, source: Path) -> Config:
     keys = _keys(root.tables("keys"))
     telemetry = _telemetry(root.table("telemetry"))
     tokens = _tokens(root.table("tokens"))
+    limits = _limits(root.table("limits"))
+    usage = _usage(root.table("usage"))
     root.finish()
     if server.workers > 1 and redis is None:
         root.problem(
@@ -135,6 +139,8 @@ def _build(root: Table, source: Path) -> Config:
         admin=admin,
         telemetry=telemetry,
         tokens=tokens,
+        limits=limits,
+        usage=usage,
         source=source,
     )
 
@@ -158,6 +164,7 @@ def _redis(t: Table) -> RedisConfig:
         timeout_ms=t.integer("timeout_ms", d.timeout_ms, minimum=1),
         on_unavailable=t.choice("on_unavailable", ("local", "deny"), d.on_unavailable),
         replicas=t.integer("replicas", d.replicas, minimum=1),
+        cluster=t.boolean("cluster", d.cluster),
     )
     t.finish()
     return redis
@@ -190,6 +197,84 @@ def _tokens(t: Table) -> TokensConfig:
     return tokens
 
 
+def _limits(t: Table) -> LimitDefaults:
+    d = LimitDefaults()
+    limits = LimitDefaults(
+        rpm=t.optional_integer("rpm", minimum=0),
+        tpm=t.optional_integer("tpm", minimum=0),
+        max_parallel=t.optional_integer("max_parallel", minimum=0),
+        tokens_per_day=t.optional_integer("tokens_per_day", minimum=0),
+        tokens_per_week=t.optional_integer("tokens_per_week", minimum=0),
+        tokens_per_month=t.optional_integer("tokens_per_month", minimum=0),
+        timezone=t.string("timezone", d.timezone),
+        default_completion_reserve=t.integer(
+            "default_completion_reserve", d.default_completion_reserve, minimum=0
+        ),
+        bucket_ms=t.integer("bucket_ms", d.bucket_ms, minimum=1),
+        lease_ttl_ms=t.integer("lease_ttl_ms", d.lease_ttl_ms, minimum=1),
+        parallel_retry_ms=t.integer("parallel_retry_ms", d.parallel_retry_ms, minimum=1),
+    )
+    _report(t, limits.problems())
+    t.finish()
+    return limits
+
+
+def _usage(t: Table) -> UsageSettings:
+    d = UsageSettings()
+    spool = t.string("spool_dir")
+    jsonl = t.string("jsonl_path")
+    usage = UsageSettings(
+        spool_dir=Path(spool) if spool else default_spool_dir(t.env, _home(t.env)),
+        capacity=t.integer("capacity", d.capacity, minimum=1),
+        batch_size=t.integer("batch_size", d.batch_size, minimum=1),
+        flush_interval_ms=t.integer("flush_interval_ms", d.flush_interval_ms, minimum=1),
+        replay_interval_ms=t.integer("replay_interval_ms", d.replay_interval_ms, minimum=1),
+        close_timeout_ms=t.integer("close_timeout_ms", d.close_timeout_ms, minimum=1),
+        jsonl_path=Path(jsonl) if jsonl else None,
+        jsonl_rotate_bytes=t.integer("jsonl_rotate_bytes", d.jsonl_rotate_bytes, minimum=1),
+        jsonl_keep=t.integer("jsonl_keep", d.jsonl_keep, minimum=0),
+        webhook=_webhook(t.table("webhook")) if t.has("webhook") else None,
+        redis_counters=t.boolean("redis_counters", d.redis_counters),
+        drain_on_disconnect=t.boolean("drain_on_disconnect", d.drain_on_disconnect),
+        drain_timeout_ms=t.integer("drain_timeout_ms", d.drain_timeout_ms, minimum=1),
+        max_drains=t.integer("max_drains", d.max_drains, minimum=1),
+    )
+    _report(t, [p for p in usage.problems() if not p.startswith("webhook.")])
+    t.finish()
+    return usage
+
+
+def _webhook(t: Table) -> WebhookSettings:
+    d = WebhookSettings(url="")
+    hook = WebhookSettings(
+        url=t.string("url", required=True, check=http_url_problem),
+        headers=_headers(t, secret_values=True),
+        timeout_ms=t.integer("timeout_ms", d.timeout_ms, minimum=1),
+        max_attempts=t.integer("max_attempts", d.max_attempts, minimum=1),
+        backoff_ms=t.integer("backoff_ms", d.backoff_ms, minimum=0),
+        backoff_max_ms=t.integer("backoff_max_ms", d.backoff_max_ms, minimum=0),
+        breaker_failures=t.integer("breaker_failures", d.breaker_failures, minimum=1),
+        breaker_reset_ms=t.integer("breaker_reset_ms", d.breaker_reset_ms, minimum=0),
+    )
+    if hook.url:
+        _report(t, [p for p in hook.problems() if not p.startswith("url:")])
+    t.finish()
+    return hook
+
+
+def _home(env: Mapping[str, str]) -> Path | None:
+    home = env.get("HOME", "")
+    return Path(home) if home and Path(home).is_absolute() else None
+
+
+def _report(t: Table, problems: list[str]) -> None:
+    """Record a settings object's own ``"field: message"`` problems under ``t``'s path."""
+    for problem in problems:
+        field, _, message = problem.partition(": ")
+        if not any(p.startswith(t.where(field) + ":") for p in t.problems):
+            t.problem(field, message)
+
+
 def _upstreams(tables: list[Table]) -> tuple[UpstreamConfig, ...]:
     upstreams = tuple(_upstream(t) for t in tables)
     _report_duplicates(tables, [u.name for u in upstreams], "name")
@@ -216,7 +301,8 @@ def _upstream(t: Table) -> UpstreamConfig:
     return upstream
 
 
-def _headers(t: Table) -> tuple[tuple[str, str], ...]:
+def _headers(t: Table, *, secret_values: bool = False) -> tuple[tuple[str, str], ...]:
+    """``headers = { name = "value" }``; with ``secret_values``, values may be ``env:NAME``."""
     value = t.take("headers")
     if value is None:
         return ()
@@ -230,6 +316,13 @@ def _headers(t: Table) -> tuple[tuple[str, str], ...]:
             t.problem("headers", f"{show(name)} is not a valid HTTP header name")
         elif not isinstance(item, str):
             t.problem(path, f"expected a string, got {kind(item)}")
+        elif secret_values and item.startswith("env:"):
+            resolved = Table({name: item}, f"{t.where('headers')}", t.problems, t.env)
+            secret = resolved.secret(name)
+            if secret is not None and HEADER_VALUE_CONTROL.search(secret):
+                t.problem(path, "must not contain CR, LF, NUL or other control characters")
+            elif secret is not None:
+                pairs.append((name, secret))
         elif HEADER_VALUE_CONTROL.search(item):
             t.problem(path, "must not contain CR, LF, NUL or other control characters")
         else:
@@ -252,8 +345,13 @@ def _key(t: Table) -> KeyConfig:
     key = KeyConfig(
         name=t.string("name", required=True, check=name_problem),
         key_sha256=_key_digest(t),
-        rpm=t.optional_integer("rpm", minimum=1),
-        tpm=t.optional_integer("tpm", minimum=1),
+        rpm=t.optional_integer("rpm", minimum=0),
+        tpm=t.optional_integer("tpm", minimum=0),
+        max_parallel=t.optional_integer("max_parallel", minimum=0),
+        tokens_per_day=t.optional_integer("tokens_per_day", minimum=0),
+        tokens_per_week=t.optional_integer("tokens_per_week", minimum=0),
+        tokens_per_month=t.optional_integer("tokens_per_month", minimum=0),
+        models=t.string_list("models", ()) or None if t.has("models") else None,
     )
     t.finish()
     return key

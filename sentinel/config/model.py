@@ -5,6 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
+
+from sentinel.limits.settings import LimitDefaults
+from sentinel.limits.spec import LimitSpec
+from sentinel.usage.settings import UsageSettings
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,6 +30,7 @@ class RedisConfig:
     timeout_ms: int = 100
     on_unavailable: Literal["local", "deny"] = "local"
     replicas: int = 1
+    cluster: bool = False  # use redis-py's cluster client (keys are hash-tagged per API key)
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +64,22 @@ class KeyConfig:
     key_sha256: bytes  # the 32-byte digest, never the key itself
     rpm: int | None = None
     tpm: int | None = None
+    max_parallel: int | None = None
+    tokens_per_day: int | None = None
+    tokens_per_week: int | None = None
+    tokens_per_month: int | None = None
+    models: tuple[str, ...] | None = None  # allow-list of globs; None allows every model
+
+    def limits(self, defaults: LimitDefaults) -> LimitSpec:
+        """This key's limits: what it sets, else ``[limits]``'s defaults."""
+        return defaults.spec(
+            rpm=self.rpm,
+            tpm=self.tpm,
+            max_parallel=self.max_parallel,
+            tokens_per_day=self.tokens_per_day,
+            tokens_per_week=self.tokens_per_week,
+            tokens_per_month=self.tokens_per_month,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +108,8 @@ class Config:
     admin: AdminConfig = field(default_factory=AdminConfig)
     telemetry: TelemetryConfig = field(default_factory=TelemetryConfig)
     tokens: TokensConfig = field(default_factory=TokensConfig)
+    limits: LimitDefaults = field(default_factory=LimitDefaults)
+    usage: UsageSettings = field(default_factory=UsageSettings)
     source: Path | None = None  # the file it came from; None for embedded defaults
 
     def secrets(self) -> tuple[str, ...]:
@@ -93,4 +117,10 @@ class Config:
         found = [u.api_key for u in self.upstreams if u.api_key]
         if self.admin.token:
             found.append(self.admin.token)
+        if self.usage.webhook is not None:
+            found.extend(value for _, value in self.usage.webhook.headers)
+        if self.redis is not None:
+            password = urlsplit(self.redis.url).password
+            if password:
+                found.append(password)
         return tuple(found)

@@ -95,6 +95,15 @@ class Table:
             return None
         return value
 
+    def boolean(self, key: str, default: bool) -> bool:
+        value = self.take(key)
+        if value is None:
+            return default
+        if not isinstance(value, bool):
+            self.problem(key, f"expected true or false, got {show(value)}")
+            return default
+        return value
+
     def choice(self, key: str, choices: tuple[Choice, ...], default: Choice) -> Choice:
         value = self.take(key)
         for option in choices:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +21,7 @@ from sentinel.errors import SentinelError
 from sentinel.http.asgi import ASGIApp, Message, Receive, Scope, Send
 from sentinel.http.body import ClientGone
 from sentinel.usage.counts import Usage
+from sentinel.usage.estimate import UsageSource
 
 __all__ = ["CONTEXT_KEY", "RequestContext", "RequestContextMiddleware", "error_response"]
 
@@ -35,6 +37,7 @@ class RequestContext:
     """What one request did, filled in as it goes and logged once at the end."""
 
     request_id: str
+    request_id_from_client: bool
     method: str
     path: str
     started_ns: int
@@ -47,7 +50,7 @@ class RequestContext:
     error_code: str | None = None
     upstream_status: int | None = None
     usage: Usage | None = None
-    usage_source: str | None = None
+    usage_source: UsageSource | None = None
     prompt_estimate: int | None = None
     outcome: str = "ok"
     ttfb_ns: int | None = None
@@ -56,6 +59,13 @@ class RequestContext:
     response_bytes: int = 0
     is_sse: bool = False
     dropped_headers: list[str] = field(default_factory=list)
+    response_headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+    """Added to the response whatever it turns out to be (rate-limit headers)."""
+    degraded: bool = False
+    started_at: float = field(default_factory=time.time)
+    """Wall-clock start (epoch seconds), for usage records."""
+    on_finish: Callable[[RequestContext, int], None] | None = None
+    """Called once with the finish time (perf_counter ns) after the response ended."""
 
     def log_fields(self, finished_ns: int) -> dict[str, Any]:
         """The canonical log line's fields."""
@@ -84,6 +94,7 @@ class RequestContext:
             "request_bytes": self.request_bytes,
             "response_bytes": self.response_bytes,
             **({"dropped_headers": self.dropped_headers} if self.dropped_headers else {}),
+            **({"degraded": "limits"} if self.degraded else {}),
         }
 
 
@@ -91,11 +102,12 @@ def _ms(ns: int) -> float:
     return round(ns / 1_000_000, 3)
 
 
-def _request_id(headers: list[tuple[bytes, bytes]]) -> str:
+def _request_id(headers: list[tuple[bytes, bytes]]) -> tuple[str, bool]:
+    """The client's ``x-request-id`` when it is sane, else a new one; and which it was."""
     for name, value in headers:
         if name == b"x-request-id" and _SANE_REQUEST_ID.fullmatch(value):
-            return value.decode("ascii")
-    return "req_" + secrets.token_hex(16)
+            return value.decode("ascii"), True
+    return "req_" + secrets.token_hex(16), False
 
 
 def error_response(error: SentinelError) -> tuple[Message, Message]:
@@ -120,8 +132,10 @@ class RequestContextMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        request_id, from_client = _request_id(scope["headers"])
         ctx = RequestContext(
-            request_id=_request_id(scope["headers"]),
+            request_id=request_id,
+            request_id_from_client=from_client,
             method=scope["method"],
             path=scope["path"],
             started_ns=time.perf_counter_ns(),
@@ -139,6 +153,8 @@ class RequestContextMiddleware:
                 ctx.ttfb_ns = time.perf_counter_ns()
                 headers = message["headers"] = list(message.get("headers", ()))
                 headers.append(request_id_header)
+                if ctx.response_headers:
+                    headers.extend(ctx.response_headers)
                 ctx.is_sse = (b"content-type", b"text/event-stream") in headers or any(
                     n == b"content-type" and v.startswith(b"text/event-stream") for n, v in headers
                 )
@@ -157,7 +173,13 @@ class RequestContextMiddleware:
             log.error("unhandled_error", request_id=ctx.request_id, exc_info=exc)
             await self._fail(ctx, SentinelError(), send_with_id, started, ended)
         finally:
-            log.info("request_finished", **ctx.log_fields(time.perf_counter_ns()))
+            finished_ns = time.perf_counter_ns()
+            if ctx.on_finish is not None:
+                try:
+                    ctx.on_finish(ctx, finished_ns)
+                except Exception as exc:  # recording must never break the response path
+                    log.error("request_finish_failed", request_id=ctx.request_id, exc_info=exc)
+            log.info("request_finished", **ctx.log_fields(finished_ns))
 
     @staticmethod
     async def _fail(

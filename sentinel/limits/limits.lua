@@ -7,6 +7,7 @@ KEYS[1]  requests window  hash  field <bucket start, ms> -> requests, plus the m
 KEYS[2]  tokens window    hash  field <bucket start, ms> -> tokens, plus the meta fields
 KEYS[3]  quota counters   hash  field "<day|week|month>:<period id>" -> tokens
 KEYS[4]  leases           zset  member <reservation id>, score <lease expiry, ms>
+KEYS[5]  settled          zset  member <reservation id>, score <forget after, ms>
 
 Window meta fields (never numbers, so never buckets): s = sum of the buckets, h = newest
 bucket start, l = a lower bound of every bucket start, b = bucket size (ms) they were cut
@@ -29,7 +30,9 @@ settle  [5] start of the bucket containing now, [6] start of the reserved bucket
         delta = actual - reserved (negative: a refund), [8] 1 if the reservation counts in
         the tokens window, [9] 1 to give the request slot back, [10] reservation id whose
         lease to release ("" for none), [11] number of quotas n, then n groups of 3:
-        reserved period field, current period field, current period end (ms). Reply 1.
+        reserved period field, current period field, current period end (ms); and last,
+        the reservation id and until when to remember it was settled (ms). Reply 1, or 0
+        when that reservation was already settled (a replay: nothing changes).
 renew   [5] reservation id, [6] new expiry (ms). Reply 1 if renewed, 0 if the lease is gone.
 merge   [5] TTL floor of the quota hash (ms); then four sections, each a count n followed by
         n pairs: request buckets (start, count), token buckets (start, count), quota
@@ -245,6 +248,11 @@ local function admit()
 end
 
 local function settle()
+  local forget_at = ARGV[#ARGV]
+  redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', now)
+  if redis.call('ZADD', KEYS[5], 'NX', forget_at, ARGV[#ARGV - 1]) == 0 then return 0 end
+  local last = redis.call('ZRANGE', KEYS[5], -1, -1, 'WITHSCORES')[2]
+  redis.call('PEXPIRE', KEYS[5], tonumber(last) - now)
   local bucket, reserved = tonumber(ARGV[5]), tonumber(ARGV[6])
   local delta, quota_count = tonumber(ARGV[7]), tonumber(ARGV[11])
   local live = reserved + span > now

@@ -1,17 +1,23 @@
 """The Redis limit store: exact across every replica, one atomic Lua call per operation.
 
-Per API key, four Redis keys share one hash tag, so every script touches one cluster slot::
+Per API key, five Redis keys share one hash tag, so every script touches one cluster slot::
 
     <prefix>:{<key name>}:requests   hash  bucket start (ms) → requests
     <prefix>:{<key name>}:tokens     hash  bucket start (ms) → tokens
     <prefix>:{<key name>}:quotas     hash  "day:2024-03-09" … → tokens
     <prefix>:{<key name>}:leases     zset  reservation id → expiry (ms)
+    <prefix>:{<key name>}:settled    zset  reservation id → until when it is remembered (ms)
+
+``settled`` makes settlement idempotent: a settlement whose reply timed out may still have run
+in Redis, and the fallback replays it later; the replay must not refund twice.
 
 The window hashes also hold meta fields (``s``, ``l``, ``h``, ``b``: see ``limits.lua``).
 Every key carries a TTL, so nothing outlives its use. The one script, ``limits.lua``, lives
 next to this module and is registered once per store. Every call is bounded by ``timeout_ms``;
 a timeout or a connection, cluster or read-only error becomes ``StoreUnavailable`` here, at
-the boundary, and nowhere else.
+the boundary, and nowhere else. A timeout is only declared once the event loop has had a
+chance to read a reply that already arrived: a busy replica must not mistake its own lag for
+a dead Redis (and fall back to the local share for nothing).
 """
 
 from __future__ import annotations
@@ -52,7 +58,9 @@ _UNAVAILABLE: tuple[type[BaseException], ...] = (
     redis_errors.OutOfMemoryError,
     OSError,  # also the builtin TimeoutError raised by asyncio.timeout
 )
-_SUFFIXES = ("requests", "tokens", "quotas", "leases")
+_SUFFIXES = ("requests", "tokens", "quotas", "leases", "settled")
+_LATE_REPLY_TURNS = 3
+"""Loop iterations a timed-out call gets to deliver a reply already read from the socket."""
 _DIMENSIONS = tuple(Dimension)
 
 
@@ -80,6 +88,8 @@ class RedisStore:
         if "{" in prefix or "}" in prefix:
             raise ValueError("the key prefix must not contain braces")
         self.timing = timing or Timing()
+        self.settled_memory_ms = 2 * self.timing.span_ms
+        """How long a settled reservation id is remembered, so that a replay is a no-op."""
         self._calendar = Calendar()
         self._client = client
         self._timeout_s = timeout_ms / 1000
@@ -113,7 +123,9 @@ class RedisStore:
             release_request=release_request,
         )
         keys = redis_keys(self._prefix, reservation.key_name)
-        await self._run(keys, _settle_args(plan))
+        args = _settle_args(plan)
+        args += [reservation.reservation_id, now_ms + self.settled_memory_ms]
+        await self._run(keys, args)
 
     async def renew(self, reservation: Reservation, now_ms: int) -> bool:
         """Extend the reservation's lease by the lease TTL; False when it is already gone."""
@@ -132,7 +144,7 @@ class RedisStore:
 
     async def state(self, key_name: str) -> KeyState:
         """Every raw counter and lease stored for ``key_name`` (read in one round trip)."""
-        requests, tokens, quotas, leases = redis_keys(self._prefix, key_name)
+        requests, tokens, quotas, leases, _ = redis_keys(self._prefix, key_name)
         async with self._client.pipeline(transaction=False) as pipe:
             # A pipeline only queues each call; execute() sends them all and awaits.
             _ = pipe.hgetall(requests)
@@ -164,11 +176,21 @@ class RedisStore:
         return await self._bounded(self._script(keys=keys, args=args))
 
     async def _bounded(self, call: Awaitable[_T]) -> _T:
+        task = asyncio.ensure_future(call)
         try:
-            async with asyncio.timeout(self._timeout_s):
-                return await call
+            await asyncio.wait((task,), timeout=self._timeout_s)
+            for _ in range(_LATE_REPLY_TURNS):
+                if task.done():
+                    break
+                await asyncio.sleep(0)  # run the callbacks of a reply already received
+            if not task.done():
+                raise TimeoutError
+            return task.result()
         except _UNAVAILABLE as exc:
             raise StoreUnavailable(f"redis: {type(exc).__name__}") from exc
+        finally:
+            if not task.done():
+                task.cancel()
 
 
 def _limit(value: int | None) -> int:

@@ -1,7 +1,9 @@
 """The four APIs Sentinel reads: chat, completions, embeddings and responses.
 
-Each request is authenticated, its body read (within the size limit), parsed once, checked,
-its prompt counted, routed by model and sent upstream. Streams go through a
+Each request is authenticated, its body read (within the size limit), parsed once, checked
+(including the key's model allow-list), its prompt counted, routed by model, admitted by the
+key's limits (prompt tokens plus the completion cap are reserved) and sent upstream. The
+reservation is settled with the real usage on every way out. Streams go through a
 ``StreamAccumulator``; when the client did not ask for stream usage, Sentinel asks for it and
 hides the extra chunk. Every request ends with its usage settled: the provider's numbers, or
 an estimate from the prompt and the completion text seen.
@@ -20,8 +22,14 @@ from sentinel.auth.keys import presented_key
 from sentinel.http.asgi import Receive, Scope, Send
 from sentinel.http.body import parse_json_object, read_body
 from sentinel.http.context import CONTEXT_KEY, RequestContext
-from sentinel.http.headers import RequestHeaders, relay_headers, scan_request_headers
+from sentinel.http.headers import (
+    RequestHeaders,
+    encode_headers,
+    relay_headers,
+    scan_request_headers,
+)
 from sentinel.http.validation import Api, ApiRequest, validate
+from sentinel.limits.headers import rate_limit_headers
 from sentinel.services import Services, services_of
 from sentinel.streaming.accumulator import StreamAccumulator, StreamApi
 from sentinel.streaming.relay import relay
@@ -63,20 +71,32 @@ class ApiEndpoint:
         ctx.route = self.route
         services = services_of(scope)
         headers = scan_request_headers(scope["headers"])
-        ctx.key = services.keys.authenticate(
+        principal = services.keys.authenticate(
             presented_key(headers.authorization, headers.api_key)
-        ).name
+        )
+        ctx.key = principal.name
+        ctx.on_finish = services.record_usage
         raw = await read_body(
             receive, services.config.server.max_body_bytes, headers.content_length
         )
         ctx.request_bytes = len(raw)
         request = validate(self.api, parse_json_object(raw, headers.content_encoding))
         ctx.model, ctx.stream = request.model, request.stream
+        principal.check_model(request.model)
         counter = services.tokens.for_model(request.model)
         ctx.prompt_estimate = await counter.count_prompt(self.api, request.body, size_hint=len(raw))
         router = services.router
         target = router.route(request.model) if request.model else router.default
         ctx.upstream = target.name
+        reservation = None
+        if principal.is_limited:
+            gate = services.gate
+            body = request.body if self.api != "embeddings" else None
+            tokens = gate.tokens_to_reserve(ctx.prompt_estimate, body)
+            decision = await gate.admit(principal.name, principal.limits, ctx.request_id, tokens)
+            reservation = decision.reservation
+            ctx.degraded = decision.degraded
+            ctx.response_headers = encode_headers(rate_limit_headers(decision))
         outcome = _Outcome()
         try:
             await self._forward(
@@ -84,6 +104,13 @@ class ApiEndpoint:
             )
         finally:
             await _settle(ctx, services, counter, outcome)
+            if reservation is not None:
+                usage = ctx.usage
+                await services.gate.settle(
+                    reservation,
+                    usage.total_tokens if usage is not None else 0,
+                    produced=usage is not None,
+                )
 
     async def _forward(
         self,

@@ -17,7 +17,8 @@ from sentinel.errors import MethodNotAllowed, SentinelError
 from sentinel.http.asgi import Receive, Scope, Send
 from sentinel.http.body import BodyStream, read_body
 from sentinel.http.context import CONTEXT_KEY, RequestContext
-from sentinel.http.headers import RequestHeaders, scan_request_headers
+from sentinel.http.headers import RequestHeaders, encode_headers, scan_request_headers
+from sentinel.limits.headers import rate_limit_headers
 from sentinel.services import Services, services_of
 from sentinel.streaming.relay import relay
 from sentinel.upstream.call import open_upstream, upstream_url
@@ -27,6 +28,7 @@ __all__ = ["PassthroughEndpoint"]
 
 _METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"})
 _MODEL_PATH = "/v1/models/"
+_NO_MODEL = ("/v1/files", "/v1/uploads")
 
 
 class PassthroughEndpoint:
@@ -40,11 +42,50 @@ class PassthroughEndpoint:
             raise MethodNotAllowed(f"The method {method} is not allowed on /v1 paths.")
         services = services_of(scope)
         headers = scan_request_headers(scope["headers"])
-        ctx.key = services.keys.authenticate(
+        principal = services.keys.authenticate(
             presented_key(headers.authorization, headers.api_key)
-        ).name
-        target, data, stream = await _target_and_body(scope, receive, services, headers)
+        )
+        ctx.key = principal.name
+        ctx.on_finish = services.record_usage
+        target, data, stream, model = await _target_and_body(scope, receive, services, headers)
         ctx.upstream = target.name
+        if model is not None or (method == "POST" and not scope["path"].startswith(_NO_MODEL)):
+            # Fail closed: with an allow-list, a POST whose model cannot be read (a multipart
+            # audio upload, a batch) is refused; file uploads run no model.
+            principal.check_model(model)
+        ctx.model = model
+        reservation = None
+        if principal.is_limited:
+            # Counted as a request (rpm, max_parallel); these APIs report no token usage.
+            decision = await services.gate.admit(
+                principal.name, principal.limits, ctx.request_id, 0
+            )
+            reservation = decision.reservation
+            ctx.degraded = decision.degraded
+            ctx.response_headers = encode_headers(rate_limit_headers(decision))
+        produced = False
+        try:
+            await self._forward(scope, receive, send, services, target, headers, data, stream)
+            produced = True
+        finally:
+            if reservation is not None:
+                # An upstream answer, even an error, was a request; no answer releases it.
+                produced = produced or ctx.status != 0
+                await services.gate.settle(reservation, 0, produced=produced)
+
+    async def _forward(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        services: Services,
+        target: UpstreamTarget,
+        headers: RequestHeaders,
+        data: bytes | AsyncIterator[bytes] | None,
+        stream: BodyStream | None,
+    ) -> None:
+        ctx: RequestContext = scope[CONTEXT_KEY]
+        method: str = scope["method"]
         forward = headers.forward
         forward["accept-encoding"] = headers.accept_encoding or "identity"
         forward["x-request-id"] = ctx.request_id
@@ -70,24 +111,24 @@ class PassthroughEndpoint:
 
 async def _target_and_body(
     scope: Scope, receive: Receive, services: Services, headers: RequestHeaders
-) -> tuple[UpstreamTarget, bytes | AsyncIterator[bytes] | None, BodyStream | None]:
+) -> tuple[UpstreamTarget, bytes | AsyncIterator[bytes] | None, BodyStream | None, str | None]:
     """Choose the upstream, reading the body only when it is JSON that may name a model."""
     router = services.router
     path: str = scope["path"]
     limit = services.config.server.max_body_bytes
     if scope["method"] in ("GET", "HEAD", "DELETE") and not headers.content_length:
         model = path[len(_MODEL_PATH) :] if path.startswith(_MODEL_PATH) else None
-        return (router.route(model) if model else router.default), None, None
+        return (router.route(model) if model else router.default), None, None, None
     content_type = headers.content_type or b""
     if content_type.startswith(b"application/json") and headers.content_encoding is None:
         raw = await read_body(receive, limit, headers.content_length)
         scope[CONTEXT_KEY].request_bytes = len(raw)
         model = _model_in(raw)
-        return (router.route(model) if model else router.default), raw, None
+        return (router.route(model) if model else router.default), raw, None, model
     if headers.content_length is not None and headers.content_length > limit:
         await read_body(receive, limit, headers.content_length)  # raises the 413
     stream = BodyStream(receive, limit)
-    return router.default, stream.chunks(), stream
+    return router.default, stream.chunks(), stream, None
 
 
 def _model_in(raw: bytes) -> str | None:

@@ -9,6 +9,14 @@ the client sees exactly the stream it asked for.
 Everything the upstream sends is untrusted: data that is not a JSON object is counted in
 ``bad_events`` and skipped, and fields of the wrong type are ignored, so that no event can make
 ``feed`` raise or spoil what later events say.
+
+Chat and completions chunks are read lazily. While relaying, only what the relay needs now is
+worked out: the end of the stream, the provider's usage and which chunk to strip; a chunk is
+decoded then only if its bytes may hold a usage. The other chunks are kept as bytes and read,
+in order, when text, model, finish reasons or errors are first asked for (or when more than
+``_MAX_PENDING_BYTES`` are kept). The text is needed only when the provider sent no usage, so a
+stream with usage is usually never decoded beyond its usage chunk. Responses API events are
+read as they come, since their usage is in the terminal event.
 """
 
 from __future__ import annotations
@@ -27,6 +35,7 @@ __all__ = ["StreamAccumulator", "StreamApi", "StreamSnapshot"]
 StreamApi = Literal["chat", "completions", "responses"]
 
 _DONE = b"[DONE]"
+_MAX_PENDING_BYTES = 256 * 1024  # of unread chunk data; past it the backlog is read at once
 _MAX_ERROR_BYTES = 4096  # of a non-JSON error event kept as its message
 _TERMINAL = frozenset({"response.completed", "response.incomplete", "response.failed"})
 # Responses API events whose ``delta`` is reply text.
@@ -103,6 +112,10 @@ def _index(obj: dict[str, Any], key: str) -> int:
     return value if type(value) is int else 0
 
 
+# A data event kept for later: its event name, its data, and its JSON if already decoded.
+_Pending = tuple[str | None, bytes, dict[str, Any] | None]
+
+
 class StreamAccumulator:
     """Reads one upstream SSE stream as it is relayed; every method is safe from any thread."""
 
@@ -119,27 +132,27 @@ class StreamAccumulator:
         self._finish: dict[int, str] = {}
         self._events = 0
         self._bad = 0
-        self._held = 0  # bytes fed but not yet returned (strip mode only)
+        self._pending: list[_Pending] = []  # chat/completions events not read yet, in order
+        self._pending_bytes = 0
 
     def feed(self, chunk: bytes) -> bytes:
         """Read the next upstream chunk; return the bytes to forward to the client."""
         with self._lock:
+            held = self._parser.buffered  # bytes fed before but not yet returned
             events = self._parser.feed(chunk)
             if not self._strip:
                 for event in events:
                     if event.has_data:
                         self._read(event)
                 return chunk  # relayed byte for byte, even when it ends mid-event
-            held = self._held
             kept: list[bytes] = []
-            dropped = 0
+            stripped = False
             for event in events:
                 if event.has_data and self._read(event):
-                    dropped += len(event.raw)
+                    stripped = True
                 else:
                     kept.append(event.raw)
-            self._held = held + len(chunk) - dropped - sum(map(len, kept))
-            if not held and not self._held and not dropped:
+            if not stripped and not held and not self._parser.buffered:
                 return chunk  # exactly the complete events it holds
             return b"".join(kept)
 
@@ -147,7 +160,6 @@ class StreamAccumulator:
         """At upstream EOF: read any unterminated last event; return the bytes still to forward."""
         with self._lock:
             event = self._parser.close()
-            self._held = 0
             if event is None:
                 return b""
             stripped = event.has_data and self._read(event)
@@ -156,6 +168,7 @@ class StreamAccumulator:
     def snapshot(self) -> StreamSnapshot:
         """Everything read so far, copied under the lock."""
         with self._lock:
+            self._read_pending()
             return StreamSnapshot(
                 usage=self._usage,
                 text=self._text.joined(),
@@ -176,6 +189,7 @@ class StreamAccumulator:
     def text(self) -> str:
         """The reply text so far: content, refusals, reasoning, tool-call names and arguments."""
         with self._lock:
+            self._read_pending()
             return self._text.joined()
 
     @property
@@ -186,17 +200,22 @@ class StreamAccumulator:
     @property
     def upstream_error(self) -> dict[str, Any] | None:
         """The first in-band error the upstream sent, if any."""
-        return self._error
+        with self._lock:
+            self._read_pending()
+            return self._error
 
     @property
     def model(self) -> str | None:
         """The model the upstream says answered (the first non-empty name seen)."""
-        return self._model
+        with self._lock:
+            self._read_pending()
+            return self._model
 
     @property
     def finish_reasons(self) -> tuple[str, ...]:
         """Each choice's finish reason in choice order; for responses, the terminal status."""
         with self._lock:
+            self._read_pending()
             return self._finish_reasons()
 
     @property
@@ -207,36 +226,63 @@ class StreamAccumulator:
     @property
     def bad_events(self) -> int:
         """Data events skipped because their data was not a JSON object."""
-        return self._bad
+        with self._lock:
+            self._read_pending()
+            return self._bad
 
     def _finish_reasons(self) -> tuple[str, ...]:
         return tuple(self._finish[i] for i in sorted(self._finish))
 
     def _read(self, event: SSEEvent) -> bool:
-        """Update the state from one data event; True if it is a usage-only chunk to strip."""
+        """Note one data event; True if it is a usage-only chunk to strip."""
         self._events += 1
-        data = event.data
+        data, name = event.data, event.event
         if data == _DONE or (data[:1] == b"[" and data.strip() == _DONE):
             if self._api != "responses":
                 self._complete = True
             return False
-        try:
-            obj = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            obj = None
-        if type(obj) is not dict:
-            self._bad += 1
-            if event.event == "error" and self._error is None:
-                self._error = {"message": data[:_MAX_ERROR_BYTES].decode("utf-8", "replace")}
-            return False
-        if event.event == "error":
-            self._note_error(obj.get("error"), obj)
-            return False
         if self._api == "responses":
-            self._read_response_event(obj, event.event)
+            self._read_data(name, data, None)
             return False
-        self._read_chunk(obj)
-        return self._strip and _is_usage_chunk(obj)
+        obj = None
+        if name != "error" and _may_carry_usage(data):
+            obj = _loads(data)
+            if type(obj) is dict:
+                usage = obj.get("usage")
+                if usage is not None:
+                    parsed = Usage.from_openai(usage)
+                    if parsed is not None:
+                        self._usage = parsed
+            else:
+                obj = None
+        self._pending.append((name, data, obj))
+        self._pending_bytes += len(data)
+        if self._pending_bytes > _MAX_PENDING_BYTES:
+            self._read_pending()
+        return self._strip and obj is not None and _is_usage_chunk(obj)
+
+    def _read_pending(self) -> None:
+        """Read the chat or completions events kept for later, in the order they came."""
+        if self._pending:
+            pending, self._pending, self._pending_bytes = self._pending, [], 0
+            for name, data, obj in pending:
+                self._read_data(name, data, obj)
+
+    def _read_data(self, name: str | None, data: bytes, obj: dict[str, Any] | None) -> None:
+        """Update the state from one data event (its usage, if a chunk, is read already)."""
+        if obj is None:
+            obj = _loads(data)
+            if type(obj) is not dict:
+                self._bad += 1
+                if name == "error" and self._error is None:
+                    self._error = {"message": data[:_MAX_ERROR_BYTES].decode("utf-8", "replace")}
+                return
+        if name == "error":
+            self._note_error(obj.get("error"), obj)
+        elif self._api == "responses":
+            self._read_response_event(obj, name)
+        else:
+            self._read_chunk(obj)
 
     def _note_error(self, error: object, whole: dict[str, Any]) -> None:
         if self._error is None:
@@ -253,11 +299,6 @@ class StreamAccumulator:
             self._note_error(error, obj)
         if self._model is None:
             self._note_model(obj.get("model"))
-        usage = obj.get("usage")
-        if usage is not None:
-            parsed = Usage.from_openai(usage)
-            if parsed is not None:
-                self._usage = parsed
         choices = obj.get("choices")
         if type(choices) is not list:
             return
@@ -332,6 +373,29 @@ class StreamAccumulator:
             self._note_error(response.get("error"), response)
 
 
-def _is_usage_chunk(obj: object) -> bool:
+def _is_usage_chunk(obj: dict[str, Any]) -> bool:
     """``"choices": []`` with a usage: Azure's prompt-filter chunks have no usage and stay."""
-    return type(obj) is dict and obj.get("choices") == [] and obj.get("usage") is not None
+    return obj.get("choices") == [] and obj.get("usage") is not None
+
+
+def _loads(data: bytes) -> Any:
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return None
+
+
+def _may_carry_usage(data: bytes) -> bool:
+    """False only when the JSON in ``data`` cannot have a top-level ``usage`` that is not null.
+
+    A key is written ``"usage"`` (quotes cannot occur unescaped inside a string), unless some of
+    its letters are ``\\u`` escapes. Most chunks have no such key, or one null ``usage`` last.
+    """
+    at = data.find(b'"usage"')
+    while at >= 0:
+        at += 7
+        if not (data.startswith(b":null", at) or data.startswith(b": null", at)):
+            return True
+        at = data.find(b'"usage"', at)
+    # Escaped letters are rare: look for them only past a backslash.
+    return data.find(b"\\") >= 0 and (b"\\u006" in data or b"\\u007" in data)

@@ -25,36 +25,75 @@ _SHAPED_LIKE_SECRETS = (
     r"(?i:bearer)\s+[^\s\"',;]+",
     r"\bsk-[A-Za-z0-9_\-]{8,}",
 )
+# Substrings without which no shaped secret can match (the first is looked for lowercased).
+_SHAPED_MARKERS = ("bearer", "sk-")
 _SENSITIVE_FIELDS = frozenset({"authorization", "api_key", "api-key", "token", "key_secret"})
+# Types whose rendering can hold no secret; any other value is checked as its repr.
+_PLAIN = frozenset({int, float, bool, type(None)})
 
 
 class SecretRedactor:
-    """A structlog processor that scrubs secrets from every string value of an event."""
+    """A structlog processor that scrubs secrets from every value of an event.
+
+    A few substring tests over all of the event's text decide whether any value can hold a
+    secret, so the usual event pays for them and no regex at all.
+    """
 
     def __init__(self, secrets: Iterable[str]) -> None:
-        literal = [re.escape(s) for s in sorted(set(secrets), key=len, reverse=True) if s]
+        self._secrets = tuple(sorted({s for s in secrets if s}, key=len, reverse=True))
+        literal = [re.escape(s) for s in self._secrets]
         self._pattern = re.compile("|".join([*literal, *_SHAPED_LIKE_SECRETS]))
 
     def __call__(
         self, logger: object, method: str, event: MutableMapping[str, Any]
     ) -> MutableMapping[str, Any]:
-        search = self._pattern.search
-        for name, value in event.items():
-            if name in _SENSITIVE_FIELDS:
+        if not _SENSITIVE_FIELDS.isdisjoint(event):
+            for name in _SENSITIVE_FIELDS.intersection(event):
                 event[name] = _REDACTED
-            elif isinstance(value, str) and search(value) is not None:
-                event[name] = self._pattern.sub(_REDACTED, value)
-            elif isinstance(value, list | tuple | dict):
-                rendered = str(value)
-                if search(rendered) is not None:
-                    event[name] = self._pattern.sub(_REDACTED, rendered)
+        texts = []
+        for value in event.values():
+            if isinstance(value, str):
+                texts.append(value)
+            elif type(value) not in _PLAIN:
+                texts.append(repr(value))
+        if self._may_hold_secret("\n".join(texts)):
+            self._scrub(event)
         return event
+
+    def _may_hold_secret(self, text: str) -> bool:
+        """False only when no secret pattern can match anywhere in ``text``."""
+        bearer, sk = _SHAPED_MARKERS
+        if sk in text or bearer in text.lower():
+            return True
+        for secret in self._secrets:
+            if secret in text:
+                return True
+        return False
+
+    def _scrub(self, event: MutableMapping[str, Any]) -> None:
+        sub = self._pattern.sub
+        for name, value in event.items():
+            if isinstance(value, str):
+                scrubbed = sub(_REDACTED, value)
+            elif type(value) not in _PLAIN:
+                # Containers and objects render as their repr (orjson's fallback for objects).
+                text = repr(value)
+                scrubbed = sub(_REDACTED, text)
+                if scrubbed == text:
+                    continue
+            else:
+                continue
+            event[name] = scrubbed
 
 
 def configure_logging(
     telemetry: TelemetryConfig, secrets: Iterable[str], stream: TextIO | None = None
 ) -> None:
-    """Install the process-wide structlog pipeline (called by the composition root only)."""
+    """Install the process-wide structlog pipeline (called by the composition root only).
+
+    Loggers are cached on first use, so a module's ``get_logger`` proxy builds its bound
+    logger once instead of on every call; call this before anything logs.
+    """
     level = logging.getLevelNamesMapping()[telemetry.log_level.upper()]
     out = stream or sys.stdout
     processors: list[Any] = [

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import aiohttp
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
 
 from sentinel.usage.settings import UsageSettings
 from sentinel.usage.sinks import UsageSink
@@ -18,7 +18,7 @@ __all__ = ["build_sinks", "build_tracker"]
 
 
 def build_sinks(
-    settings: UsageSettings, *, session: aiohttp.ClientSession, redis: Redis | None
+    settings: UsageSettings, *, session: aiohttp.ClientSession, redis: Redis | RedisCluster | None
 ) -> list[UsageSink]:
     """The sinks ``settings`` turns on: jsonl, webhook, and Redis counters when ``redis``."""
     sinks: list[UsageSink] = []
@@ -53,7 +53,10 @@ def build_sinks(
 
 
 def build_tracker(
-    settings: UsageSettings, *, session: aiohttp.ClientSession, redis: Redis | None = None
+    settings: UsageSettings,
+    *,
+    session: aiohttp.ClientSession,
+    redis: Redis | RedisCluster | None = None,
 ) -> UsageTracker:
     """A tracker over the configured sinks, not yet started.
 

@@ -81,6 +81,9 @@ class UsageSettings:
     jsonl_keep: int = 5
     webhook: WebhookSettings | None = None
     redis_counters: bool = True
+    drain_on_disconnect: bool = False
+    drain_timeout_ms: int = 30_000
+    max_drains: int = 64
 
     def problems(self) -> list[str]:
         """Every invalid field as ``"field: message"`` (webhook ones as ``webhook.field``)."""
@@ -93,6 +96,8 @@ class UsageSettings:
             ("close_timeout_ms", 1),
             ("jsonl_rotate_bytes", 1),
             ("jsonl_keep", 0),
+            ("drain_timeout_ms", 1),
+            ("max_drains", 1),
         ):
             found.extend(_at_least(name, getattr(self, name), low))
         if self.batch_size > self.capacity:

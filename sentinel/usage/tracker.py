@@ -243,6 +243,8 @@ class UsageTracker:
 
     async def _replay(self) -> bool:
         """Replay spooled batches to their sinks; True when more are waiting right now."""
+        if self._spool_or_none is None:
+            return False  # no sinks, so nothing was ever spooled
         try:
             entries = await asyncio.to_thread(self._spool.pending)
         except OSError as exc:

@@ -47,12 +47,13 @@ def test_public_names() -> None:
 
 
 def test_every_key_of_a_name_shares_one_hash_tag() -> None:
-    """All four keys carry the key name as their hash tag, so one Lua call hits one slot."""
+    """All five keys carry the key name as their hash tag, so one Lua call hits one slot."""
     assert redis_keys("sentinel", "team-a") == [
         "sentinel:{team-a}:requests",
         "sentinel:{team-a}:tokens",
         "sentinel:{team-a}:quotas",
         "sentinel:{team-a}:leases",
+        "sentinel:{team-a}:settled",
     ]
 
 

@@ -37,13 +37,31 @@ async def test_every_key_expires(redis: Redis, prefix: str) -> None:
 
 
 async def test_failed_requests_leave_no_redis_keys(redis: Redis, prefix: str) -> None:
-    """Settling failed requests deletes every key they created."""
+    """Settling failed requests deletes every counter and lease they created.
+
+    Only the memory of settled reservation ids is left, and it expires.
+    """
     store = RedisStore(redis, 2_000, timing=TIMING, prefix=prefix)
     for n in range(10):
         decision = await store.admit(FULL, Admission("team-a", "r", 100), T0 + n)
         assert decision.reservation is not None
         await store.settle(decision.reservation, 0, T0 + n, release_request=True)
-    assert await redis.keys(f"{prefix}:*") == []
+    settled = redis_keys(prefix, "team-a")[4]
+    assert await redis.keys(f"{prefix}:*") == [settled.encode()]
+    assert 0 < await redis.pttl(settled) <= store.settled_memory_ms
+
+
+async def test_a_replayed_settlement_changes_nothing(redis: Redis, prefix: str) -> None:
+    """A settlement that ran but whose reply was lost may be replayed: it must not refund twice."""
+    store = RedisStore(redis, 2_000, timing=TIMING, prefix=prefix)
+    first = await store.admit(FULL, Admission("team-a", "a", 100), T0)
+    second = await store.admit(FULL, Admission("team-a", "b", 100), T0)
+    assert first.reservation is not None and second.reservation is not None
+    await store.settle(first.reservation, 10, T0 + 5)
+    before = await store.state("team-a")
+    await store.settle(first.reservation, 10, T0 + 6)  # the replay
+    assert await store.state("team-a") == before
+    assert sum(before.tokens.values()) == 110  # 10 charged for the first, 100 held by the second
 
 
 async def test_dead_redis_raises_store_unavailable(prefix: str) -> None:

@@ -138,6 +138,27 @@ async def test_long_retry_after_opens_the_breaker_instead_of_waiting(
         await receiver.stop()
 
 
+async def test_retry_after_outlasts_the_breaker_it_opens(
+    session: aiohttp.ClientSession, port: int, sleeps: Sleeps
+) -> None:
+    """A 429 that opens the breaker keeps it open for its Retry-After, not just reset_after."""
+    clock = Clock()
+    breaker = CircuitBreaker(failure_threshold=1, reset_after_s=1, clock=clock)
+    receiver = await started(port, ["429"], retry_after="5")
+    try:
+        sink = make_sink(session, port, sleeps, breaker=breaker)
+        with pytest.raises(DeliveryError, match="HTTP 429"):
+            await sink.deliver(records(1))
+        clock.now = 4.9
+        with pytest.raises(CircuitOpen):
+            await sink.deliver(records(1))
+        clock.now = 5
+        await sink.deliver(records(1))
+        assert receiver.answers == ["429", "ok"]
+    finally:
+        await receiver.stop()
+
+
 async def test_other_4xx_is_poison_without_retry(
     session: aiohttp.ClientSession, port: int, sleeps: Sleeps
 ) -> None:

@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from importlib import resources
 from typing import Literal
 
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
 from redis.exceptions import NoScriptError, RedisError
 
 from sentinel.usage.records import UsageRecord
@@ -63,7 +63,7 @@ class RedisCounterSink:
 
     def __init__(
         self,
-        client: Redis,
+        client: Redis | RedisCluster,
         *,
         minute_ttl_s: int = 2 * 86_400,
         day_ttl_s: int = 35 * 86_400,
@@ -119,7 +119,7 @@ class RedisCounterSink:
 
 
 async def read_counters(
-    client: Redis, key: str, period: Period, *, at: float | None = None
+    client: Redis | RedisCluster, key: str, period: Period, *, at: float | None = None
 ) -> UsageCounters:
     """``key``'s counters for the minute or day (UTC) containing ``at`` (epoch s; now if None)."""
     when = datetime.fromtimestamp(time.time() if at is None else at, UTC)

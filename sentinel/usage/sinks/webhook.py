@@ -119,6 +119,9 @@ class WebhookSink:
             failure = outcome
             self.breaker.record_failure()
             if attempt == self._max_attempts or self.breaker.state is BreakerState.OPEN:
+                # Giving up: the next try (a replay or the probe) must still honour Retry-After.
+                if outcome.retry_after_s:
+                    self.breaker.trip(outcome.retry_after_s)
                 break
             wait = self._wait_before_retry(attempt, outcome)
             if wait is None:

@@ -1,0 +1,77 @@
+"""The proxy's side of the limits: admit a request before the upstream call, settle it after.
+
+``Gate`` wraps whichever ``LimitStore`` the deployment uses (``GuardedStore`` over Redis, or
+``MemoryStore`` in embedded mode) with the clock and the reservation rule. ``admit`` raises
+the 429 (or the 503 of ``on_unavailable = "deny"``); ``settle`` never raises and always runs
+to completion, even when the request's task is being cancelled, so no reservation leaks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+
+import structlog
+
+from sentinel.limits.clock import Clock, SystemClock
+from sentinel.limits.decision import Decision, Reservation
+from sentinel.limits.headers import refusal_error
+from sentinel.limits.settings import LimitDefaults
+from sentinel.limits.spec import Admission, LimitSpec, reservation_tokens
+from sentinel.limits.store import LimitStore
+
+__all__ = ["Gate"]
+
+log = structlog.get_logger("sentinel.limits")
+
+
+class Gate:
+    """Admission and settlement for the request path, over one store."""
+
+    def __init__(
+        self, store: LimitStore, defaults: LimitDefaults, clock: Clock | None = None
+    ) -> None:
+        self.store = store
+        self._reserve = defaults.default_completion_reserve
+        self._clock = clock or SystemClock()
+        self._settling: set[asyncio.Task[None]] = set()
+
+    def tokens_to_reserve(self, prompt_tokens: int, body: Mapping[str, object] | None) -> int:
+        """Prompt plus completion cap; ``body`` None means the API produces no completion."""
+        if body is None:
+            return max(0, prompt_tokens)
+        return reservation_tokens(prompt_tokens, body, self._reserve)
+
+    async def admit(self, key_name: str, spec: LimitSpec, request_id: str, tokens: int) -> Decision:
+        """An allowed decision holding a reservation; the 429 (``RateLimited``) otherwise."""
+        admission = Admission(key_name=key_name, request_id=request_id, tokens=tokens)
+        decision = await self.store.admit(spec, admission, self._clock.now_ms())
+        if decision.reservation is None:
+            raise refusal_error(decision, tokens)
+        return decision
+
+    async def settle(self, reservation: Reservation, tokens: int, *, produced: bool) -> None:
+        """Charge ``tokens`` instead of the reservation; with nothing produced, release it all.
+
+        Runs in its own task and is shielded: a cancelled request still settles.
+        """
+        task = asyncio.create_task(self._settle(reservation, tokens, produced))
+        self._settling.add(task)
+        task.add_done_callback(self._settling.discard)
+        await asyncio.shield(task)
+
+    async def _settle(self, reservation: Reservation, tokens: int, produced: bool) -> None:
+        try:
+            await self.store.settle(
+                reservation,
+                tokens if produced else 0,
+                self._clock.now_ms(),
+                release_request=not produced,
+            )
+        except Exception as exc:  # a settlement must never fail the response it follows
+            log.error("limits_settle_failed", key=reservation.key_name, exc_info=exc)
+
+    async def drain(self) -> None:
+        """Wait for settlements still running (at shutdown)."""
+        if self._settling:
+            await asyncio.gather(*self._settling, return_exceptions=True)

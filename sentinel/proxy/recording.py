@@ -1,0 +1,48 @@
+"""One usage record per authenticated request, handed to the tracker when the response ends.
+
+The record's ``request_id`` is the idempotency key every sink de-duplicates by, so it must be
+unique per request: a client-supplied ``x-request-id`` (which a retrying client may repeat)
+gets a random suffix, a generated one is used as it is.
+"""
+
+from __future__ import annotations
+
+import secrets
+
+from sentinel.http.context import RequestContext
+from sentinel.usage.records import UsageRecord
+from sentinel.usage.tracker import UsageTracker
+
+__all__ = ["UsageRecorder"]
+
+
+class UsageRecorder:
+    """A ``RequestContext.on_finish`` hook that turns the finished request into a record."""
+
+    def __init__(self, tracker: UsageTracker) -> None:
+        self._tracker = tracker
+
+    def __call__(self, ctx: RequestContext, finished_ns: int) -> None:
+        if ctx.key is None:
+            return  # never authenticated: nobody to bill
+        request_id = ctx.request_id
+        if ctx.request_id_from_client:
+            request_id = f"{request_id}~{secrets.token_hex(6)}"
+        usage = ctx.usage
+        self._tracker.record(
+            UsageRecord.of(
+                request_id=request_id,
+                key=ctx.key,
+                model=ctx.model or "",
+                upstream=ctx.upstream or "",
+                endpoint=ctx.path,
+                status=ctx.status,
+                usage=usage,
+                source="none" if usage is None else ctx.usage_source or "estimated",
+                started_at=ctx.started_at,
+                ttfb_ms=(ctx.ttfb_ns - ctx.started_ns) // 1_000_000 if ctx.ttfb_ns else None,
+                duration_ms=(finished_ns - ctx.started_ns) // 1_000_000,
+                request_bytes=ctx.request_bytes,
+                response_bytes=ctx.response_bytes,
+            )
+        )
