@@ -42,6 +42,7 @@ from sentinel.proxy.passthrough import PassthroughEndpoint
 from sentinel.proxy.recording import UsageRecorder
 from sentinel.services import SERVICES_KEY, Services
 from sentinel.shared_state import open_redis
+from sentinel.streaming.drain import Drainer
 from sentinel.tokens import Encodings, PromptCounter
 from sentinel.upstream.client import open_session
 from sentinel.upstream.routing import Router
@@ -94,6 +95,11 @@ def create_app(config: Config, encodings: Encodings) -> Starlette:
             gate=Gate(store, config.limits),
             tracker=tracker,
             record_usage=UsageRecorder(tracker),
+            drainer=(
+                Drainer(config.usage.max_drains, config.usage.drain_timeout_ms)
+                if config.usage.drain_on_disconnect
+                else None
+            ),
         )
         tracker.start()
         try:

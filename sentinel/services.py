@@ -11,6 +11,7 @@ from sentinel.config import Config
 from sentinel.http.asgi import Scope
 from sentinel.limits.gate import Gate
 from sentinel.proxy.recording import UsageRecorder
+from sentinel.streaming.drain import Drainer
 from sentinel.tokens import PromptCounter
 from sentinel.upstream.routing import Router
 from sentinel.usage.estimate import DriftStats
@@ -34,6 +35,7 @@ class Services:
     gate: Gate
     tracker: UsageTracker
     record_usage: UsageRecorder
+    drainer: Drainer | None  # with [usage] drain_on_disconnect
 
 
 def services_of(scope: Scope) -> Services:

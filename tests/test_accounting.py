@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from typing import Any
 
 import aiohttp
 from structlog.testing import capture_logs
 
-from tests.conftest import CLIENT_KEY, Gateway, Upstream
+from sentinel.usage.settings import UsageSettings
+from tests.conftest import CLIENT_KEY, Gateway, StartGateway, Upstream, make_config
 
 AUTH = {"Authorization": f"Bearer {CLIENT_KEY}"}
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Count to ten"}]}
@@ -113,3 +115,57 @@ async def test_failed_upstream_records_no_tokens(
             assert r.status == 500
     line = _finished(logs)
     assert line["usage_source"] is None and line["total_tokens"] is None
+
+
+async def test_drain_on_disconnect_reads_the_providers_usage(
+    upstream: Upstream, start_gateway: StartGateway
+) -> None:
+    """With drain_on_disconnect, a departed client's stream is read to its end for usage."""
+    config = make_config(upstream.url)
+    config = dataclasses.replace(
+        config, usage=UsageSettings(drain_on_disconnect=True, drain_timeout_ms=10_000)
+    )
+    gateway = await start_gateway(config)
+    headers = {**AUTH, "x-mock-chunks": "60", "x-mock-chunk-delay-ms": "5"}
+    with capture_logs() as logs:
+        async with aiohttp.ClientSession() as client:
+            async with client.post(
+                f"{gateway.base_url}/chat/completions",
+                json={**CHAT, "stream": True},
+                headers=headers,
+            ) as r:
+                for _ in range(3):
+                    await r.content.readline()
+        for _ in range(500):
+            if any(e["event"] == "request_finished" for e in logs):
+                break
+            await asyncio.sleep(0.01)
+    line = _finished(logs)
+    assert line["outcome"] == "client_disconnected"
+    assert line["usage_source"] == "provider"
+    assert line["completion_tokens"] == 60  # the mock's one token per chunk, all of them
+
+
+async def test_drains_are_bounded_in_time(upstream: Upstream, start_gateway: StartGateway) -> None:
+    """A drain that outlasts drain_timeout_ms stops, and the usage is estimated instead."""
+    config = make_config(upstream.url)
+    config = dataclasses.replace(
+        config, usage=UsageSettings(drain_on_disconnect=True, drain_timeout_ms=50)
+    )
+    gateway = await start_gateway(config)
+    headers = {**AUTH, "x-mock-chunks": "400", "x-mock-chunk-delay-ms": "5"}
+    with capture_logs() as logs:
+        async with aiohttp.ClientSession() as client:
+            async with client.post(
+                f"{gateway.base_url}/chat/completions",
+                json={**CHAT, "stream": True},
+                headers=headers,
+            ) as r:
+                await r.content.readline()
+        for _ in range(500):
+            if any(e["event"] == "request_finished" for e in logs):
+                break
+            await asyncio.sleep(0.01)
+    line = _finished(logs)
+    assert line["usage_source"] == "estimated"
+    assert 0 < line["completion_tokens"] < 400

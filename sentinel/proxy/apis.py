@@ -137,8 +137,19 @@ class ApiEndpoint:
             stream_api = _STREAM_APIS.get(self.api) if request.stream else None
             if stream_api is not None and response.content_type == "text/event-stream":
                 tap = StreamAccumulator(stream_api, strip_usage_chunk=strip)
+                drainer = services.drainer
                 try:
-                    await relay(response, ctx, send, receive, tap=tap, keep_length=False)
+                    await relay(
+                        response,
+                        ctx,
+                        send,
+                        receive,
+                        tap=tap,
+                        keep_length=False,
+                        after_disconnect=(
+                            (lambda: drainer.drain(response, tap)) if drainer is not None else None
+                        ),
+                    )
                 finally:
                     outcome.usage, outcome.text = tap.usage, tap.text
                     outcome.produced = tap.events > 0

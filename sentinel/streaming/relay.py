@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 import aiohttp
@@ -66,8 +67,12 @@ async def relay(
     *,
     tap: StreamTap | None,
     keep_length: bool,
+    after_disconnect: Callable[[], Awaitable[object]] | None = None,
 ) -> None:
-    """Forward ``response`` to the client; ``tap`` sees every chunk and may rewrite it."""
+    """Forward ``response`` to the client; ``tap`` sees every chunk and may rewrite it.
+
+    ``after_disconnect`` runs when the client left mid-relay (to drain the stream for usage).
+    """
     headers, ctx.dropped_headers = relay_headers(response.raw_headers, keep_length=keep_length)
     start = {"type": "http.response.start", "status": response.status, "headers": headers}
     watcher = DisconnectWatcher(receive)
@@ -80,6 +85,8 @@ async def relay(
         if current is not None:
             current.uncancel()
         ctx.outcome = "client_disconnected"
+        if after_disconnect is not None:
+            await after_disconnect()
     finally:
         watcher.close()
 
