@@ -120,11 +120,17 @@ class Child:
 
     def wait_ready(self, port: int, path: str, timeout_s: float = 60.0) -> None:
         """Poll ``GET path`` until it answers 200; raise ``ChildError`` on exit or timeout."""
+        self.wait_until(lambda: _answers(port, path), port, timeout_s)
+
+    def wait_until(
+        self, is_ready: Callable[[], bool], port: int, timeout_s: float = 60.0
+    ) -> None:
+        """Poll ``is_ready`` until it holds; raise ``ChildError`` on exit or timeout."""
         deadline = time.monotonic() + timeout_s
         for _ in range(int(timeout_s / _POLL_S) + 1):
             if self._process.poll() is not None:
                 raise ChildError(f"{self.name} exited with {self._process.returncode}")
-            if _answers(port, path):
+            if is_ready():
                 return
             if time.monotonic() >= deadline:
                 break

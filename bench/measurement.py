@@ -43,6 +43,8 @@ class Measurement:
     """Resident memory of the watched proxy process tree at the end of the window."""
     mock_cpu_seconds: float | None = None
     """CPU time of the mock upstream in the window."""
+    store_cpu_seconds: float | None = None
+    """CPU time of the proxy's Redis server in the window (None: the proxy has none)."""
     load_cpu_seconds: float | None = None
     """CPU time of the load generator itself in the window."""
     background_cpu_seconds: float | None = None
@@ -78,6 +80,7 @@ class Measurement:
         for name, seconds in (
             ("cpu_us_per_request", self.cpu_seconds),
             ("mock_cpu_us_per_request", self.mock_cpu_seconds),
+            ("store_cpu_us_per_request", self.store_cpu_seconds),
             ("load_cpu_us_per_request", self.load_cpu_seconds),
         ):
             per_request = self.per_request_us(seconds)

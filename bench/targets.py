@@ -2,20 +2,46 @@
 
 ``direct`` has no proxy: the load generator talks to the mock itself. ``bare`` is
 ``bench.passthrough``; ``sentinel`` is ``sentinel serve`` on a generated config with one
-upstream (the mock) and one client key, logging as it would in production.
+upstream (the mock) and one client key, logging as it would in production. ``policy`` is
+Sentinel with every per-request policy on: limits and usage counters in a ``redis-server`` the
+benchmark starts for it (never a Redis already running), and usage records in a JSONL file.
+The key's limits are far above anything a run reaches, so every limit is checked and none
+refuses.
 """
 
 from __future__ import annotations
 
+import json
+import shutil
+import socket
 from pathlib import Path
 
-from bench.children import Child, free_port, python_argv
+from bench.children import Child, ChildError, free_port, python_argv
 from bench.scenarios import CLIENT_KEY
 
-__all__ = ["UPSTREAM_KEY", "Target", "sentinel_config", "start_mock", "start_proxy"]
+__all__ = [
+    "POLICY_LIMITS",
+    "UPSTREAM_KEY",
+    "USAGE_FILE",
+    "Target",
+    "policy_config",
+    "sentinel_config",
+    "start_mock",
+    "start_proxy",
+    "start_redis",
+]
 
 UPSTREAM_KEY = "sk-bench-upstream"
 MOCK_CHUNKS = 20
+USAGE_FILE = "usage.jsonl"
+"""Where, in the benchmark's working directory, the ``policy`` target writes usage records."""
+POLICY_LIMITS = {
+    "rpm": 100_000_000,
+    "tpm": 10**12,
+    "max_parallel": 10_000,
+    "tokens_per_day": 10**15,
+}
+"""The ``policy`` key's limits: all enforced, none reachable in a benchmark run."""
 
 
 class Target:
@@ -30,6 +56,11 @@ class Target:
         """The OpenAI-style base URL (``.../v1``)."""
         return f"http://127.0.0.1:{self.port}/v1"
 
+    @property
+    def redis_url(self) -> str:
+        """The ``redis://`` URL of this target, when it is a Redis server."""
+        return f"redis://127.0.0.1:{self.port}/0"
+
 
 def start_mock(workdir: Path, cpus: frozenset[int] | None) -> Target:
     """Start ``sentinel mock-upstream`` and wait until it serves ``/v1/models``."""
@@ -42,15 +73,61 @@ def start_mock(workdir: Path, cpus: frozenset[int] | None) -> Target:
     return Target(child, port)
 
 
-def start_proxy(mode: str, workdir: Path, upstream: str, cpus: frozenset[int] | None) -> Target:
-    """Start the ``bare`` or ``sentinel`` proxy in front of ``upstream`` and wait until ready."""
+def start_redis(workdir: Path, cpus: frozenset[int] | None) -> Target:
+    """Start a private ``redis-server`` on a free port, persisting nothing; wait for PONG."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise ChildError("redis-server not found on PATH (the policy target needs it)")
+    port = free_port()
+    argv = [
+        binary,
+        "--bind", "127.0.0.1",
+        "--port", str(port),
+        "--save", "",
+        "--appendonly", "no",
+        "--dir", str(workdir),
+    ]  # fmt: skip
+    child = Child("redis-server", argv, workdir / "redis.log", cpus)
+    try:
+        child.wait_until(lambda: _pongs(port), port)
+    except BaseException:
+        child.stop()
+        raise
+    return Target(child, port)
+
+
+def _pongs(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1.0) as connection:
+            connection.sendall(b"PING\r\n")
+            return connection.recv(64).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+def start_proxy(
+    mode: str,
+    workdir: Path,
+    upstream: str,
+    cpus: frozenset[int] | None,
+    redis: Target | None = None,
+) -> Target:
+    """Start the proxy of ``mode`` in front of ``upstream`` and wait until it is ready.
+
+    ``policy`` needs ``redis``, the server from ``start_redis``.
+    """
     port = free_port()
     bind = f"127.0.0.1:{port}"
     if mode == "bare":
         argv = python_argv("bench.passthrough", "--bind", bind, "--upstream", upstream)
-    elif mode == "sentinel":
-        config = workdir / "sentinel.toml"
-        config.write_text(sentinel_config(upstream, bind))
+    elif mode in ("sentinel", "policy"):
+        config = workdir / f"{mode}.toml"
+        if mode == "policy":
+            if redis is None:
+                raise ValueError("the policy proxy needs a Redis server")
+            config.write_text(policy_config(upstream, bind, redis.redis_url, workdir))
+        else:
+            config.write_text(sentinel_config(upstream, bind))
         argv = python_argv("sentinel", "serve", "--config", str(config), "--bind", bind)
     else:
         raise ValueError(f"no proxy for mode {mode!r}")
@@ -81,4 +158,21 @@ def sentinel_config(upstream: str, bind: str) -> str:
         "[[keys]]\n"
         'name = "bench"\n'
         f'key = "{CLIENT_KEY}"\n'
+    )
+
+
+def policy_config(upstream: str, bind: str, redis_url: str, workdir: Path) -> str:
+    """Sentinel's config with Redis limits and counters and JSONL usage records all on."""
+    limits = "".join(f"{name} = {value}\n" for name, value in POLICY_LIMITS.items())
+    return (
+        "[redis]\n"
+        f"url = {json.dumps(redis_url)}\n"
+        "\n"
+        "[usage]\n"
+        f"jsonl_path = {json.dumps(str(workdir / USAGE_FILE))}\n"
+        f"spool_dir = {json.dumps(str(workdir / 'spool'))}\n"
+        "redis_counters = true\n"
+        "\n"
+        f"{sentinel_config(upstream, bind)}"
+        f"{limits}"  # continues the [[keys]] table sentinel_config ends with
     )

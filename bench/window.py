@@ -2,8 +2,9 @@
 
 Readings are taken by the load generator itself, on its event loop, the moment the window
 opens and closes, so they bracket exactly the requests that are counted. Besides the proxy's
-CPU time, the window reads the whole machine's busy time: what neither the proxy, the mock
-nor the load generator used is *background* load, which makes a noisy run visible.
+CPU time, the window reads the whole machine's busy time: what neither the proxy, its Redis
+server, the mock nor the load generator used is *background* load, which makes a noisy run
+visible.
 """
 
 from __future__ import annotations
@@ -14,7 +15,20 @@ from dataclasses import dataclass
 
 from bench import procstat
 
-__all__ = ["Reading", "Window"]
+__all__ = ["Reading", "Watched", "Window"]
+
+
+@dataclass(frozen=True)
+class Watched:
+    """The processes whose CPU a window reads (None: not part of this scenario)."""
+
+    proxy: int | None = None
+    mock: int | None = None
+    store: int | None = None
+
+
+def _cpu(pid: int | None) -> float | None:
+    return None if pid is None else procstat.cpu_seconds(pid)
 
 
 @dataclass(frozen=True)
@@ -24,16 +38,18 @@ class Reading:
     at_ns: int
     proxy: float | None
     mock: float | None
+    store: float | None
     own: float | None
     machine: float | None
 
     @classmethod
-    def take(cls, proxy_pid: int | None, mock_pid: int | None) -> Reading:
+    def take(cls, watched: Watched) -> Reading:
         """Read the clock and every counter now."""
         return cls(
             at_ns=time.perf_counter_ns(),
-            proxy=None if proxy_pid is None else procstat.cpu_seconds(proxy_pid),
-            mock=None if mock_pid is None else procstat.cpu_seconds(mock_pid),
+            proxy=_cpu(watched.proxy),
+            mock=_cpu(watched.mock),
+            store=_cpu(watched.store),
             own=procstat.cpu_seconds(os.getpid()),
             machine=procstat.machine_busy_seconds(),
         )
@@ -46,24 +62,23 @@ def _delta(start: float | None, end: float | None) -> float | None:
 class Window:
     """Opened after the warm-up, closed after the measured duration."""
 
-    def __init__(self, proxy_pid: int | None, mock_pid: int | None) -> None:
-        self._proxy_pid = proxy_pid
-        self._mock_pid = mock_pid
+    def __init__(self, watched: Watched) -> None:
+        self._watched = watched
         self.start: Reading | None = None
         self.end: Reading | None = None
         self.proxy_rss: int | None = None
 
     def open(self) -> None:
         """Take the opening reading."""
-        self.start = Reading.take(self._proxy_pid, self._mock_pid)
+        self.start = Reading.take(self._watched)
 
     def close(self) -> None:
         """Take the closing reading (and open the window there if it never opened)."""
-        self.end = Reading.take(self._proxy_pid, self._mock_pid)
+        self.end = Reading.take(self._watched)
         if self.start is None:
             self.start = self.end
-        if self._proxy_pid is not None:
-            self.proxy_rss = procstat.rss_bytes(self._proxy_pid)
+        if self._watched.proxy is not None:
+            self.proxy_rss = procstat.rss_bytes(self._watched.proxy)
 
     @property
     def bounds_ns(self) -> tuple[int, int]:
@@ -71,30 +86,36 @@ class Window:
         assert self.start is not None and self.end is not None
         return self.start.at_ns, self.end.at_ns
 
+    def _used(self, name: str) -> float | None:
+        assert self.start is not None and self.end is not None
+        return _delta(getattr(self.start, name), getattr(self.end, name))
+
     @property
     def proxy_cpu(self) -> float | None:
         """CPU seconds the proxy used inside the window."""
-        assert self.start is not None and self.end is not None
-        return _delta(self.start.proxy, self.end.proxy)
+        return self._used("proxy")
 
     @property
     def mock_cpu(self) -> float | None:
         """CPU seconds the mock upstream used inside the window."""
-        assert self.start is not None and self.end is not None
-        return _delta(self.start.mock, self.end.mock)
+        return self._used("mock")
+
+    @property
+    def store_cpu(self) -> float | None:
+        """CPU seconds the proxy's Redis server used inside the window."""
+        return self._used("store")
 
     @property
     def own_cpu(self) -> float | None:
         """CPU seconds the load generator itself used inside the window."""
-        assert self.start is not None and self.end is not None
-        return _delta(self.start.own, self.end.own)
+        return self._used("own")
 
     @property
     def background_cpu(self) -> float | None:
         """CPU seconds used inside the window by every process not taking part in it."""
-        assert self.start is not None and self.end is not None
-        machine = _delta(self.start.machine, self.end.machine)
+        machine = self._used("machine")
         own = self.own_cpu
         if machine is None or own is None:
             return None
-        return max(machine - own - (self.proxy_cpu or 0.0) - (self.mock_cpu or 0.0), 0.0)
+        parties = (self.proxy_cpu, self.mock_cpu, self.store_cpu)
+        return max(machine - own - sum(used or 0.0 for used in parties), 0.0)

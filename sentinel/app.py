@@ -41,7 +41,7 @@ from sentinel.proxy.models import ModelsEndpoint
 from sentinel.proxy.passthrough import PassthroughEndpoint
 from sentinel.proxy.recording import UsageRecorder
 from sentinel.services import SERVICES_KEY, Services
-from sentinel.shared_state import open_redis
+from sentinel.shared_state import open_redis, warm_up
 from sentinel.streaming.drain import Drainer
 from sentinel.tokens import Encodings, PromptCounter
 from sentinel.upstream.client import open_session
@@ -101,6 +101,8 @@ def create_app(config: Config, encodings: Encodings) -> Starlette:
                 else None
             ),
         )
+        if redis is not None:
+            await warm_up(redis)
         tracker.start()
         try:
             yield {SERVICES_KEY: services}

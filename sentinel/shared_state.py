@@ -9,13 +9,19 @@ throw the connection away).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+
+import structlog
 from redis.asyncio import Redis, RedisCluster
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from sentinel.config import RedisConfig
 
-__all__ = ["open_redis"]
+__all__ = ["open_redis", "warm_up"]
+
+log = structlog.get_logger("sentinel.redis")
 
 
 def open_redis(config: RedisConfig) -> Redis | RedisCluster:
@@ -34,3 +40,15 @@ def open_redis(config: RedisConfig) -> Redis | RedisCluster:
         socket_connect_timeout=timeout_s,
         retry=Retry(NoBackoff(), 0),
     )
+
+
+async def warm_up(client: Redis | RedisCluster, timeout_s: float = 2.0) -> None:
+    """Connect (and, for a cluster, learn the slot map) before the first request needs it.
+
+    A failure is only logged: Redis may come up later, and the limits fail closed meanwhile.
+    """
+    with contextlib.suppress(Exception):
+        async with asyncio.timeout(timeout_s):
+            await client.ping()
+            return
+    log.warning("redis_unreachable_at_startup")

@@ -183,6 +183,12 @@ async def test_models_outside_the_allow_list_get_403(
     status, _, body = await post(http, gateway.url, image, path="/v1/images/generations")
     assert status == 403 and body is not None
     assert body["error"]["code"] == "model_not_allowed"
+    # /v1/models lists only what this key may call.
+    async with http.get(
+        gateway.url + "/v1/models", headers={"Authorization": f"Bearer {CLIENT_KEY}"}
+    ) as response:
+        listed = {entry["id"] for entry in (await response.json())["data"]}
+    assert listed and all(m.startswith(("gpt-4o", "text-embed")) for m in listed)
 
 
 # --- reservations ------------------------------------------------------------------------------
@@ -388,3 +394,18 @@ async def test_a_thousand_upstream_failures_leave_every_counter_at_zero(
     finally:
         await client.aclose()
     assert state.is_empty(), state
+
+
+async def test_limits_hold_on_a_redis_cluster(
+    upstream: Upstream,
+    start_gateway: StartGateway,
+    http: aiohttp.ClientSession,
+    redis_cluster: list[RedisServer],
+) -> None:
+    """``cluster = true``: every call touches one slot, and limits and counters still hold."""
+    redis = RedisConfig(url=f"redis://127.0.0.1:{redis_cluster[0].port}", cluster=True)
+    gateway = await start_gateway(config_for(upstream.url, redis=redis, rpm=3, tpm=100_000))
+    results = [await post(http, gateway.url, CHAT) for _ in range(5)]
+    assert [status for status, _, _ in results] == [200, 200, 200, 429, 429]
+    for _, headers, _ in results:
+        assert "x-sentinel-degraded" not in headers

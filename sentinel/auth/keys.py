@@ -35,11 +35,15 @@ class Principal:
         """Whether any limit applies (an unlimited key never touches the limit store)."""
         return any(self.limits.limit(dimension) is not None for dimension in Dimension)
 
+    def may_use(self, model: str | None) -> bool:
+        """Whether the allow-list (if any) admits ``model``; no model passes only without one."""
+        if self.models is None:
+            return True
+        return model is not None and any(fnmatchcase(model, glob) for glob in self.models)
+
     def check_model(self, model: str | None) -> None:
         """Raise 403 ``model_not_allowed`` unless the allow-list admits ``model``."""
-        if self.models is None:
-            return
-        if model is not None and any(fnmatchcase(model, glob) for glob in self.models):
+        if self.may_use(model):
             return
         shown = repr(model[:200]) if model is not None else "the default model"
         raise PermissionDenied(

@@ -31,9 +31,10 @@ class ModelsEndpoint:
         ctx.route = "/v1/models"
         services = services_of(scope)
         headers = scan_request_headers(scope["headers"])
-        ctx.key = services.keys.authenticate(
+        principal = services.keys.authenticate(
             presented_key(headers.authorization, headers.api_key)
-        ).name
+        )
+        ctx.key = principal.name
         targets = services.router.targets
         results = await asyncio.gather(
             *(_list_models(services, t, ctx, dict(headers.forward)) for t in targets),
@@ -49,7 +50,8 @@ class ModelsEndpoint:
             if isinstance(result, BaseException):
                 raise result
             for entry in result:
-                seen.setdefault(entry["id"], entry)
+                if principal.may_use(entry["id"]):  # only what this key may call
+                    seen.setdefault(entry["id"], entry)
         if failures and len(failures) == len(targets):
             raise failures[0]
         body = orjson.dumps({"object": "list", "data": list(seen.values())})
