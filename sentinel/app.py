@@ -19,6 +19,7 @@ drained before the session and Redis it writes through go away), and yields
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -35,7 +36,7 @@ from sentinel.errors import MethodNotAllowed, NotFound, SentinelError
 from sentinel.health import Healthz, Readyz
 from sentinel.http.context import RequestContextMiddleware
 from sentinel.limits import GuardedStore, LimitStore, MemoryStore, RedisStore
-from sentinel.limits.gate import Gate
+from sentinel.limits.gate import Gate, keep_recovering
 from sentinel.proxy.apis import ApiEndpoint
 from sentinel.proxy.models import ModelsEndpoint
 from sentinel.proxy.passthrough import PassthroughEndpoint
@@ -104,9 +105,16 @@ def create_app(config: Config, encodings: Encodings) -> Starlette:
         if redis is not None:
             await warm_up(redis)
         tracker.start()
+        recovery = (
+            asyncio.create_task(keep_recovering(store), name="limits-recovery")
+            if isinstance(store, GuardedStore)
+            else None
+        )
         try:
             yield {SERVICES_KEY: services}
         finally:
+            if recovery is not None:
+                recovery.cancel()
             await services.gate.drain()
             await tracker.aclose()  # flushes to the sinks, spools what they cannot take
             await session.close()

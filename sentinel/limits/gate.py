@@ -15,12 +15,16 @@ import structlog
 
 from sentinel.limits.clock import Clock, SystemClock
 from sentinel.limits.decision import Decision, Reservation
+from sentinel.limits.guarded import GuardedStore
 from sentinel.limits.headers import refusal_error
 from sentinel.limits.settings import LimitDefaults
 from sentinel.limits.spec import Admission, LimitSpec, reservation_tokens
 from sentinel.limits.store import LimitStore
 
-__all__ = ["Gate"]
+__all__ = ["Gate", "keep_recovering"]
+
+RECOVERY_INTERVAL_S = 0.25
+"""How often a degraded store is offered a probe (the breaker decides whether it runs)."""
 
 log = structlog.get_logger("sentinel.limits")
 
@@ -75,3 +79,19 @@ class Gate:
         """Wait for settlements still running (at shutdown)."""
         if self._settling:
             await asyncio.gather(*self._settling, return_exceptions=True)
+
+
+async def keep_recovering(
+    store: GuardedStore, clock: Clock | None = None, interval_s: float = RECOVERY_INTERVAL_S
+) -> None:
+    """Probe a degraded store in the background, so recovery (replaying settlements, writing
+    local usage back) does not wait for the next request; runs until cancelled."""
+    clock = clock or SystemClock()
+    while True:
+        await asyncio.sleep(interval_s)
+        if not store.is_degraded:
+            continue
+        try:
+            await store.recover(clock.now_ms())
+        except Exception as exc:  # the next round tries again
+            log.error("limits_recovery_failed", exc_info=exc)
