@@ -22,6 +22,26 @@ def _finished(logs: list[dict[str, Any]]) -> dict[str, Any]:
     return lines[0]
 
 
+async def _leave_mid_stream(
+    gateway: Gateway, headers: dict[str, str], lines: int
+) -> dict[str, Any]:
+    """Read ``lines`` lines of a stream, disconnect, and return the request's log line."""
+    with capture_logs() as logs:
+        async with aiohttp.ClientSession() as client:
+            async with client.post(
+                f"{gateway.base_url}/chat/completions",
+                json={**CHAT, "stream": True},
+                headers={**AUTH, **headers},
+            ) as r:
+                for _ in range(lines):
+                    await r.content.readline()
+        for _ in range(500):
+            if any(e["event"] == "request_finished" for e in logs):
+                break
+            await asyncio.sleep(0.01)
+    return _finished(logs)
+
+
 async def test_provider_usage_wins_and_prompt_is_estimated_too(
     gateway: Gateway, http: aiohttp.ClientSession
 ) -> None:
@@ -84,21 +104,9 @@ async def test_mid_stream_death_is_estimated_from_what_was_produced(
 
 async def test_client_disconnect_is_estimated(gateway: Gateway, upstream: Upstream) -> None:
     """A client that leaves mid-stream is charged for what was produced so far."""
-    headers = {**AUTH, "x-mock-chunks": "400", "x-mock-chunk-delay-ms": "5"}
-    with capture_logs() as logs:
-        async with aiohttp.ClientSession() as client:
-            async with client.post(
-                f"{gateway.base_url}/chat/completions",
-                json={**CHAT, "stream": True},
-                headers=headers,
-            ) as r:
-                for _ in range(3):
-                    await r.content.readline()
-        for _ in range(300):
-            if any(e["event"] == "request_finished" for e in logs):
-                break
-            await asyncio.sleep(0.01)
-    line = _finished(logs)
+    line = await _leave_mid_stream(
+        gateway, {"x-mock-chunks": "400", "x-mock-chunk-delay-ms": "5"}, 3
+    )
     assert line["outcome"] == "client_disconnected"
     assert line["usage_source"] == "estimated" and line["completion_tokens"] > 0
 
@@ -126,21 +134,9 @@ async def test_drain_on_disconnect_reads_the_providers_usage(
         config, usage=UsageSettings(drain_on_disconnect=True, drain_timeout_ms=10_000)
     )
     gateway = await start_gateway(config)
-    headers = {**AUTH, "x-mock-chunks": "60", "x-mock-chunk-delay-ms": "5"}
-    with capture_logs() as logs:
-        async with aiohttp.ClientSession() as client:
-            async with client.post(
-                f"{gateway.base_url}/chat/completions",
-                json={**CHAT, "stream": True},
-                headers=headers,
-            ) as r:
-                for _ in range(3):
-                    await r.content.readline()
-        for _ in range(500):
-            if any(e["event"] == "request_finished" for e in logs):
-                break
-            await asyncio.sleep(0.01)
-    line = _finished(logs)
+    line = await _leave_mid_stream(
+        gateway, {"x-mock-chunks": "60", "x-mock-chunk-delay-ms": "5"}, 3
+    )
     assert line["outcome"] == "client_disconnected"
     assert line["usage_source"] == "provider"
     assert line["completion_tokens"] == 60  # the mock's one token per chunk, all of them
@@ -153,19 +149,8 @@ async def test_drains_are_bounded_in_time(upstream: Upstream, start_gateway: Sta
         config, usage=UsageSettings(drain_on_disconnect=True, drain_timeout_ms=50)
     )
     gateway = await start_gateway(config)
-    headers = {**AUTH, "x-mock-chunks": "400", "x-mock-chunk-delay-ms": "5"}
-    with capture_logs() as logs:
-        async with aiohttp.ClientSession() as client:
-            async with client.post(
-                f"{gateway.base_url}/chat/completions",
-                json={**CHAT, "stream": True},
-                headers=headers,
-            ) as r:
-                await r.content.readline()
-        for _ in range(500):
-            if any(e["event"] == "request_finished" for e in logs):
-                break
-            await asyncio.sleep(0.01)
-    line = _finished(logs)
+    line = await _leave_mid_stream(
+        gateway, {"x-mock-chunks": "400", "x-mock-chunk-delay-ms": "5"}, 1
+    )
     assert line["usage_source"] == "estimated"
     assert 0 < line["completion_tokens"] < 400

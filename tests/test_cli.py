@@ -6,7 +6,6 @@ import asyncio
 import hashlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -16,8 +15,7 @@ from pathlib import Path
 import aiohttp
 
 from tests.conftest import CLIENT_KEY, UPSTREAM_KEY, Upstream
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.processes import ROOT, free_port, wait_healthy
 
 
 def sentinel(*args: str, stdin: str = "", env: dict[str, str] | None = None, cwd: Path = ROOT):
@@ -31,13 +29,6 @@ def sentinel(*args: str, stdin: str = "", env: dict[str, str] | None = None, cwd
         cwd=cwd,
         timeout=60,
     )
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def test_keys_hash_prints_sha256_form() -> None:
@@ -102,28 +93,15 @@ async def process(
             await asyncio.wait_for(child.wait(), 30)
 
 
-async def _wait_healthy(url: str) -> None:
-    async with aiohttp.ClientSession() as session:
-        for _ in range(500):
-            try:
-                async with session.get(url) as response:
-                    if response.status == 200:
-                        return
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.02)
-    raise AssertionError(f"{url} never became healthy")
-
-
 async def test_serve_proxies_and_stops_cleanly_on_sigterm(
     upstream: Upstream, tmp_path: Path
 ) -> None:
     """``sentinel serve`` proxies a request on a real socket and exits 0 on SIGTERM."""
-    port = _free_port()
+    port = free_port()
     config = _write_config(tmp_path, upstream.url, port)
     env = {"UP_KEY": UPSTREAM_KEY}
     async with process("serve", "--config", str(config), env=env, cwd=tmp_path) as child:
-        await _wait_healthy(f"http://127.0.0.1:{port}/healthz")
+        await wait_healthy(f"http://127.0.0.1:{port}/healthz")
         async with aiohttp.ClientSession() as session:
             async with session.post(
                 f"http://127.0.0.1:{port}/v1/embeddings",
@@ -141,13 +119,13 @@ async def test_serve_proxies_and_stops_cleanly_on_sigterm(
 
 async def test_serve_without_config_prints_a_dev_key(tmp_path: Path) -> None:
     """With no config file at all, serve runs on defaults and announces a development key."""
-    port = _free_port()
+    port = free_port()
     env = {"SENTINEL_CONFIG": "", "OPENAI_API_KEY": "sk-none"}
     env_without = {k: v for k, v in env.items() if v}
     async with process(
         "serve", "--bind", f"127.0.0.1:{port}", env=env_without, cwd=tmp_path
     ) as child:
-        await _wait_healthy(f"http://127.0.0.1:{port}/healthz")
+        await wait_healthy(f"http://127.0.0.1:{port}/healthz")
         child.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(child.wait(), 30) == 0
         assert child.stderr is not None
@@ -157,9 +135,9 @@ async def test_serve_without_config_prints_a_dev_key(tmp_path: Path) -> None:
 
 async def test_mock_upstream_command_serves_models(tmp_path: Path) -> None:
     """``sentinel mock-upstream`` serves an OpenAI-compatible model list."""
-    port = _free_port()
+    port = free_port()
     async with process("mock-upstream", "--bind", f"127.0.0.1:{port}", env={}, cwd=tmp_path):
-        await _wait_healthy(f"http://127.0.0.1:{port}/v1/models")
+        await wait_healthy(f"http://127.0.0.1:{port}/v1/models")
 
 
 def test_mock_upstream_rejects_a_bad_fault() -> None:

@@ -9,14 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import os
-import signal
-import socket
-import sys
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
@@ -35,9 +30,9 @@ from tests.conftest import (
     Upstream,
     encodings,
 )
+from tests.processes import free_port, sentinel_process
 from tests.redis_server import RedisServer
 
-ROOT = Path(__file__).resolve().parent.parent
 CHAT = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}
 
 
@@ -231,48 +226,6 @@ async def test_concurrent_streams_reserve_exactly_and_refunds_make_room(
 # --- exactness across processes ----------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-@asynccontextmanager
-async def sentinel_process(config: Path, log: Path) -> AsyncIterator[None]:
-    """``python -m sentinel serve`` as a child process, logging to ``log``, SIGTERM at the end."""
-    with log.open("wb") as out:
-        child = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "sentinel",
-            "serve",
-            "--config",
-            str(config),
-            env={**os.environ, "PYTHONPATH": str(ROOT), "UP_KEY": UPSTREAM_KEY},
-            stdout=out,
-            stderr=out,
-        )
-        try:
-            yield
-        finally:
-            if child.returncode is None:
-                child.send_signal(signal.SIGTERM)
-                await asyncio.wait_for(child.wait(), 30)
-
-
-async def _wait_healthy(http: aiohttp.ClientSession, url: str) -> None:
-    for _ in range(1_000):
-        try:
-            async with http.get(url + "/healthz") as response:
-                if response.status == 200:
-                    return
-        except aiohttp.ClientError:
-            pass
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"{url} never became healthy")
-
-
 @pytest.mark.slow
 async def test_two_processes_sharing_redis_admit_exactly_the_rpm(
     upstream: Upstream, redis_server: RedisServer, http: aiohttp.ClientSession, tmp_path: Path
@@ -283,7 +236,7 @@ async def test_two_processes_sharing_redis_admit_exactly_the_rpm(
     urls = []
     async with AsyncExitStack() as stack:
         for n in range(2):
-            port = _free_port()
+            port = free_port()
             path = tmp_path / f"sentinel-{n}.toml"
             path.write_text(
                 f'[server]\nbind = "127.0.0.1:{port}"\n'
@@ -293,10 +246,10 @@ async def test_two_processes_sharing_redis_admit_exactly_the_rpm(
                 f'api_key = "env:UP_KEY"\n'
                 f'[[keys]]\nname = "{name}"\nkey_sha256 = "sha256:{digest}"\nrpm = 100\n'
             )
-            await stack.enter_async_context(sentinel_process(path, tmp_path / f"log-{n}.txt"))
+            log = stack.enter_context((tmp_path / f"log-{n}.txt").open("wb"))
+            env = {"UP_KEY": UPSTREAM_KEY}
+            await stack.enter_async_context(sentinel_process(path, port, log, env))
             urls.append(f"http://127.0.0.1:{port}")
-        for url in urls:
-            await _wait_healthy(http, url)
         connector = aiohttp.TCPConnector(limit=200)
         async with aiohttp.ClientSession(connector=connector) as many:
             results = await asyncio.gather(*(post(many, urls[i % 2], CHAT) for i in range(200)))
@@ -371,7 +324,7 @@ async def test_a_thousand_upstream_failures_leave_every_counter_at_zero(
     start_gateway: StartGateway, http: aiohttp.ClientSession, redis_server: RedisServer
 ) -> None:
     name = unique_name()
-    dead = f"http://127.0.0.1:{_free_port()}/v1"  # nothing listens: connection refused
+    dead = f"http://127.0.0.1:{free_port()}/v1"  # nothing listens: connection refused
     # A generous Redis timeout: the test client shares this process's loop with the gateway,
     # and this test is about settlement, not about the fallback (tested above).
     config = config_for(

@@ -9,7 +9,8 @@ from pathlib import Path
 import aiohttp
 
 from tests.conftest import CLIENT_KEY, UPSTREAM_KEY, Upstream
-from tests.test_cli import _free_port, _wait_healthy, _write_config, process
+from tests.processes import free_port, wait_healthy
+from tests.test_cli import _write_config, process
 
 CHAT = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}], "stream": True}
 
@@ -17,7 +18,7 @@ CHAT = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}], "str
 async def test_sigterm_lets_live_streams_finish_and_exits_zero(
     upstream: Upstream, tmp_path: Path
 ) -> None:
-    port = _free_port()
+    port = free_port()
     config = _write_config(tmp_path, upstream.url, port)
     url = f"http://127.0.0.1:{port}"
     headers = {
@@ -28,7 +29,7 @@ async def test_sigterm_lets_live_streams_finish_and_exits_zero(
     async with process(
         "serve", "--config", str(config), env={"UP_KEY": UPSTREAM_KEY}, cwd=tmp_path
     ) as child:
-        await _wait_healthy(f"{url}/healthz")
+        await wait_healthy(f"{url}/healthz")
         async with aiohttp.ClientSession() as http:
             started = asyncio.Event()
             count = 0

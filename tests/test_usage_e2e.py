@@ -11,16 +11,13 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import hashlib
-import os
 import signal
-import sys
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 import aiohttp
 import openai
@@ -33,11 +30,10 @@ from sentinel.usage.settings import UsageSettings
 from sentinel.usage.sinks.redis import Period, UsageCounters, read_counters
 from sentinel.usage.spool import Spool
 from tests.conftest import CLIENT_KEY, UPSTREAM_KEY, Gateway, Upstream, make_config, running_gateway
+from tests.processes import free_port, sentinel_process
 from tests.redis_server import RedisServer
-from tests.usage.fakes import free_port
 from tests.webhook_receiver import TOKEN_FIELDS, WebhookReceiver
 
-ROOT = Path(__file__).resolve().parent.parent
 MODEL = "gpt-4o-mini"
 MESSAGES: list[Any] = [{"role": "user", "content": "Count the tokens of this request"}]
 AUTH = {"Authorization": f"Bearer {CLIENT_KEY}"}
@@ -273,48 +269,6 @@ breaker_reset_ms = 200
     return path
 
 
-@asynccontextmanager
-async def _sentinel(
-    config: Path, port: int, log: TextIO
-) -> AsyncIterator[asyncio.subprocess.Process]:
-    """``python -m sentinel serve`` as a child process, healthy; SIGTERMed if still running."""
-    child = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "sentinel",
-        "serve",
-        "--config",
-        str(config),
-        env={**os.environ, "UP_KEY": UPSTREAM_KEY, "PYTHONPATH": str(ROOT)},
-        cwd=config.parent,
-        stdout=log,
-        stderr=log,
-    )
-    try:
-        await _until_healthy(f"http://127.0.0.1:{port}/healthz", child)
-        yield child
-    finally:
-        if child.returncode is None:
-            child.send_signal(signal.SIGTERM)
-            await asyncio.wait_for(child.wait(), 20)
-
-
-async def _until_healthy(url: str, child: asyncio.subprocess.Process) -> None:
-    deadline = time.monotonic() + 20
-    async with aiohttp.ClientSession() as session:
-        while time.monotonic() < deadline:
-            if child.returncode is not None:
-                raise AssertionError(f"sentinel exited with {child.returncode} while starting")
-            try:
-                async with session.get(url) as response:
-                    if response.status == 200:
-                        return
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.02)
-    raise AssertionError(f"{url} never became healthy")
-
-
 async def _stop(child: asyncio.subprocess.Process) -> None:
     """SIGTERM, as an orchestrator would, and expect a clean exit."""
     child.send_signal(signal.SIGTERM)
@@ -379,7 +333,7 @@ async def test_webhook_gets_every_request_exactly_once_across_faults_and_a_resta
     try:
         with log_path.open("w") as log:
             # First process: nobody listens, so every batch ends up in the spool.
-            async with _sentinel(config, port, log) as first:
+            async with sentinel_process(config, port, log, {"UP_KEY": UPSTREAM_KEY}) as first:
                 sent += await _send(port, 0, 6)
                 ids = sorted(s.request_id for s in sent)
                 await _until(lambda: sorted(_spooled_ids(spool_dir)) == ids, "all spooled")
@@ -402,7 +356,7 @@ async def test_webhook_gets_every_request_exactly_once_across_faults_and_a_resta
 
             # Second process on the same spool: the receiver stalls past the timeout, then works.
             receiver.mode = "stall"
-            async with _sentinel(config, port, log) as second:
+            async with sentinel_process(config, port, log, {"UP_KEY": UPSTREAM_KEY}) as second:
                 await _until(lambda: receiver.answers["stall"] >= 2, "two stalled deliveries")
                 # The receiver recovers; the stalled batches, which it already holds, come again.
                 receiver.mode = "ok"

@@ -1,7 +1,7 @@
 """``[usage]`` settings as frozen dataclasses, for ``config.py`` to fill and validate.
 
 This module reads no environment and touches no disk: ``default_spool_dir`` takes the
-environment as an argument so that ``config.py`` stays the only reader of ``os.environ``.
+environment as an argument, so that the config package stays its only reader.
 """
 
 from __future__ import annotations

@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import shutil
-import subprocess
-import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-import redis as redis_sync
 from redis.asyncio import Redis
 
 from sentinel.usage.spool import Spool
-from tests.usage.fakes import free_port
+from tests.redis_server import start_redis_server
 
 
 @pytest.fixture
@@ -28,51 +24,14 @@ def spool(spool_dir: Path) -> Spool:
     return Spool(spool_dir)
 
 
-def _start_redis() -> tuple[subprocess.Popen[bytes], int]:
-    binary = shutil.which("redis-server") or "/usr/bin/redis-server"
-    for _ in range(5):
-        port = free_port()
-        process = subprocess.Popen(
-            [
-                binary,
-                "--port",
-                str(port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        client = redis_sync.Redis(port=port)
-        for _ in range(500):
-            if process.poll() is not None:
-                break  # port taken meanwhile: try another
-            try:
-                client.ping()
-            except redis_sync.ConnectionError:
-                time.sleep(0.01)
-                continue
-            client.close()
-            return process, port
-        client.close()
-        process.kill()
-        process.wait()
-    raise RuntimeError("could not start redis-server")
-
-
 @pytest.fixture(scope="session")
 def redis_port() -> Iterator[int]:
-    """A private redis-server on a free port, never persisted, for the whole session."""
-    process, port = _start_redis()
+    """A redis-server of the usage tests' own (they empty it), never persisted."""
+    server = start_redis_server()
     try:
-        yield port
+        yield server.port
     finally:
-        process.terminate()
-        process.wait(timeout=10)
+        server.stop()
 
 
 @pytest.fixture
