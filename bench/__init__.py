@@ -2,10 +2,13 @@
 
 ``python -m bench`` (``make bench``) starts the mock upstream, then each target in turn
 (``direct``: no proxy; ``bare``: ``bench.passthrough``, the floor of the stack; ``sentinel``:
-``sentinel serve``), drives each scenario with ``bench.load`` in its own process, and prints
-one markdown table. The proxy under test runs alone on the first CPU.
+``sentinel serve``; ``policy``: Sentinel with Redis limits, usage counters and usage records
+on), drives each target's scenarios with ``bench.load`` in a process of its own, and prints one
+markdown table, the performance targets met or missed, and the cost of counting a prompt. The
+proxy under test runs alone on the first CPU.
 
 Modules: ``scenarios`` (the matrix and the request bytes), ``load`` and ``http1`` (the load
-generator and its response parser), ``procstat`` (CPU and memory from /proc), ``children``
-and ``targets`` (the subprocesses), ``runner`` (the matrix run), ``report`` (table and JSON).
+generator and its response parser), ``window`` and ``procstat`` (CPU and memory from /proc),
+``children`` and ``targets`` (the subprocesses, Redis included), ``counting`` (the counting
+cost), ``runner`` (the whole run), ``goals`` (the targets), ``report`` (tables and JSON).
 """

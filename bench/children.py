@@ -13,15 +13,24 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
 from bench.scenarios import CLIENT_KEY
 
-__all__ = ["REPO_ROOT", "Child", "ChildError", "CpuPlan", "free_port", "python_argv", "run_to_end"]
+__all__ = [
+    "REPO_ROOT",
+    "Child",
+    "ChildError",
+    "CpuPlan",
+    "Finishing",
+    "free_port",
+    "python_argv",
+]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 _STOP_WAIT_S = 5.0
@@ -122,9 +131,7 @@ class Child:
         """Poll ``GET path`` until it answers 200; raise ``ChildError`` on exit or timeout."""
         self.wait_until(lambda: _answers(port, path), port, timeout_s)
 
-    def wait_until(
-        self, is_ready: Callable[[], bool], port: int, timeout_s: float = 60.0
-    ) -> None:
+    def wait_until(self, is_ready: Callable[[], bool], port: int, timeout_s: float = 60.0) -> None:
         """Poll ``is_ready`` until it holds; raise ``ChildError`` on exit or timeout."""
         deadline = time.monotonic() + timeout_s
         for _ in range(int(timeout_s / _POLL_S) + 1):
@@ -176,26 +183,64 @@ def _answers(port: int, path: str) -> bool:
         connection.close()
 
 
-def run_to_end(argv: Sequence[str], cpus: frozenset[int] | None, timeout_s: float) -> str:
-    """Run a short-lived child to its end and return its stdout; ``ChildError`` if it fails."""
-    process = subprocess.Popen(
-        list(argv),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        cwd=REPO_ROOT,
-        start_new_session=True,
-        preexec_fn=_pinning(cpus),
-    )
-    try:
-        stdout, stderr = process.communicate(timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        raise ChildError(f"{argv[2]} ran over {timeout_s:.0f} s") from None
-    finally:
-        if process.poll() is None:
-            _signal_group(process.pid, signal.SIGKILL)
-            process.wait(_STOP_WAIT_S)
-    if process.returncode != 0:
-        tail = stderr.decode(errors="replace").strip().splitlines()[-5:]
-        raise ChildError(f"{argv[2]} exited with {process.returncode}: {' | '.join(tail)}")
-    return stdout.decode()
+class Finishing:
+    """A short-lived child running to its end; ``result`` waits for it and returns its stdout."""
+
+    def __init__(self, argv: Sequence[str], cpus: frozenset[int] | None) -> None:
+        self._argv = list(argv)
+        self._process = subprocess.Popen(
+            self._argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            cwd=REPO_ROOT,
+            start_new_session=True,
+            preexec_fn=_pinning(cpus),
+        )
+
+    def __enter__(self) -> Finishing:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def lines(self, timeout_s: float) -> Iterator[str]:
+        """Its stdout, line by line as it comes; then ``ChildError`` if it failed or ran over."""
+        name = self._argv[2]
+        expired = threading.Event()
+
+        def expire() -> None:
+            expired.set()
+            self.stop()
+
+        watchdog = threading.Timer(timeout_s, expire)
+        watchdog.daemon = True
+        watchdog.start()
+        try:
+            assert self._process.stdout is not None
+            for line in self._process.stdout:
+                yield line.decode()
+            _, stderr = self._process.communicate()
+        finally:
+            watchdog.cancel()
+            self.stop()
+        if expired.is_set():
+            raise ChildError(f"{name} ran over {timeout_s:.0f} s")
+        if self._process.returncode != 0:
+            tail = stderr.decode(errors="replace").strip().splitlines()[-5:]
+            raise ChildError(f"{name} exited with {self._process.returncode}: {' | '.join(tail)}")
+
+    def result(self, timeout_s: float) -> str:
+        """All its stdout once it exits 0; ``ChildError`` if it fails or runs over (then killed)."""
+        return "".join(self.lines(timeout_s))
+
+    def stop(self) -> None:
+        """Kill it if it still runs."""
+        if self._process.poll() is None:
+            _signal_group(self._process.pid, signal.SIGKILL)
+            self._process.wait(_STOP_WAIT_S)

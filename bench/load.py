@@ -5,9 +5,11 @@ and sends the next request from inside ``data_received`` the moment a response e
 coroutine, future or task per request, so the client costs a small fraction of what the
 proxies under test do. Latency is measured to the last byte of each response.
 
-Run as ``python -m bench.load --port P --kind json --connections 16 ...``: it warms up,
-measures a fixed window (reading the watched proxy's CPU time at both ends of it), and prints
-one JSON ``Measurement`` on stdout.
+Run as ``python -m bench.load --port P --scenario json/1 --scenario json/16 ...``: for each
+scenario (a request kind over a number of connections), in order, it warms up, measures a fixed
+window (reading the watched proxy's CPU time at both ends of it), and prints one JSON
+``Measurement`` line on stdout. One process serves all the scenarios of a target, so starting
+the interpreter is paid once per target, not once per scenario.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from bench.http1 import ProtocolError, ResponseParser
 from bench.loops import loop_runner
 from bench.measurement import Measurement, percentile
 from bench.scenarios import KINDS, build_request
-from bench.window import Window
+from bench.window import Watched, Window
 
 __all__ = ["Recorder", "main", "run_load"]
 
@@ -152,14 +154,13 @@ async def run_load(
     warmup_s: float,
     duration_s: float,
     *,
-    proxy_pid: int | None = None,
-    mock_pid: int | None = None,
+    watched: Watched | None = None,
     grace_s: float = 10.0,
 ) -> Measurement:
     """Run one scenario and measure the window after the warm-up."""
     loop = asyncio.get_running_loop()
     recorder = Recorder()
-    window = Window(proxy_pid, mock_pid)
+    window = Window(watched or Watched())
 
     def close_window() -> None:
         recorder.is_stopping = True
@@ -196,42 +197,53 @@ def _summarize(recorder: Recorder, window: Window) -> Measurement:
         cpu_seconds=window.proxy_cpu,
         rss_bytes=window.proxy_rss,
         mock_cpu_seconds=window.mock_cpu,
+        store_cpu_seconds=window.store_cpu,
         load_cpu_seconds=window.own_cpu,
         background_cpu_seconds=window.background_cpu,
     )
+
+
+def _scenario(text: str) -> tuple[str, int]:
+    kind, _, count = text.partition("/")
+    if kind not in KINDS or not count.isdigit() or int(count) < 1:
+        raise argparse.ArgumentTypeError(f"expected KIND/CONNECTIONS with KIND in {KINDS}")
+    return kind, int(count)
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bench.load", description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--kind", choices=KINDS, required=True)
-    parser.add_argument("--connections", type=int, default=1)
+    parser.add_argument(
+        "--scenario", type=_scenario, action="append", required=True, help="e.g. json/16"
+    )
     parser.add_argument("--warmup", type=float, default=1.0, help="seconds before measuring")
     parser.add_argument("--duration", type=float, default=5.0, help="seconds measured")
     parser.add_argument("--proxy-pid", type=int, help="proxy process to read CPU and RSS of")
     parser.add_argument("--mock-pid", type=int, help="upstream process to read CPU of")
+    parser.add_argument("--store-pid", type=int, help="the proxy's Redis server to read CPU of")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run one scenario; print its ``Measurement`` as JSON."""
+    """Run each scenario in turn; print each ``Measurement`` as one line of JSON."""
     args = _parser().parse_args(argv)
-    with loop_runner() as runner:
-        measurement = runner.run(
-            run_load(
-                args.host,
-                args.port,
-                args.kind,
-                args.connections,
-                args.warmup,
-                args.duration,
-                proxy_pid=args.proxy_pid,
-                mock_pid=args.mock_pid,
+    watched = Watched(args.proxy_pid, args.mock_pid, args.store_pid)
+    for kind, connections in args.scenario:
+        with loop_runner() as runner:  # a fresh loop: nothing carries over between scenarios
+            measurement = runner.run(
+                run_load(
+                    args.host,
+                    args.port,
+                    kind,
+                    connections,
+                    args.warmup,
+                    args.duration,
+                    watched=watched,
+                )
             )
-        )
-    json.dump(measurement.to_dict(), sys.stdout)
-    sys.stdout.write("\n")
+        sys.stdout.write(json.dumps(measurement.to_dict()) + "\n")
+        sys.stdout.flush()
     return 0
 
 

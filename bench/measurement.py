@@ -1,4 +1,4 @@
-"""One scenario's numbers, as the load generator reports them and the report reads them."""
+"""The numbers the measuring children report and the report reads: a scenario's, a count's."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-__all__ = ["Measurement", "percentile"]
+__all__ = ["CountCost", "Measurement", "percentile"]
 
 
 def percentile(sorted_values: Sequence[int], fraction: float) -> int:
@@ -89,6 +89,36 @@ class Measurement:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Measurement:
+        """The inverse of ``to_dict`` (derived figures are ignored)."""
+        names = {field.name for field in fields(cls)}
+        return cls(**{key: value for key, value in data.items() if key in names})
+
+
+@dataclass(frozen=True)
+class CountCost:
+    """How long counting one prompt took: the median and the fastest of ``runs`` counts."""
+
+    model: str
+    encoding: str
+    target_tokens: int
+    tokens: int
+    """What the counter answered for the body."""
+    body_bytes: int
+    runs: int
+    median_us: float
+    min_us: float
+
+    @property
+    def tokens_per_s(self) -> float:
+        """Prompt tokens counted per second at the median."""
+        return self.tokens * 1e6 / self.median_us if self.median_us > 0 else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict, derived figures included."""
+        return {**asdict(self), "tokens_per_s": round(self.tokens_per_s)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> CountCost:
         """The inverse of ``to_dict`` (derived figures are ignored)."""
         names = {field.name for field in fields(cls)}
         return cls(**{key: value for key, value in data.items() if key in names})

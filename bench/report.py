@@ -1,4 +1,5 @@
-"""The results as a markdown table and a summary for people, and as JSON for later comparison."""
+"""The results as markdown for people (the matrix, a summary, the targets, the counting cost)
+and as JSON for later comparison."""
 
 from __future__ import annotations
 
@@ -12,8 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from bench.children import CpuPlan
-from bench.measurement import Measurement
-from bench.runner import Options, Outcome
+from bench.goals import Key, verdicts
+from bench.measurement import CountCost, Measurement
+from bench.runner import Options, Outcome, Results
 
 __all__ = ["render", "save_json"]
 
@@ -30,11 +32,11 @@ _COLUMNS = (
     "+p50 vs direct",
     "errors",
 )
-_Key = tuple[str, str, int]
+_GATEWAYS = ("sentinel", "policy")
 _NOISY_BACKGROUND = 0.05  # of one CPU
 
 
-def _index(outcomes: Sequence[Outcome]) -> dict[_Key, Measurement]:
+def _index(outcomes: Sequence[Outcome]) -> dict[Key, Measurement]:
     return {
         (o.scenario.mode, o.scenario.kind, o.scenario.connections): o.measurement
         for o in outcomes
@@ -46,7 +48,7 @@ def _ms(microseconds: float) -> str:
     return f"{microseconds / 1000:.2f}"
 
 
-def _row(outcome: Outcome, found: Mapping[_Key, Measurement]) -> list[str]:
+def _row(outcome: Outcome, found: Mapping[Key, Measurement]) -> list[str]:
     s = outcome.scenario
     head = [s.mode, s.kind, str(s.connections)]
     m = outcome.measurement
@@ -55,7 +57,7 @@ def _row(outcome: Outcome, found: Mapping[_Key, Measurement]) -> list[str]:
     per_request = m.cpu_us_per_request
     bare = found.get(("bare", s.kind, s.connections))
     direct = found.get(("direct", s.kind, s.connections))
-    share = f"{100 * m.rps / bare.rps:.0f}%" if s.mode == "sentinel" and bare and bare.rps else "-"
+    share = f"{100 * m.rps / bare.rps:.0f}%" if s.mode in _GATEWAYS and bare and bare.rps else "-"
     added = f"{(m.p50_us - direct.p50_us) / 1000:+.2f}" if s.mode != "direct" and direct else "-"
     return [
         *head,
@@ -77,30 +79,67 @@ def _table(outcomes: Sequence[Outcome]) -> list[str]:
     return lines
 
 
-def _summary(outcomes: Sequence[Outcome]) -> list[str]:
+def _summary(outcomes: Sequence[Outcome], usage_records: int | None) -> list[str]:
     found = _index(outcomes)
-    lines: list[str] = []
-    for kind in sorted({o.scenario.kind for o in outcomes}):
-        direct = found.get(("direct", kind, 1))
-        bare = found.get(("bare", kind, 1))
-        sentinel = found.get(("sentinel", kind, 1))
-        parts = []
-        if direct and sentinel:
-            parts.append(f"Sentinel adds {_ms(sentinel.p50_us - direct.p50_us)} ms")
-        if direct and bare:
-            parts.append(f"bare adds {_ms(bare.p50_us - direct.p50_us)} ms")
-        if bare and sentinel:
-            parts.append(f"Sentinel over bare {_ms(sentinel.p50_us - bare.p50_us)} ms")
-        if parts:
-            lines.append(f"- {kind}, p50 at 1 connection: " + "; ".join(parts))
-    rss = [m.rss_bytes for (mode, _, _), m in found.items() if mode == "sentinel" and m.rss_bytes]
+    lines = [line for kind in _kinds(outcomes) if (line := _latency_line(found, kind))]
+    rss = {
+        mode: max(values)
+        for mode in _GATEWAYS
+        if (
+            values := [
+                m.rss_bytes for (name, _, _), m in found.items() if name == mode and m.rss_bytes
+            ]
+        )
+    }
     if rss:
-        lines.append(f"- Sentinel RSS: {max(rss) / 2**20:.0f} MB at most")
+        listed = ", ".join(f"{mode} {size / 2**20:.0f} MB" for mode, size in rss.items())
+        lines.append(f"- RSS at most: {listed}")
+    lines += _store_costs(outcomes, usage_records)
     lines += _side_costs(outcomes)
     lines += _background(outcomes)
     failed = sum(1 for o in outcomes if o.measurement is None or o.measurement.errors)
     if failed:
         lines.append(f"- **{failed} scenario(s) failed or had errors**")
+    return lines
+
+
+def _kinds(outcomes: Sequence[Outcome]) -> list[str]:
+    return list(dict.fromkeys(o.scenario.kind for o in outcomes))
+
+
+def _latency_line(found: Mapping[Key, Measurement], kind: str) -> str | None:
+    """What each proxy adds to direct's p50 at one connection, and the gateways over bare."""
+    direct = found.get(("direct", kind, 1))
+    bare = found.get(("bare", kind, 1))
+    if direct is None:
+        return None
+    parts = []
+    for mode in ("bare", *_GATEWAYS):
+        if (measured := found.get((mode, kind, 1))) is None:
+            continue
+        part = f"{mode} +{_ms(measured.p50_us - direct.p50_us)} ms"
+        if bare is not None and mode != "bare":
+            part += f" ({_ms(measured.p50_us - bare.p50_us)} over bare)"
+        parts.append(part)
+    return f"- {kind}, p50 added to direct at 1 connection: " + ", ".join(parts) if parts else None
+
+
+def _store_costs(outcomes: Sequence[Outcome], usage_records: int | None) -> list[str]:
+    """The policy target's Redis CPU (outside its CPU column) and the usage records it wrote."""
+    lines = []
+    policy = [o.measurement for o in outcomes if o.scenario.mode == "policy" and o.measurement]
+    store = [value for m in policy if (value := m.per_request_us(m.store_cpu_seconds)) is not None]
+    if store:
+        lines.append(
+            f"- policy's redis-server CPU per request: {min(store):.0f}-{max(store):.0f} µs "
+            "(not in its CPU µs/req column)"
+        )
+    if usage_records is not None:
+        responses = sum(sum(m.statuses.values()) for m in policy)
+        lines.append(
+            f"- policy wrote {usage_records} usage records for {responses} responses "
+            "(warm-up included)"
+        )
     return lines
 
 
@@ -133,19 +172,69 @@ def _background(outcomes: Sequence[Outcome]) -> list[str]:
     return [f"{line} (in {label}): **the machine was busy; these numbers are noisy**"]
 
 
-def render(outcomes: Sequence[Outcome], options: Options, plan: CpuPlan) -> str:
-    """The markdown table with a short summary under it."""
+def _targets(outcomes: Sequence[Outcome]) -> list[str]:
+    checked = verdicts(_index(outcomes))
+    if not checked:
+        return []
+    lines = ["Targets:", "", "| check | target | measured | met |", "|---|---|---|---|"]
+    lines += [
+        f"| {v.check} | {v.target} | {v.measured} | {'yes' if v.is_met else '**no**'} |"
+        for v in checked
+    ]
+    return ["", *lines]
+
+
+def _counting(results: Results) -> list[str]:
+    if results.counting_failure is not None:
+        return ["", f"Counting cost: **{results.counting_failure}**"]
+    if not results.counting:
+        return []
+    first = results.counting[0]
+    lines = [
+        f"Counting cost: a chat request's prompt counted by Sentinel's counter "
+        f"({first.model}, {first.encoding}), in one process, no network; median of "
+        f"{first.runs} counts:",
+        "",
+        "| prompt | tokens | body KB | µs per count | fastest µs | tokens/s |",
+        "|---|---|---|---|---|---|",
+    ]
+    lines += [_counting_row(cost) for cost in results.counting]
+    return ["", *lines]
+
+
+def _counting_row(cost: CountCost) -> str:
+    cells = [
+        f"~{cost.target_tokens // 1000}k",
+        str(cost.tokens),
+        f"{cost.body_bytes / 1000:.1f}",
+        f"{cost.median_us:.0f}",
+        f"{cost.min_us:.0f}",
+        f"{cost.tokens_per_s:,.0f}",
+    ]
+    return "| " + " | ".join(cells) + " |"
+
+
+def render(results: Results, options: Options, plan: CpuPlan) -> str:
+    """The markdown table, a short summary, the targets and the counting cost."""
     pinning = plan.describe()
     header = (
         f"Sentinel benchmark: {options.warmup_s:g} s warm-up + {options.duration_s:g} s per "
         f"scenario; CPUs proxy={pinning['proxy']} load={pinning['load']} mock={pinning['mock']}"
     )
-    return "\n".join([header, "", *_table(outcomes), "", *_summary(outcomes)]) + "\n"
+    outcomes = results.outcomes
+    body = [
+        header,
+        "",
+        *_table(outcomes),
+        "",
+        *_summary(outcomes, results.usage_records),
+        *_targets(outcomes),
+        *_counting(results),
+    ]
+    return "\n".join(body) + "\n"
 
 
-def save_json(
-    outcomes: Sequence[Outcome], options: Options, plan: CpuPlan, directory: Path
-) -> Path:
+def save_json(results: Results, options: Options, plan: CpuPlan, directory: Path) -> Path:
     """Write every raw figure to ``directory/<UTC timestamp>.json``; returns the path."""
     now = datetime.now(UTC)
     document: dict[str, Any] = {
@@ -162,8 +251,12 @@ def save_json(
                 "failure": o.failure,
                 **(o.measurement.to_dict() if o.measurement else {}),
             }
-            for o in outcomes
+            for o in results.outcomes
         ],
+        "usage_records": results.usage_records,
+        "targets": [asdict(verdict) for verdict in verdicts(_index(results.outcomes))],
+        "counting": [cost.to_dict() for cost in results.counting],
+        "counting_failure": results.counting_failure,
     }
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"{now.strftime('%Y%m%dT%H%M%S.%fZ')}.json"

@@ -1,22 +1,29 @@
-"""Running the matrix: the mock once, each proxy in turn, one load generator per scenario."""
+"""Running the matrix: the mock once, each proxy in turn, one load generator per target.
+
+The cost of counting a prompt is measured first, in a process of its own (``bench.counting``)
+on the proxy's CPU: no proxy runs yet, and the mock starts meanwhile on its own CPUs.
+"""
 
 from __future__ import annotations
 
 import json
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.children import ChildError, CpuPlan, python_argv, run_to_end
-from bench.measurement import Measurement
+from bench.children import ChildError, CpuPlan, Finishing, python_argv
+from bench.measurement import CountCost, Measurement
 from bench.scenarios import Scenario, matrix
-from bench.targets import Target, start_mock, start_proxy
+from bench.targets import USAGE_FILE, Target, start_mock, start_proxy, start_redis
+from bench.window import Watched
 
-__all__ = ["Options", "Outcome", "run_benchmark"]
+__all__ = ["Options", "Outcome", "Results", "run_benchmark"]
 
 _LOAD_GRACE_S = 30.0
+_COUNTING_GRACE_S = 60.0
+_COUNTING_RUN_S = 0.5  # a generous bound on one count of the largest prompt
 
 
 @dataclass(frozen=True)
@@ -28,6 +35,8 @@ class Options:
     connections: tuple[int, ...]
     warmup_s: float
     duration_s: float
+    counting_runs: int = 0
+    """Counts timed per prompt size; 0 skips the counting cost."""
 
 
 @dataclass(frozen=True)
@@ -37,6 +46,24 @@ class Outcome:
     scenario: Scenario
     measurement: Measurement | None
     failure: str | None = None
+
+
+@dataclass(frozen=True)
+class Results:
+    """Everything one benchmark run measured."""
+
+    outcomes: list[Outcome]
+    counting: list[CountCost] = field(default_factory=list)
+    counting_failure: str | None = None
+    usage_records: int | None = None
+    """Usage records the ``policy`` target wrote (None: it did not run)."""
+
+    @property
+    def has_failed(self) -> bool:
+        """Whether any scenario or the counting cost failed or saw errors."""
+        return self.counting_failure is not None or any(
+            o.measurement is None or o.measurement.errors for o in self.outcomes
+        )
 
 
 @dataclass(frozen=True)
@@ -50,64 +77,127 @@ class _Run:
     progress: Callable[[str], None]
 
 
-def run_benchmark(
-    options: Options, plan: CpuPlan, progress: Callable[[str], None]
-) -> list[Outcome]:
+def run_benchmark(options: Options, plan: CpuPlan, progress: Callable[[str], None]) -> Results:
     """Run every scenario of ``options``; every process started here is stopped on return."""
     outcomes: list[Outcome] = []
     with tempfile.TemporaryDirectory(prefix="sentinel-bench-") as work, ExitStack() as stack:
-        mock = start_mock(Path(work), plan.mock)
+        workdir = Path(work)
+        counting = None
+        if options.counting_runs:
+            argv = python_argv("bench.counting", "--runs", str(options.counting_runs))
+            counting = stack.enter_context(Finishing(argv, plan.proxy))
+        mock = start_mock(workdir, plan.mock)
         stack.callback(mock.child.stop)
-        run = _Run(options, plan, Path(work), mock, progress)
+        costs, failure = _counted(counting, options.counting_runs, progress)
+        run = _Run(options, plan, workdir, mock, progress)
         for mode in options.modes:
             outcomes.extend(_run_mode(run, mode))
-    return outcomes
+        usage = _usage_records(workdir) if "policy" in options.modes else None
+    return Results(outcomes, costs, failure, usage)
 
 
 def _run_mode(run: _Run, mode: str) -> list[Outcome]:
     scenarios = matrix((mode,), run.options.kinds, run.options.connections)
     if mode == "direct":
-        return [_run_scenario(run, s, run.mock.port, None) for s in scenarios]
-    try:
-        proxy = start_proxy(mode, run.workdir, run.mock.base_url, run.plan.proxy)
-    except ChildError as error:
-        log = (run.workdir / f"{mode}.log").read_text(errors="replace")
-        run.progress(
-            f"{mode}: failed to start: {error}\n    " + "\n    ".join(log.splitlines()[-15:])
-        )
-        return [Outcome(s, None, f"failed to start: {error}") for s in scenarios]
-    try:
-        return [_run_scenario(run, s, proxy.port, proxy.child.pid) for s in scenarios]
-    finally:
-        proxy.child.stop()
+        return _run_scenarios(run, scenarios, run.mock.port, Watched(mock=run.mock.child.pid))
+    with ExitStack() as stack:  # stops the proxy first, then its Redis
+        try:
+            redis = start_redis(run.workdir, run.plan.mock) if mode == "policy" else None
+            if redis is not None:
+                stack.callback(redis.child.stop)
+            proxy = start_proxy(mode, run.workdir, run.mock.base_url, run.plan.proxy, redis)
+        except ChildError as error:
+            log = _tail(run.workdir / f"{mode}.log") or _tail(run.workdir / "redis.log")
+            run.progress(f"{mode}: failed to start: {error}\n    " + "\n    ".join(log))
+            return [Outcome(s, None, f"failed to start: {error}") for s in scenarios]
+        stack.callback(proxy.child.stop)
+        store = None if redis is None else redis.child.pid
+        watched = Watched(proxy.child.pid, run.mock.child.pid, store)
+        return _run_scenarios(run, scenarios, proxy.port, watched)
 
 
-def _load_argv(run: _Run, scenario: Scenario, port: int, proxy_pid: int | None) -> list[str]:
+def _tail(log: Path, lines: int = 15) -> list[str]:
+    try:
+        return log.read_text(errors="replace").splitlines()[-lines:]
+    except OSError:
+        return []
+
+
+def _usage_records(workdir: Path) -> int:
+    """Lines in the policy target's usage file and any rotated copies of it."""
+    total = 0
+    for path in workdir.glob(f"{USAGE_FILE}*"):
+        with path.open("rb") as records:
+            total += sum(1 for _ in records)
+    return total
+
+
+def _load_argv(run: _Run, scenarios: Sequence[Scenario], port: int, watched: Watched) -> list[str]:
     options = run.options
     args = [
         "--port", str(port),
-        "--kind", scenario.kind,
-        "--connections", str(scenario.connections),
         "--warmup", str(options.warmup_s),
         "--duration", str(options.duration_s),
-        "--mock-pid", str(run.mock.child.pid),
     ]  # fmt: skip
-    if proxy_pid is not None:
-        args += ["--proxy-pid", str(proxy_pid)]
+    for scenario in scenarios:
+        args += ["--scenario", f"{scenario.kind}/{scenario.connections}"]
+    for flag, pid in (
+        ("--proxy-pid", watched.proxy),
+        ("--mock-pid", watched.mock),
+        ("--store-pid", watched.store),
+    ):
+        if pid is not None:
+            args += [flag, str(pid)]
     return python_argv("bench.load", *args)
 
 
-def _run_scenario(run: _Run, scenario: Scenario, port: int, proxy_pid: int | None) -> Outcome:
-    timeout = run.options.warmup_s + run.options.duration_s + _LOAD_GRACE_S
+def _run_scenarios(
+    run: _Run, scenarios: Sequence[Scenario], port: int, watched: Watched
+) -> list[Outcome]:
+    """One load generator runs the target's scenarios in turn, one measurement line each."""
+    per_scenario = run.options.warmup_s + run.options.duration_s
+    timeout = len(scenarios) * per_scenario + _LOAD_GRACE_S
+    outcomes: list[Outcome] = []
+    failure = "load generator printed no measurement"
     try:
-        output = run_to_end(_load_argv(run, scenario, port, proxy_pid), run.plan.load, timeout)
-        measurement = Measurement.from_dict(json.loads(output.strip().splitlines()[-1]))
-    except (ChildError, ValueError, IndexError, TypeError) as error:
-        run.progress(f"{scenario.label}: load generator failed: {error}")
-        return Outcome(scenario, None, f"load generator failed: {error}")
+        with Finishing(_load_argv(run, scenarios, port, watched), run.plan.load) as load:
+            for line in load.lines(timeout):
+                if len(outcomes) == len(scenarios):
+                    raise ValueError("more measurements than scenarios")
+                outcomes.append(_measured(run, scenarios[len(outcomes)], line))
+    except (ChildError, ValueError, TypeError) as error:
+        failure = f"load generator failed: {error}"
+    for scenario in scenarios[len(outcomes) :]:
+        run.progress(f"{scenario.label}: {failure}")
+        outcomes.append(Outcome(scenario, None, failure))
+    return outcomes
+
+
+def _measured(run: _Run, scenario: Scenario, line: str) -> Outcome:
+    measurement = Measurement.from_dict(json.loads(line))
     errors = f", {measurement.errors} errors" if measurement.errors else ""
     run.progress(
         f"{scenario.label}: {measurement.rps:.0f} req/s, "
         f"p50 {measurement.p50_us / 1000:.2f} ms{errors}"
     )
     return Outcome(scenario, measurement)
+
+
+def _counted(
+    counting: Finishing | None, runs: int, progress: Callable[[str], None]
+) -> tuple[list[CountCost], str | None]:
+    """The counting child's costs, or why there are none."""
+    if counting is None:
+        return [], None
+    try:
+        output = counting.result(_COUNTING_GRACE_S + runs * _COUNTING_RUN_S)
+        costs = [CountCost.from_dict(json.loads(line)) for line in output.strip().splitlines()]
+    except (ChildError, ValueError, TypeError) as error:
+        progress(f"counting: failed: {error}")
+        return [], f"failed: {error}"
+    for cost in costs:
+        progress(
+            f"counting/{cost.target_tokens}: {cost.tokens} tokens, "
+            f"{cost.median_us:.0f} µs median of {cost.runs}"
+        )
+    return costs, None

@@ -7,12 +7,12 @@ Middleware order, outermost first:
    adds ``x-request-id`` to every response, maps ``SentinelError`` to OpenAI's error shape (or
    an in-band SSE error after a stream started) and logs one canonical line per request.
 3. Starlette's ``ExceptionMiddleware`` — renders routing 404/405 in OpenAI's shape.
-4. The router: ``/healthz``, ``/readyz``, the four read APIs, ``/v1/models``, then every other
-   ``/v1/*`` path as a pass-through.
+4. The router: ``/healthz``, ``/readyz``, the four read APIs, ``/v1/models``,
+   ``/admin/v1/upstreams``, then every other ``/v1/*`` path as a pass-through.
 
 The lifespan opens the one aiohttp session, the Redis client (with ``[redis]``), the limit
-store and the usage tracker, closes them in reverse order at shutdown (the tracker is
-drained before the session and Redis it writes through go away), and yields
+store, the usage tracker and the upstream health checks, closes them in reverse order at
+shutdown (the tracker is drained before the session and Redis it writes through go away), and yields
 ``{"services": Services}`` as lifespan state, which reaches every request as
 ``scope["state"]``.
 """
@@ -30,6 +30,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from sentinel.admin import AdminUpstreams
 from sentinel.auth.keys import KeyRing
 from sentinel.config import Config
 from sentinel.errors import MethodNotAllowed, NotFound, SentinelError
@@ -44,8 +45,13 @@ from sentinel.proxy.recording import UsageRecorder
 from sentinel.services import SERVICES_KEY, Services
 from sentinel.shared_state import open_redis, warm_up
 from sentinel.streaming.drain import Drainer
+from sentinel.telemetry.otel import Telemetry
+from sentinel.telemetry.scrape import MetricsEndpoint
 from sentinel.tokens import Encodings, PromptCounter
+from sentinel.upstream.checks import HealthChecker
 from sentinel.upstream.client import open_session
+from sentinel.upstream.failover import Failover
+from sentinel.upstream.health import HealthBoard, breaker_settings
 from sentinel.upstream.routing import Router
 from sentinel.usage.estimate import DriftStats
 from sentinel.usage.pipeline import build_tracker
@@ -71,6 +77,8 @@ def create_app(config: Config, encodings: Encodings) -> Starlette:
     ``encodings`` are loaded by the caller (≈0.5 s, once per process) so that a missing or
     corrupt encoding stops startup with a clear message before anything listens.
     """
+    telemetry = Telemetry(config.telemetry)
+    metrics = telemetry.metrics
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Services]]:
@@ -86,14 +94,19 @@ def create_app(config: Config, encodings: Encodings) -> Starlette:
                 on_unavailable=config.redis.on_unavailable,
             )
         tracker = build_tracker(config.usage, session=session, redis=redis)
+        router = Router(config.upstreams, config.aliases)
+        board = HealthBoard(
+            tuple(u.name for u in config.upstreams), breaker_settings(config.routing)
+        )
+        checker = HealthChecker(session, router.targets, board)
         services = Services(
             config=config,
             keys=KeyRing(config.keys, config.limits),
-            router=Router(config.upstreams),
+            router=router,
             session=session,
             tokens=PromptCounter(encodings, config.tokens.default_encoding),
             drift=DriftStats(),
-            gate=Gate(store, config.limits),
+            gate=Gate(store, config.limits, metrics=metrics),
             tracker=tracker,
             record_usage=UsageRecorder(tracker),
             drainer=(
@@ -101,10 +114,18 @@ def create_app(config: Config, encodings: Encodings) -> Starlette:
                 if config.usage.drain_on_disconnect
                 else None
             ),
+            health=board,
+            failover=Failover(config.routing, board),
         )
         if redis is not None:
             await warm_up(redis)
+        metrics.observe_tracker(tracker)
+        metrics.observe_drift(services.drift)
+        metrics.observe_upstreams(board)
+        if isinstance(store, GuardedStore):
+            metrics.observe_limits(lambda: store.is_degraded)
         tracker.start()
+        checker.start()
         recovery = (
             asyncio.create_task(keep_recovering(store), name="limits-recovery")
             if isinstance(store, GuardedStore)
@@ -115,15 +136,18 @@ def create_app(config: Config, encodings: Encodings) -> Starlette:
         finally:
             if recovery is not None:
                 recovery.cancel()
+            await checker.aclose()
             await services.gate.drain()
             await tracker.aclose()  # flushes to the sinks, spools what they cannot take
             await session.close()
+            await asyncio.to_thread(telemetry.shutdown)  # flush the exporters last
             if redis is not None:
                 await redis.aclose()
 
     routes = [
         Route("/healthz", Healthz(), methods=["GET"]),
         Route("/readyz", Readyz(), methods=["GET"]),
+        Route("/metrics", MetricsEndpoint(telemetry, config.admin.token), methods=["GET"]),
         Route(
             "/v1/chat/completions", ApiEndpoint("chat", "/v1/chat/completions"), methods=["POST"]
         ),
@@ -131,11 +155,18 @@ def create_app(config: Config, encodings: Encodings) -> Starlette:
         Route("/v1/embeddings", ApiEndpoint("embeddings", "/v1/embeddings"), methods=["POST"]),
         Route("/v1/responses", ApiEndpoint("responses", "/v1/responses"), methods=["POST"]),
         Route("/v1/models", ModelsEndpoint(), methods=["GET"]),
+        Route("/admin/v1/upstreams", AdminUpstreams(), methods=["GET"]),
         Route("/v1/{path:path}", PassthroughEndpoint()),
     ]
     return Starlette(
         routes=routes,
-        middleware=[Middleware(RequestContextMiddleware)],
+        middleware=[
+            Middleware(
+                RequestContextMiddleware,
+                on_finished=metrics.request_finished,
+                tracing=telemetry.tracing,
+            )
+        ],
         exception_handlers={HTTPException: _routing_error},
         lifespan=lifespan,
     )

@@ -38,7 +38,7 @@ class Healthz:
 
 
 class Readyz:
-    """Ready: the outbound session is open and the store is usable; component states, no secrets."""
+    """Ready: the outbound session is open and some upstream is usable; no secrets."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Answer 200 when ready, 503 otherwise."""
@@ -46,12 +46,19 @@ class Readyz:
         ctx.route = "/readyz"
         services = services_of(scope)
         session_open = not services.session.closed
+        upstreams = {
+            entry["name"]: entry["state"]
+            if entry["usable"] or entry["state"] != "half_open"
+            else "open"
+            for entry in services.health.snapshot()
+        }
+        any_usable = services.health.any_usable()
         components = {
             "upstream_client": "ok" if session_open else "closed",
             "store": "embedded" if services.config.redis is None else "redis",
-            "upstreams": [t.name for t in services.router.targets],
+            "upstreams": upstreams,
         }
-        ready = session_open
+        ready = session_open and any_usable
         await _json(
             send, 200 if ready else 503, {"status": "ready" if ready else "unready", **components}
         )

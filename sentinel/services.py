@@ -13,6 +13,8 @@ from sentinel.limits.gate import Gate
 from sentinel.proxy.recording import UsageRecorder
 from sentinel.streaming.drain import Drainer
 from sentinel.tokens import PromptCounter
+from sentinel.upstream.failover import Failover
+from sentinel.upstream.health import HealthBoard
 from sentinel.upstream.routing import Router
 from sentinel.usage.estimate import DriftStats
 from sentinel.usage.tracker import UsageTracker
@@ -36,6 +38,8 @@ class Services:
     tracker: UsageTracker
     record_usage: UsageRecorder
     drainer: Drainer | None  # with [usage] drain_on_disconnect
+    health: HealthBoard  # breakers, latency and in-flight calls per upstream
+    failover: Failover
 
 
 def services_of(scope: Scope) -> Services:

@@ -29,6 +29,31 @@ from tests.redis_server import RedisServer, start_redis_cluster, start_redis_ser
 CLIENT_KEY = "sk-test-client-key-0123456789"
 UPSTREAM_KEY = "sk-upstream-secret-key-9876543210"
 
+# --- no secret in any log line of the whole run ----------------------------------------------
+
+SECRETS: set[str] = {CLIENT_KEY, UPSTREAM_KEY}
+"""Every secret a test hands Sentinel; ``running_gateway`` adds each config's secrets."""
+_leaks: list[str] = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Scan everything a test phase printed or logged (Sentinel logs to stdout) for secrets."""
+    captured = report.capstdout + report.capstderr + report.caplog
+    for secret in SECRETS:
+        if secret in captured:
+            _leaks.append(f"{report.nodeid} ({report.when}): a secret ending in {secret[-4:]!r}")
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Fail the run when any captured output held a secret."""
+    if _leaks:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_line("SECRETS FOUND IN LOG OUTPUT:", red=True, bold=True)
+            for leak in _leaks:
+                reporter.write_line(f"  {leak}", red=True)
+
 
 @dataclass
 class Upstream:
@@ -117,6 +142,7 @@ def encodings() -> Encodings:
 @asynccontextmanager
 async def running_gateway(config: Config) -> AsyncIterator[Gateway]:
     """Sentinel served by hypercorn on a free loopback port, in the running loop."""
+    SECRETS.update(config.secrets())
     sock = _listening_socket()
     port = sock.getsockname()[1]
     config = dataclasses.replace(

@@ -1,21 +1,26 @@
-"""The benchmark: its HTTP/1.1 response parser, its load generator, and one whole quick run."""
+"""The benchmark: its response parser, load generator, targets, counting cost and a quick run."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import os
+import shutil
+import socket
 import subprocess
 import sys
+import tomllib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
 
-from bench.children import REPO_ROOT, CpuPlan
+from bench.children import REPO_ROOT, ChildError, CpuPlan, Finishing
+from bench.counting import chat_body, measure
+from bench.goals import verdicts
 from bench.http1 import ProtocolError, ResponseParser
 from bench.load import run_load
-from bench.measurement import Measurement, percentile
+from bench.measurement import CountCost, Measurement, percentile
 from bench.procstat import (
     cpu_seconds,
     parse_busy_ticks,
@@ -24,8 +29,11 @@ from bench.procstat import (
     rss_bytes,
 )
 from bench.report import render
-from bench.runner import Options, Outcome
+from bench.runner import Options, Outcome, Results
 from bench.scenarios import MODES, Scenario, build_request, request_body
+from bench.targets import POLICY_LIMITS, policy_config, start_redis
+from sentinel.config import load_config
+from sentinel.tokens import Encodings, ModelCounter, PromptCounter
 
 JSON_RESPONSE = (
     b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 11\r\n\r\n{"ok":true}'
@@ -168,19 +176,36 @@ def measured(rps: float, p50_ms: float, cpu_s: float | None = None) -> Measureme
     )
 
 
-def test_report_compares_sentinel_with_bare_and_direct() -> None:
-    """Sentinel's row shows its share of bare throughput and the p50 it adds over direct."""
+def cells_of(text: str, prefix: str) -> list[str]:
+    """The cells of the first markdown table row of ``text`` that starts with ``prefix``."""
+    row = next(line for line in text.splitlines() if line.startswith(prefix))
+    return [cell.strip() for cell in row.strip("|").split("|")]
+
+
+def table(text: str, header: str) -> list[list[str]]:
+    """The cells of each body row of the markdown table whose header row starts with ``header``."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(header)) + 2
+    rows = []
+    for line in lines[start:]:
+        if not line.startswith("|"):
+            break
+        rows.append([cell.strip() for cell in line.strip("|").split("|")])
+    return rows
+
+
+def test_report_compares_the_gateways_with_bare_and_direct() -> None:
+    """Sentinel's and policy's rows show their share of bare req/s and the p50 they add."""
     outcomes = [
         Outcome(Scenario("direct", "json", 1), measured(4000, 0.25)),
         Outcome(Scenario("bare", "json", 1), measured(1000, 1.0, cpu_s=0.5)),
         Outcome(Scenario("sentinel", "json", 1), measured(500, 2.0, cpu_s=0.4)),
+        Outcome(Scenario("policy", "json", 1), measured(400, 2.5, cpu_s=0.4)),
         Outcome(Scenario("sentinel", "stream", 1), None, "failed to start: boom"),
     ]
-    options = Options(("direct", "bare", "sentinel"), ("json",), (1,), 0.0, 1.0)
-    text = render(outcomes, options, CpuPlan(None, None, None))
-    sentinel_row = next(line for line in text.splitlines() if line.startswith("| sentinel | json"))
-    cells = [cell.strip() for cell in sentinel_row.strip("|").split("|")]
-    assert cells == [
+    options = Options(MODES, ("json",), (1,), 0.0, 1.0)
+    text = render(Results(outcomes, usage_records=400), options, CpuPlan(None, None, None))
+    assert cells_of(text, "| sentinel | json") == [
         "sentinel",
         "json",
         "1",
@@ -193,9 +218,121 @@ def test_report_compares_sentinel_with_bare_and_direct() -> None:
         "+1.75",
         "0",
     ]
-    assert "Sentinel adds 1.75 ms; bare adds 0.75 ms; Sentinel over bare 1.00 ms" in text
+    assert cells_of(text, "| policy | json")[8:10] == ["40%", "+2.25"]
+    assert (
+        "json, p50 added to direct at 1 connection: bare +0.75 ms, "
+        "sentinel +1.75 ms (1.00 over bare), policy +2.25 ms (1.50 over bare)"
+    ) in text
+    assert "policy wrote 400 usage records for 400 responses" in text
     assert "**failed to start: boom**" in text
     assert "1 scenario(s) failed or had errors" in text
+
+
+def test_report_checks_the_targets() -> None:
+    """The targets table shows the worst share and the worst added p50, met or not."""
+    outcomes = [
+        Outcome(Scenario("bare", "json", 1), measured(1000, 1.0)),
+        Outcome(Scenario("bare", "json", 16), measured(2000, 8.0)),
+        Outcome(Scenario("sentinel", "json", 1), measured(900, 1.5)),
+        Outcome(Scenario("sentinel", "json", 16), measured(1700, 9.0)),
+        Outcome(Scenario("policy", "json", 1), measured(850, 1.8)),
+        Outcome(Scenario("policy", "json", 16), measured(1500, 10.0)),
+    ]
+    options = Options(MODES, ("json",), (1, 16), 0.0, 1.0)
+    text = render(Results(outcomes), options, CpuPlan(None, None, None))
+    assert cells_of(text, "| sentinel req/s, share of bare") == [
+        "sentinel req/s, share of bare",
+        "≥ 80%",
+        "85% (worst: json/16)",
+        "yes",
+    ]
+    assert cells_of(text, "| policy req/s, share of sentinel")[2:] == [
+        "88% (worst: json/16)",
+        "**no**",
+    ]
+    assert cells_of(text, "| sentinel p50 over bare")[1:] == [
+        "≤ 0.60 ms",
+        "+0.50 ms (worst: json)",
+        "yes",
+    ]
+    assert cells_of(text, "| policy p50 over bare")[2:] == ["+0.80 ms (worst: json)", "**no**"]
+
+
+def test_targets_need_both_figures() -> None:
+    """Without bare's figures no target against bare is claimed."""
+    found = {("sentinel", "json", 1): measured(900, 1.5), ("policy", "json", 1): measured(800, 2)}
+    [only] = verdicts(found)
+    assert only.check == "policy req/s, share of sentinel"
+    assert only.measured == "89% (worst: json/1)" and not only.is_met
+
+
+def test_report_shows_the_counting_cost() -> None:
+    """Each prompt size gets a row with its tokens, its median µs and tokens per second."""
+    cost = CountCost("gpt-4o", "o200k_base", 1000, 1064, 5153, 50, 200.0, 190.0)
+    options = Options(("direct",), ("json",), (1,), 0.0, 1.0, counting_runs=50)
+    text = render(Results([], [cost]), options, CpuPlan(None, None, None))
+    assert "(gpt-4o, o200k_base)" in text and "median of 50 counts" in text
+    assert cells_of(text, "| ~1k") == ["~1k", "1064", "5.2", "200", "190", "5,320,000"]
+    failed = render(Results([], [], "failed: boom"), options, CpuPlan(None, None, None))
+    assert "Counting cost: **failed: boom**" in failed
+
+
+def test_policy_config_turns_every_policy_on(tmp_path: Path) -> None:
+    """The policy config loads, uses the given Redis, writes usage into the workdir, limits all."""
+    path = tmp_path / "policy.toml"
+    path.write_text(
+        policy_config("http://127.0.0.1:9/v1", "127.0.0.1:9", "redis://127.0.0.1:7/0", tmp_path)
+    )
+    config = load_config(path, env={})
+    assert config.redis is not None and config.redis.url == "redis://127.0.0.1:7/0"
+    assert config.usage.jsonl_path == tmp_path / "usage.jsonl"
+    assert config.usage.spool_dir == tmp_path / "spool"
+    assert config.usage.redis_counters
+    [key] = config.keys
+    assert {name: getattr(key, name) for name in POLICY_LIMITS} == POLICY_LIMITS
+    assert tomllib.loads(path.read_text())["keys"][0]["rpm"] == POLICY_LIMITS["rpm"]
+
+
+@pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs redis-server")
+def test_bench_redis_is_private_and_stopped(tmp_path: Path) -> None:
+    """The benchmark's Redis answers on a fresh port (never 6379) and is gone once stopped."""
+    redis = start_redis(tmp_path, None)
+    try:
+        assert redis.port != 6379 and redis.redis_url.endswith(f":{redis.port}/0")
+        with socket.create_connection(("127.0.0.1", redis.port), timeout=2) as connection:
+            connection.sendall(b"CONFIG GET save\r\n")
+            assert b"save\r\n$0\r\n" in connection.recv(256)  # snapshots off
+    finally:
+        redis.child.stop()
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", redis.port), timeout=2).close()
+
+
+@pytest.fixture(scope="module")
+def counter() -> ModelCounter:
+    """Sentinel's gpt-4o counter (o200k_base), loaded once for these tests."""
+    return PromptCounter(Encodings.load(("o200k_base",)), "o200k_base").for_model("gpt-4o")
+
+
+def test_counting_bodies_are_varied_prose_of_about_the_size_asked(counter: ModelCounter) -> None:
+    """Bodies land within 10% of the size asked, end with a user turn, and vary their words."""
+    for tokens in (1_000, 32_000):
+        body = chat_body(counter, tokens)
+        assert abs(counter.count_chat(body) - tokens) < tokens // 10
+        assert body["messages"][-1]["role"] == "user"
+        words = " ".join(m["content"] for m in body["messages"]).split()
+        assert len(set(words)) > len(words) // 20
+        assert any(word[0].isdigit() for word in words)
+    assert chat_body(counter, 1_000) == chat_body(counter, 1_000)  # seeded: comparable runs
+
+
+def test_counting_cost_is_measured_per_size(counter: ModelCounter) -> None:
+    """Each size yields the count the counter gives and a positive median."""
+    costs = measure(counter, 2, sizes=(300,))
+    [cost] = costs
+    assert cost.tokens == counter.count_chat(chat_body(counter, 300))
+    assert cost.runs == 2 and 0 < cost.min_us <= cost.median_us
+    assert cost.tokens_per_s > 0
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")
@@ -214,6 +351,19 @@ def test_cpu_plan_puts_the_proxy_alone_on_the_first_cpu() -> None:
     assert (two.proxy, two.load, two.mock) == (frozenset({0}), frozenset({1}), frozenset({1}))
     four = CpuPlan.for_cpus({3, 2, 1, 0})
     assert (four.proxy, four.load, four.mock) == (frozenset({0}), frozenset({1}), frozenset({2, 3}))
+
+
+def test_finishing_child_streams_its_lines_and_reports_failure() -> None:
+    """Lines arrive as printed; a non-zero exit or an overrun raises ``ChildError``."""
+    printing = [sys.executable, "-c", "print('one'); print('two')"]
+    with Finishing(printing, None) as child:
+        assert list(child.lines(30)) == ["one\n", "two\n"]
+    failing = [sys.executable, "-c", "import sys; print('x'); sys.exit('boom')"]
+    with Finishing(failing, None) as child, pytest.raises(ChildError, match="exited with 1: boom"):
+        child.result(30)
+    hanging = [sys.executable, "-c", "import time; time.sleep(60)"]
+    with Finishing(hanging, None) as child, pytest.raises(ChildError, match="ran over"):
+        child.result(0.2)
 
 
 Answer = Callable[[bytes], bytes]
@@ -291,7 +441,7 @@ async def test_load_generator_counts_refused_connections() -> None:
 
 @pytest.mark.slow
 def test_quick_benchmark_runs_every_target(tmp_path: Path) -> None:
-    """``python -m bench --quick`` prints the table for all targets with no errors."""
+    """``python -m bench --quick`` measures every target and the counting cost, with no errors."""
     completed = subprocess.run(
         [sys.executable, "-m", "bench", "--quick", "--results-dir", str(tmp_path)],
         cwd=REPO_ROOT,
@@ -301,12 +451,28 @@ def test_quick_benchmark_runs_every_target(tmp_path: Path) -> None:
         check=False,
     )
     assert completed.returncode == 0, completed.stderr[-3000:]
-    rows = [line for line in completed.stdout.splitlines() if line.startswith("| ")]
-    assert {row.split("|")[1].strip() for row in rows[1:]} == set(MODES)
+    text = completed.stdout
+    matrix = table(text, "| target |")
+    assert [row[0] for row in matrix] == [mode for mode in MODES for _ in range(4)]
+    assert all(row[8].endswith("%") for row in matrix if row[0] in ("sentinel", "policy"))
+    checks = [row[0] for row in table(text, "| check |")]
+    assert "policy req/s, share of sentinel" in checks
+    assert checks[-1] == "policy p50 over bare, 1 connection"
+    counting = table(text, "| prompt |")
+    assert [row[0] for row in counting] == ["~1k", "~32k"]
+    assert all(float(row[3]) > 0 and float(row[5].replace(",", "")) > 0 for row in counting)
     [saved] = list(tmp_path.glob("*.json"))
-    scenarios = json.loads(saved.read_text())["scenarios"]
+    document = json.loads(saved.read_text())
+    scenarios = document["scenarios"]
     assert len(scenarios) == len(MODES) * 2 * 2
     for scenario in scenarios:
         assert scenario["failure"] is None, scenario
         assert scenario["requests"] > 0 and scenario["errors"] == 0, scenario
         assert scenario["statuses"].keys() == {"200"}, scenario
+    policy = [s for s in scenarios if s["mode"] == "policy"]
+    assert all(s["store_cpu_seconds"] is not None for s in policy)
+    assert document["usage_records"] == sum(s["statuses"]["200"] for s in policy)
+    assert [c["target_tokens"] for c in document["counting"]] == [1_000, 32_000]
+    for cost, row in zip(document["counting"], counting, strict=True):
+        assert cost["tokens"] > 0.9 * cost["target_tokens"] and row[1] == str(cost["tokens"])
+        assert cost["median_us"] > 0 and cost["tokens_per_s"] > 0

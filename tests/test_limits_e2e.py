@@ -8,6 +8,7 @@ question is whether the proxy admits, refuses, answers and settles exactly as pr
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import uuid
 from collections import Counter
@@ -20,7 +21,15 @@ import openai
 import pytest
 from multidict import CIMultiDict
 
-from sentinel.config import Config, KeyConfig, RedisConfig, ServerConfig, UpstreamConfig, hash_key
+from sentinel.config import (
+    Config,
+    KeyConfig,
+    RedisConfig,
+    RoutingConfig,
+    ServerConfig,
+    UpstreamConfig,
+    hash_key,
+)
 from sentinel.limits import LimitDefaults, RedisStore
 from sentinel.tokens import PromptCounter
 from tests.conftest import (
@@ -60,6 +69,9 @@ def config_for(
 
 
 def redis_config(server: RedisServer, **options: Any) -> RedisConfig:
+    """``[redis]`` for ``server``; a generous timeout unless the test is about timeouts (a
+    busy 2-core CI machine must not flip a test about exactness into the fallback)."""
+    options.setdefault("timeout_ms", 1_000)
     return RedisConfig(url=f"redis://127.0.0.1:{server.port}/0", **options)
 
 
@@ -270,7 +282,7 @@ async def test_redis_killed_mid_load_fails_closed_to_the_local_share_and_recover
 ) -> None:
     """rpm = 20 over 2 replicas: Redis down → at most 10 here, no 5xx; Redis back → shared."""
     name = unique_name()
-    redis = redis_config(private_redis, replicas=2, timeout_ms=100)
+    redis = redis_config(private_redis, replicas=2, timeout_ms=500)
     gateway = await start_gateway(config_for(upstream.url, name=name, redis=redis, rpm=20))
     for _ in range(5):
         status, headers, _ = await post(http, gateway.url, CHAT)
@@ -307,7 +319,7 @@ async def test_redis_down_in_deny_mode_answers_503(
     http: aiohttp.ClientSession,
     private_redis: RedisServer,
 ) -> None:
-    redis = redis_config(private_redis, on_unavailable="deny", timeout_ms=100)
+    redis = redis_config(private_redis, on_unavailable="deny", timeout_ms=500)
     gateway = await start_gateway(config_for(upstream.url, redis=redis, rpm=20))
     assert (await post(http, gateway.url, CHAT))[0] == 200
     private_redis.stop()
@@ -337,7 +349,9 @@ async def test_a_thousand_upstream_failures_leave_every_counter_at_zero(
         tokens_per_day=10**12,
         tokens_per_month=10**12,
     )
-    gateway = await start_gateway(config)
+    # Keep the upstream's breaker shut so that every request reaches it and is settled.
+    never_open = RoutingConfig(breaker_failures=10**6, breaker_min_requests=10**6)
+    gateway = await start_gateway(dataclasses.replace(config, routing=never_open))
     connector = aiohttp.TCPConnector(limit=50)
     async with aiohttp.ClientSession(connector=connector) as many:
         results = await asyncio.gather(*(post(many, gateway.url, CHAT) for _ in range(1_000)))
@@ -357,7 +371,8 @@ async def test_limits_hold_on_a_redis_cluster(
     redis_cluster: list[RedisServer],
 ) -> None:
     """``cluster = true``: every call touches one slot, and limits and counters still hold."""
-    redis = RedisConfig(url=f"redis://127.0.0.1:{redis_cluster[0].port}", cluster=True)
+    url = f"redis://127.0.0.1:{redis_cluster[0].port}"
+    redis = RedisConfig(url=url, cluster=True, timeout_ms=1_000)
     gateway = await start_gateway(config_for(upstream.url, redis=redis, rpm=3, tpm=100_000))
     results = [await post(http, gateway.url, CHAT) for _ in range(5)]
     assert [status for status, _, _ in results] == [200, 200, 200, 429, 429]

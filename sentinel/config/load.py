@@ -20,18 +20,15 @@ from sentinel.config.model import (
     UpstreamConfig,
 )
 from sentinel.config.table import (
-    HEADER_VALUE_CONTROL,
     MAX_KEY_BYTES,
-    TOKEN,
     Table,
     bind_problem,
     digest_problem,
     http_url_problem,
-    kind,
     name_problem,
     redis_url_problem,
-    show,
 )
+from sentinel.config.upstreams import read_aliases, read_headers, read_routing, read_upstreams
 from sentinel.limits.settings import LimitDefaults
 from sentinel.usage.settings import UsageSettings, WebhookSettings, default_spool_dir
 
@@ -119,7 +116,9 @@ def _build(root: Table, source: Path) -> Config:
     server = _server(root.table("server"))
     redis = _redis(root.table("redis")) if root.has("redis") else None
     admin = _admin(root.table("admin"))
-    upstreams = _upstreams(root.tables("upstreams", required=True))
+    upstreams = read_upstreams(root.tables("upstreams", required=True))
+    routing = read_routing(root.table("routing"))
+    aliases = read_aliases(root.table("models"), upstreams)
     keys = _keys(root.tables("keys"))
     telemetry = _telemetry(root.table("telemetry"))
     tokens = _tokens(root.table("tokens"))
@@ -141,6 +140,8 @@ def _build(root: Table, source: Path) -> Config:
         tokens=tokens,
         limits=limits,
         usage=usage,
+        routing=routing,
+        aliases=aliases,
         source=source,
     )
 
@@ -178,9 +179,16 @@ def _admin(t: Table) -> AdminConfig:
 
 def _telemetry(t: Table) -> TelemetryConfig:
     d = TelemetryConfig()
+    endpoint = t.string("otlp_endpoint", check=http_url_problem)
     telemetry = TelemetryConfig(
         log_format=t.choice("log_format", ("json", "console"), d.log_format),
         log_level=t.choice("log_level", ("debug", "info", "warning", "error"), d.log_level),
+        service_name=t.string("service_name", d.service_name, check=name_problem),
+        instance_id=t.string("instance_id", check=name_problem) or None,
+        otlp_endpoint=endpoint or None,
+        otlp_protocol=t.choice("otlp_protocol", ("http/protobuf", "grpc"), d.otlp_protocol),
+        export_interval_ms=t.integer("export_interval_ms", d.export_interval_ms, minimum=100),
+        metrics_public=t.boolean("metrics_public", d.metrics_public),
     )
     t.finish()
     return telemetry
@@ -200,12 +208,7 @@ def _tokens(t: Table) -> TokensConfig:
 def _limits(t: Table) -> LimitDefaults:
     d = LimitDefaults()
     limits = LimitDefaults(
-        rpm=t.optional_integer("rpm", minimum=0),
-        tpm=t.optional_integer("tpm", minimum=0),
-        max_parallel=t.optional_integer("max_parallel", minimum=0),
-        tokens_per_day=t.optional_integer("tokens_per_day", minimum=0),
-        tokens_per_week=t.optional_integer("tokens_per_week", minimum=0),
-        tokens_per_month=t.optional_integer("tokens_per_month", minimum=0),
+        **_limit_fields(t),
         timezone=t.string("timezone", d.timezone),
         default_completion_reserve=t.integer(
             "default_completion_reserve", d.default_completion_reserve, minimum=0
@@ -217,6 +220,21 @@ def _limits(t: Table) -> LimitDefaults:
     _report(t, limits.problems())
     t.finish()
     return limits
+
+
+_LIMIT_FIELDS = (
+    "rpm",
+    "tpm",
+    "max_parallel",
+    "tokens_per_day",
+    "tokens_per_week",
+    "tokens_per_month",
+)
+
+
+def _limit_fields(t: Table) -> dict[str, int | None]:
+    """The limits a ``[[keys]]`` entry or ``[limits]`` may set (absent: None)."""
+    return {name: t.optional_integer(name, minimum=0) for name in _LIMIT_FIELDS}
 
 
 def _usage(t: Table) -> UsageSettings:
@@ -248,7 +266,7 @@ def _webhook(t: Table) -> WebhookSettings:
     d = WebhookSettings(url="")
     hook = WebhookSettings(
         url=t.string("url", required=True, check=http_url_problem),
-        headers=_headers(t, secret_values=True),
+        headers=read_headers(t, secret_values=True),
         timeout_ms=t.integer("timeout_ms", d.timeout_ms, minimum=1),
         max_attempts=t.integer("max_attempts", d.max_attempts, minimum=1),
         backoff_ms=t.integer("backoff_ms", d.backoff_ms, minimum=0),
@@ -275,61 +293,6 @@ def _report(t: Table, problems: list[str]) -> None:
             t.problem(field, message)
 
 
-def _upstreams(tables: list[Table]) -> tuple[UpstreamConfig, ...]:
-    upstreams = tuple(_upstream(t) for t in tables)
-    _report_duplicates(tables, [u.name for u in upstreams], "name")
-    return upstreams
-
-
-def _upstream(t: Table) -> UpstreamConfig:
-    d = UpstreamConfig(name="", base_url="")
-    upstream = UpstreamConfig(
-        name=t.string("name", required=True, check=name_problem),
-        base_url=t.string("base_url", required=True, check=http_url_problem).rstrip("/"),
-        api_key=t.secret("api_key"),
-        models=t.string_list("models", d.models),
-        connect_timeout_ms=t.integer("connect_timeout_ms", d.connect_timeout_ms, minimum=1),
-        first_byte_timeout_ms=t.integer(
-            "first_byte_timeout_ms", d.first_byte_timeout_ms, minimum=1
-        ),
-        idle_timeout_ms=t.integer("idle_timeout_ms", d.idle_timeout_ms, minimum=1),
-        timeout_ms=t.integer("timeout_ms", d.timeout_ms, minimum=1),
-        max_connections=t.integer("max_connections", d.max_connections, minimum=1),
-        headers=_headers(t),
-    )
-    t.finish()
-    return upstream
-
-
-def _headers(t: Table, *, secret_values: bool = False) -> tuple[tuple[str, str], ...]:
-    """``headers = { name = "value" }``; with ``secret_values``, values may be ``env:NAME``."""
-    value = t.take("headers")
-    if value is None:
-        return ()
-    if not isinstance(value, dict):
-        t.problem("headers", f"expected a table of name = value strings, got {show(value)}")
-        return ()
-    pairs = []
-    for name, item in value.items():
-        path = f"headers.{name}"
-        if not TOKEN.fullmatch(name):
-            t.problem("headers", f"{show(name)} is not a valid HTTP header name")
-        elif not isinstance(item, str):
-            t.problem(path, f"expected a string, got {kind(item)}")
-        elif secret_values and item.startswith("env:"):
-            resolved = Table({name: item}, f"{t.where('headers')}", t.problems, t.env)
-            secret = resolved.secret(name)
-            if secret is not None and HEADER_VALUE_CONTROL.search(secret):
-                t.problem(path, "must not contain CR, LF, NUL or other control characters")
-            elif secret is not None:
-                pairs.append((name, secret))
-        elif HEADER_VALUE_CONTROL.search(item):
-            t.problem(path, "must not contain CR, LF, NUL or other control characters")
-        else:
-            pairs.append((name, item))
-    return tuple(pairs)
-
-
 def _keys(tables: list[Table]) -> tuple[KeyConfig, ...]:
     keys = tuple(_key(t) for t in tables)
     _report_duplicates(tables, [k.name for k in keys], "name")
@@ -345,12 +308,7 @@ def _key(t: Table) -> KeyConfig:
     key = KeyConfig(
         name=t.string("name", required=True, check=name_problem),
         key_sha256=_key_digest(t),
-        rpm=t.optional_integer("rpm", minimum=0),
-        tpm=t.optional_integer("tpm", minimum=0),
-        max_parallel=t.optional_integer("max_parallel", minimum=0),
-        tokens_per_day=t.optional_integer("tokens_per_day", minimum=0),
-        tokens_per_week=t.optional_integer("tokens_per_week", minimum=0),
-        tokens_per_month=t.optional_integer("tokens_per_month", minimum=0),
+        **_limit_fields(t),
         models=t.string_list("models", ()) or None if t.has("models") else None,
     )
     t.finish()

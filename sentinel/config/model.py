@@ -40,6 +40,9 @@ class AdminConfig:
     token: str | None = None
 
 
+UpstreamKind = Literal["openai", "azure", "openai-compatible"]
+
+
 @dataclass(frozen=True, slots=True)
 class UpstreamConfig:
     """One ``[[upstreams]]`` entry: a provider endpoint and the models it serves."""
@@ -54,6 +57,41 @@ class UpstreamConfig:
     timeout_ms: int = 600_000
     max_connections: int = 100
     headers: tuple[tuple[str, str], ...] = ()
+    kind: UpstreamKind = "openai"
+    priority: int = 0  # lower is tried first
+    weight: int = 1  # share of traffic among upstreams of the same priority
+    api_keys: tuple[str, ...] = ()  # rotated; a key that gets a 429 is set aside
+    api_version: str | None = None  # azure: the api-version query parameter
+    deployments: tuple[tuple[str, str], ...] = ()  # azure: model -> deployment name
+    health_check_interval_s: int = 0  # 0: no active health checks
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        """Every key this upstream may be called with, in rotation order."""
+        return ((self.api_key,) if self.api_key else ()) + self.api_keys
+
+
+@dataclass(frozen=True, slots=True)
+class RoutingConfig:
+    """``[routing]``: failover attempts, their backoff, and the upstream circuit breakers."""
+
+    max_attempts: int = 3
+    backoff_ms: int = 50
+    backoff_max_ms: int = 1_000
+    max_retry_after_ms: int = 2_000  # an upstream retry-after is honoured only if shorter
+    breaker_failures: int = 5  # consecutive failures that open a breaker
+    breaker_failure_ratio: float = 0.5  # ... or this share of failures over the window
+    breaker_window_s: int = 30
+    breaker_min_requests: int = 20  # the ratio applies from this many calls in the window
+    breaker_cooldown_ms: int = 10_000  # open this long before one probe goes through
+
+
+@dataclass(frozen=True, slots=True)
+class ModelAlias:
+    """One ``[models]`` entry: a public model name served as named models on upstreams."""
+
+    name: str
+    targets: tuple[tuple[str, str], ...]  # (upstream name, model name on that upstream)
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,10 +122,16 @@ class KeyConfig:
 
 @dataclass(frozen=True, slots=True)
 class TelemetryConfig:
-    """``[telemetry]``: logging for now; metrics and traces come with their issue."""
+    """``[telemetry]``: logs, metrics (Prometheus ``/metrics`` and OTLP) and traces (OTLP)."""
 
     log_format: Literal["json", "console"] = "json"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    service_name: str = "sentinel"
+    instance_id: str | None = None  # default: <hostname>-<pid>
+    otlp_endpoint: str | None = None  # absent: no OTLP export, no traces
+    otlp_protocol: Literal["http/protobuf", "grpc"] = "http/protobuf"
+    export_interval_ms: int = 10_000
+    metrics_public: bool = False  # false: /metrics needs the admin token
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,11 +154,13 @@ class Config:
     tokens: TokensConfig = field(default_factory=TokensConfig)
     limits: LimitDefaults = field(default_factory=LimitDefaults)
     usage: UsageSettings = field(default_factory=UsageSettings)
+    routing: RoutingConfig = field(default_factory=RoutingConfig)
+    aliases: tuple[ModelAlias, ...] = ()
     source: Path | None = None  # the file it came from; None for embedded defaults
 
     def secrets(self) -> tuple[str, ...]:
         """Every secret string in the config, for the log redaction processor."""
-        found = [u.api_key for u in self.upstreams if u.api_key]
+        found = [key for u in self.upstreams for key in u.keys]
         if self.admin.token:
             found.append(self.admin.token)
         if self.usage.webhook is not None:

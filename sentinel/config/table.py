@@ -46,6 +46,10 @@ class Table:
     def has(self, key: str) -> bool:
         return key in self._raw
 
+    def keys(self) -> list[str]:
+        """The keys present, for tables whose keys are names (``[models]``)."""
+        return list(self._raw)
+
     def take(self, key: str) -> Any:
         """The raw value of ``key`` (None when absent), marking it as known."""
         self._seen.add(key)

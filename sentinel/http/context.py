@@ -16,10 +16,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
+from opentelemetry.trace import Span
 
 from sentinel.errors import SentinelError
 from sentinel.http.asgi import ASGIApp, Message, Receive, Scope, Send
 from sentinel.http.body import ClientGone
+from sentinel.telemetry.otel import Tracing
 from sentinel.usage.counts import Usage
 from sentinel.usage.estimate import UsageSource
 
@@ -62,8 +64,12 @@ class RequestContext:
     response_headers: list[tuple[bytes, bytes]] = field(default_factory=list)
     """Added to the response whatever it turns out to be (rate-limit headers)."""
     degraded: bool = False
+    attempts: list[dict[str, object]] = field(default_factory=list)
+    """One entry per upstream attempt: upstream, status (None: no answer), ms, error code."""
     started_at: float = field(default_factory=time.time)
     """Wall-clock start (epoch seconds), for usage records."""
+    traceparent: str | None = None
+    """This request's span as W3C ``traceparent``, for the upstream call (tracing only)."""
     on_finish: Callable[[RequestContext, int], None] | None = None
     """Called once with the finish time (perf_counter ns) after the response ended."""
 
@@ -95,7 +101,30 @@ class RequestContext:
             "response_bytes": self.response_bytes,
             **({"dropped_headers": self.dropped_headers} if self.dropped_headers else {}),
             **({"degraded": "limits"} if self.degraded else {}),
+            **({"attempts": self.attempts} if self.attempts else {}),
         }
+
+
+def _span_attributes(ctx: RequestContext) -> dict[str, str | int | bool]:
+    attributes: dict[str, str | int | bool] = {
+        "http.request.method": ctx.method,
+        "http.route": ctx.route,
+        "http.response.status_code": ctx.status,
+        "sentinel.request_id": ctx.request_id,
+        "gen_ai.request.stream": ctx.stream,
+    }
+    for name, value in (
+        ("sentinel.key", ctx.key),
+        ("gen_ai.request.model", ctx.model),
+        ("sentinel.upstream", ctx.upstream),
+        ("error.type", ctx.error_code),
+    ):
+        if value is not None:
+            attributes[name] = value
+    if ctx.usage is not None:
+        attributes["gen_ai.usage.input_tokens"] = ctx.usage.prompt_tokens
+        attributes["gen_ai.usage.output_tokens"] = ctx.usage.completion_tokens
+    return attributes
 
 
 def _ms(ns: int) -> float:
@@ -125,8 +154,15 @@ def error_response(error: SentinelError) -> tuple[Message, Message]:
 class RequestContextMiddleware:
     """Pure ASGI middleware wrapping every HTTP request (see the module docstring)."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        on_finished: Callable[[RequestContext, int], None] | None = None,
+        tracing: Tracing | None = None,
+    ) -> None:
         self.app = app
+        self._on_finished = on_finished  # the metrics
+        self._tracing = tracing
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -141,6 +177,9 @@ class RequestContextMiddleware:
             started_ns=time.perf_counter_ns(),
         )
         scope[CONTEXT_KEY] = ctx
+        span = None
+        if self._tracing is not None:
+            span, ctx.traceparent = self._tracing.start(scope["headers"], scope["method"])
         request_id_header = (b"x-request-id", ctx.request_id.encode("ascii"))
         started = False
         ended = False
@@ -174,12 +213,21 @@ class RequestContextMiddleware:
             await self._fail(ctx, SentinelError(), send_with_id, started, ended)
         finally:
             finished_ns = time.perf_counter_ns()
-            if ctx.on_finish is not None:
-                try:
-                    ctx.on_finish(ctx, finished_ns)
-                except Exception as exc:  # recording must never break the response path
-                    log.error("request_finish_failed", request_id=ctx.request_id, exc_info=exc)
+            self._finish(ctx, finished_ns, span)
             log.info("request_finished", **ctx.log_fields(finished_ns))
+
+    def _finish(self, ctx: RequestContext, finished_ns: int, span: Span | None) -> None:
+        """Hand the finished request to its usage record, the metrics and its span."""
+        try:
+            if ctx.on_finish is not None:
+                ctx.on_finish(ctx, finished_ns)
+            if self._on_finished is not None:
+                self._on_finished(ctx, finished_ns)
+            if span is not None:
+                span.update_name(f"{ctx.method} {ctx.route}")
+                Tracing.end(span, _span_attributes(ctx), failed=ctx.status >= 500)
+        except Exception as exc:  # recording must never break the response path
+            log.error("request_finish_failed", request_id=ctx.request_id, exc_info=exc)
 
     @staticmethod
     async def _fail(

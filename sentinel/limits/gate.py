@@ -9,6 +9,7 @@ to completion, even when the request's task is being cancelled, so no reservatio
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Mapping
 
 import structlog
@@ -20,6 +21,7 @@ from sentinel.limits.headers import refusal_error
 from sentinel.limits.settings import LimitDefaults
 from sentinel.limits.spec import Admission, LimitSpec, reservation_tokens
 from sentinel.limits.store import LimitStore
+from sentinel.telemetry.metrics import Metrics
 
 __all__ = ["Gate", "keep_recovering"]
 
@@ -33,9 +35,14 @@ class Gate:
     """Admission and settlement for the request path, over one store."""
 
     def __init__(
-        self, store: LimitStore, defaults: LimitDefaults, clock: Clock | None = None
+        self,
+        store: LimitStore,
+        defaults: LimitDefaults,
+        clock: Clock | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.store = store
+        self._metrics = metrics
         self._reserve = defaults.default_completion_reserve
         self._clock = clock or SystemClock()
         self._settling: set[asyncio.Task[None]] = set()
@@ -49,7 +56,16 @@ class Gate:
     async def admit(self, key_name: str, spec: LimitSpec, request_id: str, tokens: int) -> Decision:
         """An allowed decision holding a reservation; the 429 (``RateLimited``) otherwise."""
         admission = Admission(key_name=key_name, request_id=request_id, tokens=tokens)
-        decision = await self.store.admit(spec, admission, self._clock.now_ms())
+        started = time.perf_counter()
+        try:
+            decision = await self.store.admit(spec, admission, self._clock.now_ms())
+        finally:
+            if self._metrics is not None:
+                self._metrics.store_call("admit", time.perf_counter() - started)
+        refusal = decision.refusal
+        if self._metrics is not None:
+            verdict = "denied" if refusal else "degraded" if decision.degraded else "allowed"
+            self._metrics.limit_decision(verdict, str(refusal.dimension) if refusal else None)
         if decision.reservation is None:
             raise refusal_error(decision, tokens)
         return decision
@@ -65,6 +81,7 @@ class Gate:
         await asyncio.shield(task)
 
     async def _settle(self, reservation: Reservation, tokens: int, produced: bool) -> None:
+        started = time.perf_counter()
         try:
             await self.store.settle(
                 reservation,
@@ -74,6 +91,8 @@ class Gate:
             )
         except Exception as exc:  # a settlement must never fail the response it follows
             log.error("limits_settle_failed", key=reservation.key_name, exc_info=exc)
+        if self._metrics is not None:
+            self._metrics.store_call("settle", time.perf_counter() - started)
 
     async def drain(self) -> None:
         """Wait for settlements still running (at shutdown)."""

@@ -1,12 +1,14 @@
 """The four APIs Sentinel reads: chat, completions, embeddings and responses.
 
 Each request is authenticated, its body read (within the size limit), parsed once, checked
-(including the key's model allow-list), its prompt counted, routed by model, admitted by the
-key's limits (prompt tokens plus the completion cap are reserved) and sent upstream. The
-reservation is settled with the real usage on every way out. Streams go through a
-``StreamAccumulator``; when the client did not ask for stream usage, Sentinel asks for it and
-hides the extra chunk. Every request ends with its usage settled: the provider's numbers, or
-an estimate from the prompt and the completion text seen.
+(including the key's model allow-list), its prompt counted, routed by model to its
+candidates (all breakers open: 503 before anything is reserved), admitted by the key's limits
+(prompt tokens plus the completion cap are reserved once for the whole request) and sent
+upstream through ``Failover``, which tries the next candidate until one answers. The
+reservation is settled once, with the usage of the attempt that answered, on every way out.
+Streams go through a ``StreamAccumulator``; when the client did not ask for stream usage,
+Sentinel asks for it and hides the extra chunk. Every request ends with its usage settled:
+the provider's numbers, or an estimate from the prompt and the completion text seen.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import aiohttp
 import orjson
 
 from sentinel.auth.keys import presented_key
+from sentinel.errors import SentinelError
 from sentinel.http.asgi import Receive, Scope, Send
 from sentinel.http.body import parse_json_object, read_body
 from sentinel.http.context import CONTEXT_KEY, RequestContext
@@ -34,9 +37,8 @@ from sentinel.services import Services, services_of
 from sentinel.streaming.accumulator import StreamAccumulator, StreamApi
 from sentinel.streaming.relay import relay
 from sentinel.tokens import ModelCounter
-from sentinel.upstream.call import open_upstream, upstream_url
 from sentinel.upstream.client import upstream_errors
-from sentinel.upstream.routing import UpstreamTarget
+from sentinel.upstream.routing import Candidate
 from sentinel.usage.counts import Usage
 from sentinel.usage.estimate import completion_text, settle_usage
 
@@ -85,9 +87,9 @@ class ApiEndpoint:
         principal.check_model(request.model)
         counter = services.tokens.for_model(request.model)
         ctx.prompt_estimate = await counter.count_prompt(self.api, request.body, size_hint=len(raw))
-        router = services.router
-        target = router.route(request.model) if request.model else router.default
-        ctx.upstream = target.name
+        # Open breakers answer 503 here, before anything is reserved.
+        candidates = services.failover.usable(services.router.candidates(request.model or None))
+        ctx.upstream = candidates[0].name
         reservation = None
         if principal.is_limited:
             gate = services.gate
@@ -100,7 +102,7 @@ class ApiEndpoint:
         outcome = _Outcome()
         try:
             await self._forward(
-                scope, receive, send, services, target, headers, request, raw, outcome
+                scope, receive, send, services, candidates, headers, request, raw, outcome
             )
         finally:
             await _settle(ctx, services, counter, outcome)
@@ -118,7 +120,7 @@ class ApiEndpoint:
         receive: Receive,
         send: Send,
         services: Services,
-        target: UpstreamTarget,
+        candidates: list[Candidate],
         headers: RequestHeaders,
         request: ApiRequest,
         raw: bytes,
@@ -130,9 +132,27 @@ class ApiEndpoint:
         forward["accept-encoding"] = "identity"
         forward["x-request-id"] = ctx.request_id
         forward.setdefault("content-type", "application/json")
-        url = upstream_url(target, scope["path"], scope["query_string"])
+
+        def body(candidate: Candidate) -> bytes:
+            if candidate.model is None or candidate.model == request.model:
+                return payload
+            # An alias names the model differently on this upstream.
+            return orjson.dumps({**request.body, "model": candidate.model})
+
+        served = await services.failover.open(
+            services.session,
+            ctx,
+            candidates,
+            method="POST",
+            path=scope["path"],
+            query=scope["query_string"],
+            headers=forward,
+            body=body,
+            replayable=True,
+        )
+        target, response = served.candidate.target, served.response
         deadline = asyncio.get_running_loop().time() + target.total_s
-        response = await open_upstream(services.session, target, ctx, "POST", url, forward, payload)
+        interrupted = False
         try:
             stream_api = _STREAM_APIS.get(self.api) if request.stream else None
             if stream_api is not None and response.content_type == "text/event-stream":
@@ -155,8 +175,12 @@ class ApiEndpoint:
                     outcome.produced = tap.events > 0
             else:
                 await _send_whole(response, ctx, send, target.name, deadline, outcome)
+        except SentinelError:
+            interrupted = True  # the upstream failed after it answered: too late to fail over
+            raise
         finally:
             response.close()
+            served.finish(interrupted=interrupted)
 
     def _payload(self, request: ApiRequest, raw: bytes) -> tuple[bytes, bool]:
         """The bytes to send upstream, and whether a usage chunk must be hidden from the client."""

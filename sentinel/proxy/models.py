@@ -54,6 +54,11 @@ class ModelsEndpoint:
                     seen.setdefault(entry["id"], entry)
         if failures and len(failures) == len(targets):
             raise failures[0]
+        for alias in services.router.aliases:
+            if principal.may_use(alias):
+                seen.setdefault(
+                    alias, {"id": alias, "object": "model", "created": 0, "owned_by": "sentinel"}
+                )
         body = orjson.dumps({"object": "list", "data": list(seen.values())})
         await send(
             {

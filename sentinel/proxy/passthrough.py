@@ -21,8 +21,7 @@ from sentinel.http.headers import RequestHeaders, encode_headers, scan_request_h
 from sentinel.limits.headers import rate_limit_headers
 from sentinel.services import Services, services_of
 from sentinel.streaming.relay import relay
-from sentinel.upstream.call import open_upstream, upstream_url
-from sentinel.upstream.routing import UpstreamTarget
+from sentinel.upstream.routing import Candidate
 
 __all__ = ["PassthroughEndpoint"]
 
@@ -47,8 +46,11 @@ class PassthroughEndpoint:
         )
         ctx.key = principal.name
         ctx.on_finish = services.record_usage
-        target, data, stream, model = await _target_and_body(scope, receive, services, headers)
-        ctx.upstream = target.name
+        candidates, data, stream, model = await _candidates_and_body(
+            scope, receive, services, headers
+        )
+        candidates = services.failover.usable(candidates)
+        ctx.upstream = candidates[0].name
         if model is not None or (method == "POST" and not scope["path"].startswith(_NO_MODEL)):
             # Fail closed: with an allow-list, a POST whose model cannot be read (a multipart
             # audio upload, a batch) is refused; file uploads run no model.
@@ -65,7 +67,7 @@ class PassthroughEndpoint:
             ctx.response_headers = encode_headers(rate_limit_headers(decision))
         produced = False
         try:
-            await self._forward(scope, receive, send, services, target, headers, data, stream)
+            await self._forward(scope, receive, send, services, candidates, headers, data, stream)
             produced = True
         finally:
             if reservation is not None:
@@ -79,7 +81,7 @@ class PassthroughEndpoint:
         receive: Receive,
         send: Send,
         services: Services,
-        target: UpstreamTarget,
+        candidates: list[Candidate],
         headers: RequestHeaders,
         data: bytes | AsyncIterator[bytes] | None,
         stream: BodyStream | None,
@@ -91,10 +93,18 @@ class PassthroughEndpoint:
         forward["x-request-id"] = ctx.request_id
         if stream is not None and headers.content_length is not None:
             forward["content-length"] = str(headers.content_length)
-        url = upstream_url(target, scope["path"], scope["query_string"])
         try:
-            response = await open_upstream(
-                services.session, target, ctx, method, url, forward, data
+            served = await services.failover.open(
+                services.session,
+                ctx,
+                candidates,
+                method=method,
+                path=scope["path"],
+                query=scope["query_string"],
+                headers=forward,
+                body=lambda c: data if c.model in (None, ctx.model) else _with_model(data, c),
+                # A streamed upload is read once: it cannot be sent again.
+                replayable=stream is None,
             )
         except SentinelError:
             failure = stream.failure() if stream is not None else None
@@ -103,32 +113,53 @@ class PassthroughEndpoint:
             raise
         if stream is not None:
             ctx.request_bytes = stream.size
+        interrupted = False
         try:
-            await relay(response, ctx, send, receive, tap=None, keep_length=True)
+            await relay(served.response, ctx, send, receive, tap=None, keep_length=True)
+        except SentinelError:
+            interrupted = True
+            raise
         finally:
-            response.close()
+            served.response.close()
+            served.finish(interrupted=interrupted)
 
 
-async def _target_and_body(
+async def _candidates_and_body(
     scope: Scope, receive: Receive, services: Services, headers: RequestHeaders
-) -> tuple[UpstreamTarget, bytes | AsyncIterator[bytes] | None, BodyStream | None, str | None]:
-    """Choose the upstream, reading the body only when it is JSON that may name a model."""
+) -> tuple[list[Candidate], bytes | AsyncIterator[bytes] | None, BodyStream | None, str | None]:
+    """Choose the upstreams, reading the body only when it is JSON that may name a model."""
     router = services.router
     path: str = scope["path"]
     limit = services.config.server.max_body_bytes
     if scope["method"] in ("GET", "HEAD", "DELETE") and not headers.content_length:
         model = path[len(_MODEL_PATH) :] if path.startswith(_MODEL_PATH) else None
-        return (router.route(model) if model else router.default), None, None, None
+        return router.candidates(model), None, None, None
     content_type = headers.content_type or b""
     if content_type.startswith(b"application/json") and headers.content_encoding is None:
         raw = await read_body(receive, limit, headers.content_length)
         scope[CONTEXT_KEY].request_bytes = len(raw)
         model = _model_in(raw)
-        return (router.route(model) if model else router.default), raw, None, model
+        return router.candidates(model), raw, None, model
     if headers.content_length is not None and headers.content_length > limit:
         await read_body(receive, limit, headers.content_length)  # raises the 413
     stream = BodyStream(receive, limit)
-    return router.default, stream.chunks(), stream, None
+    return router.default_candidates(), stream.chunks(), stream, None
+
+
+def _with_model(
+    data: bytes | AsyncIterator[bytes] | None, candidate: Candidate
+) -> bytes | AsyncIterator[bytes] | None:
+    """The body for ``candidate``: a JSON body names the model as that upstream knows it."""
+    if not isinstance(data, bytes) or candidate.model is None:
+        return data
+    try:
+        parsed = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return data
+    if not isinstance(parsed, dict) or parsed.get("model") in (None, candidate.model):
+        return data
+    parsed["model"] = candidate.model
+    return orjson.dumps(parsed)
 
 
 def _model_in(raw: bytes) -> str | None:

@@ -112,8 +112,9 @@ def _index(obj: dict[str, Any], key: str) -> int:
     return value if type(value) is int else 0
 
 
-# A data event kept for later: its event name, its data, and its JSON if already decoded.
-_Pending = tuple[str | None, bytes, dict[str, Any] | None]
+# A data event kept for later: its data alone, or with its event name and its JSON if decoded.
+_Pending = bytes | tuple[str | None, bytes, dict[str, Any] | None]
+_NONE: list[Any] = []  # no events, none stripped
 
 
 class StreamAccumulator:
@@ -134,27 +135,24 @@ class StreamAccumulator:
         self._bad = 0
         self._pending: list[_Pending] = []  # chat/completions events not read yet, in order
         self._pending_bytes = 0
+        self._escaped = False  # "\\u" has been fed: JSON keys may be written with escapes
 
     def feed(self, chunk: bytes) -> bytes:
         """Read the next upstream chunk; return the bytes to forward to the client."""
         with self._lock:
             held = self._parser.buffered  # bytes fed before but not yet returned
             events = self._parser.feed(chunk)
+            if not self._escaped and (b"\\u" in chunk or chunk.endswith(b"\\")):
+                self._escaped = True
+            stripped = self._read_events(events) if events else _NONE
+            self._pending_bytes += len(chunk)
+            if self._pending_bytes > _MAX_PENDING_BYTES:
+                self._read_pending()
             if not self._strip:
-                for event in events:
-                    if event.has_data:
-                        self._read(event)
                 return chunk  # relayed byte for byte, even when it ends mid-event
-            kept: list[bytes] = []
-            stripped = False
-            for event in events:
-                if event.has_data and self._read(event):
-                    stripped = True
-                else:
-                    kept.append(event.raw)
             if not stripped and not held and not self._parser.buffered:
                 return chunk  # exactly the complete events it holds
-            return b"".join(kept)
+            return b"".join([e.raw for e in events if not any(e is s for s in stripped)])
 
     def finish(self) -> bytes:
         """At upstream EOF: read any unterminated last event; return the bytes still to forward."""
@@ -162,7 +160,7 @@ class StreamAccumulator:
             event = self._parser.close()
             if event is None:
                 return b""
-            stripped = event.has_data and self._read(event)
+            stripped = self._read_events([event])
             return event.raw if self._strip and not stripped else b""
 
     def snapshot(self) -> StreamSnapshot:
@@ -233,40 +231,72 @@ class StreamAccumulator:
     def _finish_reasons(self) -> tuple[str, ...]:
         return tuple(self._finish[i] for i in sorted(self._finish))
 
-    def _read(self, event: SSEEvent) -> bool:
-        """Note one data event; True if it is a usage-only chunk to strip."""
-        self._events += 1
-        data, name = event.data, event.event
-        if data == _DONE or (data[:1] == b"[" and data.strip() == _DONE):
-            if self._api != "responses":
-                self._complete = True
-            return False
+    def _read_events(self, events: list[SSEEvent]) -> list[SSEEvent]:
+        """Note the data events of one chunk; return those that are usage-only chunks to strip.
+
+        The loop runs for every event of every stream, so it does as little as it can: a chunk
+        that has no ``usage`` (or a null one) and is not ``[DONE]`` is only kept for later.
+        """
         if self._api == "responses":
-            self._read_data(name, data, None)
-            return False
-        obj = None
-        if name != "error" and _may_carry_usage(data):
-            obj = _loads(data)
-            if type(obj) is dict:
-                usage = obj.get("usage")
-                if usage is not None:
-                    parsed = Usage.from_openai(usage)
-                    if parsed is not None:
-                        self._usage = parsed
+            return [event for event in events if event.has_data and self._read(event)]
+        stripped: list[SSEEvent] = []
+        pending, count, escaped = self._pending, 0, self._escaped
+        for event in events:
+            if not event.has_data:
+                continue
+            count += 1
+            data, name = event.data, event.event
+            if data[:1] == b"[" and data.strip() == _DONE:
+                self._complete = True
+            elif (
+                name is None
+                and (
+                    b'"usage"' not in data
+                    # OpenAI's chunks when usage was asked for: its one "usage" key, null.
+                    or (data.endswith(b'"usage":null}') and data.count(b'"usage"') == 1)
+                )
+                and not (escaped and b"\\u00" in data)
+            ):
+                pending.append(data)
             else:
-                obj = None
-        self._pending.append((name, data, obj))
-        self._pending_bytes += len(data)
-        if self._pending_bytes > _MAX_PENDING_BYTES:
-            self._read_pending()
-        return self._strip and obj is not None and _is_usage_chunk(obj)
+                obj = self._read_usage(data, name)
+                pending.append((name, data, obj))
+                if obj is not None and self._strip and _is_usage_chunk(obj):
+                    stripped.append(event)
+        self._events += count
+        return stripped
+
+    def _read_usage(self, data: bytes, name: str | None) -> dict[str, Any] | None:
+        """The chunk's JSON if it may carry a usage, which is then read; None if it cannot."""
+        if name == "error" or not _may_carry_usage(data):
+            return None
+        obj = _loads(data)
+        if type(obj) is not dict:
+            return None
+        usage = obj.get("usage")
+        if usage is not None:
+            parsed = Usage.from_openai(usage)
+            if parsed is not None:
+                self._usage = parsed
+        return obj
+
+    def _read(self, event: SSEEvent) -> bool:
+        """Read one Responses API data event at once; always False (nothing is stripped)."""
+        self._events += 1
+        data = event.data
+        if not (data == _DONE or (data[:1] == b"[" and data.strip() == _DONE)):
+            self._read_data(event.event, data, None)
+        return False
 
     def _read_pending(self) -> None:
         """Read the chat or completions events kept for later, in the order they came."""
         if self._pending:
             pending, self._pending, self._pending_bytes = self._pending, [], 0
-            for name, data, obj in pending:
-                self._read_data(name, data, obj)
+            for item in pending:
+                if type(item) is bytes:
+                    self._read_data(None, item, None)
+                else:
+                    self._read_data(*item)
 
     def _read_data(self, name: str | None, data: bytes, obj: dict[str, Any] | None) -> None:
         """Update the state from one data event (its usage, if a chunk, is read already)."""

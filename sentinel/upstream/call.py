@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from urllib.parse import quote
 
 import aiohttp
 from yarl import URL
@@ -19,9 +20,21 @@ __all__ = ["open_upstream", "upstream_url"]
 _API_PREFIX = "/v1"
 
 
-def upstream_url(target: UpstreamTarget, path: str, query: bytes) -> URL:
-    """The upstream URL for a client path under ``/v1`` (the base URL already ends in it)."""
+def upstream_url(target: UpstreamTarget, path: str, query: bytes, model: str | None = None) -> URL:
+    """The upstream URL for a client path under ``/v1`` (the base URL already ends in it).
+
+    Azure's layout is ``{base}/openai/deployments/{deployment}/{path}?api-version=...`` for a
+    model's calls and ``{base}/openai/{path}?api-version=...`` for the rest.
+    """
     tail = path[len(_API_PREFIX) :] if path.startswith(_API_PREFIX) else path
+    if target.is_azure:
+        version = f"api-version={target.config.api_version}"
+        query = query + b"&" + version.encode() if query else version.encode()
+        if model is not None and not tail.startswith("/models"):
+            deployment = quote(target.deployments.get(model, model), safe="")
+            tail = f"/openai/deployments/{deployment}{tail}"
+        else:
+            tail = "/openai" + tail
     url = target.base_url + tail
     if query:
         url += "?" + query.decode("latin-1")
@@ -36,9 +49,18 @@ async def open_upstream(
     url: URL,
     headers: dict[str, str],
     data: bytes | AsyncIterator[bytes] | None,
+    key_index: int = 0,
 ) -> aiohttp.ClientResponse:
-    """Send the request and wait for the response headers, within the first-byte timeout."""
+    """Send the request and wait for the response headers, within the first-byte timeout.
+
+    ``key_index`` picks the upstream key (``target.keys``) the call is made with.
+    """
     headers.update(target.auth_headers)
+    auth = target.keys.header(min(key_index, len(target.keys) - 1))
+    if auth is not None:
+        headers[auth[0]] = auth[1]
+    if ctx.traceparent:  # tracing on: the upstream call belongs to this request's span
+        headers["traceparent"] = ctx.traceparent
     started = time.perf_counter_ns()
     try:
         with upstream_errors(target.name):

@@ -1,0 +1,70 @@
+"""The admin API under ``/admin/v1/``, behind ``[admin] token`` (a bearer token).
+
+Without a configured token the admin API does not exist (404); a missing or wrong token is a
+401. ``GET /admin/v1/upstreams`` shows each upstream's breaker state, recent error rate,
+latency and in-flight calls — never its keys or headers.
+"""
+
+from __future__ import annotations
+
+import hmac
+
+import orjson
+
+from sentinel.errors import AuthenticationFailed, NotFound
+from sentinel.http.asgi import Receive, Scope, Send
+from sentinel.http.context import CONTEXT_KEY, RequestContext
+from sentinel.services import Services, services_of
+
+__all__ = ["AdminUpstreams", "require_admin"]
+
+
+def require_admin(scope: Scope, services: Services) -> None:
+    """Raise unless the request carries the configured admin token (404 when there is none)."""
+    token = services.config.admin.token
+    if not token:
+        raise NotFound(f"Unknown request URL: GET {scope['path'][:200]}.")
+    presented = b""
+    for name, value in scope["headers"]:
+        if name == b"authorization" and value[:7].lower() == b"bearer ":
+            presented = value[7:].strip()
+    if not hmac.compare_digest(presented, token.encode("utf-8")):
+        raise AuthenticationFailed("A valid admin token is required.", code="invalid_admin_token")
+
+
+class AdminUpstreams:
+    """``GET /admin/v1/upstreams``: every upstream's health, in configuration order."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Answer the upstreams' state as JSON."""
+        ctx: RequestContext = scope[CONTEXT_KEY]
+        ctx.route = "/admin/v1/upstreams"
+        services = services_of(scope)
+        require_admin(scope, services)
+        kinds = {t.name: t.config for t in services.router.targets}
+        upstreams = []
+        for entry in services.health.snapshot():
+            config = kinds[entry["name"]]
+            upstreams.append(
+                {
+                    **entry,
+                    "kind": config.kind,
+                    "priority": config.priority,
+                    "weight": config.weight,
+                    "models": config.models,
+                    "open_models": entry["models"],
+                }
+            )
+        body = orjson.dumps({"object": "list", "data": upstreams})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode("ascii")),
+                    (b"cache-control", b"no-store"),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body, "more_body": False})

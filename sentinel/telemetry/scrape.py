@@ -1,0 +1,44 @@
+"""``GET /metrics``: the Prometheus scrape endpoint, behind the admin token unless public."""
+
+from __future__ import annotations
+
+import asyncio
+
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from sentinel.errors import AuthenticationFailed, NotFound
+from sentinel.http.asgi import Receive, Scope, Send
+from sentinel.http.context import CONTEXT_KEY, RequestContext
+from sentinel.telemetry.otel import Telemetry, admin_allowed
+
+__all__ = ["MetricsEndpoint"]
+
+
+class MetricsEndpoint:
+    """Renders every instrument in Prometheus' text format."""
+
+    def __init__(self, telemetry: Telemetry, admin_token: str | None) -> None:
+        self._telemetry = telemetry
+        self._token = admin_token
+        self._public = telemetry.config.metrics_public
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        ctx: RequestContext = scope[CONTEXT_KEY]
+        ctx.route = "/metrics"
+        if not self._public:
+            if self._token is None:
+                raise NotFound(
+                    "Metrics are disabled: set [admin] token, or [telemetry] metrics_public.",
+                    code="metrics_disabled",
+                )
+            authorization = next((v for k, v in scope["headers"] if k == b"authorization"), None)
+            if not admin_allowed(authorization, self._token):
+                raise AuthenticationFailed("The metrics endpoint needs the admin token.")
+        # Collecting every instrument takes milliseconds: keep it off the event loop.
+        body = await asyncio.to_thread(self._telemetry.prometheus_text)
+        headers = [
+            (b"content-type", CONTENT_TYPE_LATEST.encode("ascii")),
+            (b"content-length", str(len(body)).encode("ascii")),
+        ]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": body, "more_body": False})

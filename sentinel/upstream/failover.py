@@ -1,0 +1,225 @@
+"""One request's attempts over its upstream candidates, before the first byte reaches the client.
+
+An attempt fails over to the next candidate on a connection error, a timeout before the
+response headers, the upstream refusing Sentinel's key, a 429 or a 5xx; any other answer
+(2xx, other 4xx) is the request's answer. Candidates whose breakers are open are skipped;
+each upstream is tried once, except that after a 429 an upstream with a spare key is tried
+again with it. Between attempts there is an exponential backoff with jitter, raised to the
+upstream's ``retry-after`` when the next attempt goes to the same upstream and it asked for
+less than ``max_retry_after_ms``. When every attempt failed, an upstream's 429/5xx answer is
+relayed as it is; otherwise the last error (502/504) is raised. Once ``open`` returned, the
+response is the caller's: nothing is retried after the relay began.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import random
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass
+
+import aiohttp
+
+from sentinel.config import RoutingConfig
+from sentinel.errors import SentinelError, ServiceUnavailable
+from sentinel.http.context import RequestContext
+from sentinel.upstream.call import open_upstream, upstream_url
+from sentinel.upstream.health import HealthBoard, UpstreamHealth
+from sentinel.upstream.routing import Candidate
+
+__all__ = ["Failover", "Served", "backoff_ms", "retry_after_ms"]
+
+Body = bytes | AsyncIterator[bytes] | None
+_MAX_BENCH_MS = 60_000
+
+
+def is_retryable(status: int) -> bool:
+    """Whether an upstream answer with ``status`` should go to the next candidate."""
+    return status == 429 or status >= 500
+
+
+def backoff_ms(attempt: int, base_ms: int, max_ms: int, rng: random.Random) -> float:
+    """The pause before retry number ``attempt`` (1-based): exponential, half of it jittered."""
+    ceiling: int = min(max_ms, base_ms << (attempt - 1))
+    return ceiling / 2 + rng.random() * ceiling / 2
+
+
+def retry_after_ms(headers: Mapping[str, str]) -> int | None:
+    """The wait an upstream asked for (``retry-after-ms``, else ``retry-after`` seconds)."""
+    for name, scale in (("retry-after-ms", 1), ("retry-after", 1000)):
+        value = headers.get(name)
+        if value is None:
+            continue
+        try:
+            number = float(value)
+        except ValueError:
+            continue  # an HTTP date: not worth waiting for
+        if math.isfinite(number) and number >= 0:
+            return int(number * scale)
+    return None
+
+
+@dataclass(slots=True)
+class Served:
+    """The attempt that answered: its candidate and response, and its outcome still to count."""
+
+    candidate: Candidate
+    response: aiohttp.ClientResponse
+    health: UpstreamHealth
+    board: HealthBoard
+    counted: bool = False  # a relayed 429/5xx was already counted as a failure
+    finished: bool = False
+
+    def finish(self, *, interrupted: bool) -> None:
+        """The relay ended: count the outcome on the breakers; the call is no longer in flight."""
+        if self.finished:
+            return
+        self.finished = True
+        self.health.in_flight -= 1
+        if not self.counted:
+            failed = interrupted or is_retryable(self.response.status)
+            self.health.record(
+                self.candidate.model, failed=failed, now_ms=self.board.clock.now_ms()
+            )
+
+
+class Failover:
+    """Tries a request's candidates in order (see the module docstring)."""
+
+    def __init__(
+        self,
+        routing: RoutingConfig,
+        board: HealthBoard,
+        rng: random.Random | None = None,
+        sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+    ) -> None:
+        self.routing = routing
+        self.board = board
+        self._rng = rng or random.Random()  # jitter, not security
+        self._sleep = sleep
+
+    def usable(self, candidates: list[Candidate]) -> list[Candidate]:
+        """The candidates whose breakers let calls through; 503 at once when there are none."""
+        now = self.board.clock.now_ms()
+        found = [c for c in candidates if self.board[c.name].is_available(c.model, now)]
+        if found:
+            return found
+        wait = min(self.board[c.name].retry_in_ms(c.model, now) for c in candidates)
+        wait = max(wait, 1)
+        raise ServiceUnavailable(
+            "Every upstream provider for this request is unavailable; try again later.",
+            code="upstreams_unavailable",
+            headers={"retry-after": str(math.ceil(wait / 1000)), "retry-after-ms": str(wait)},
+            upstreams=[c.name for c in candidates],
+        )
+
+    async def open(
+        self,
+        session: aiohttp.ClientSession,
+        ctx: RequestContext,
+        candidates: list[Candidate],
+        *,
+        method: str,
+        path: str,
+        query: bytes,
+        headers: dict[str, str],
+        body: Callable[[Candidate], Body],
+        replayable: bool,
+    ) -> Served:
+        """Call candidates until one answers; ``SentinelError`` when every attempt failed."""
+        queue = deque(candidates)
+        allowed = self.routing.max_attempts if replayable else 1
+        tried = 0
+        held: Served | None = None  # the last 429/5xx answer, relayed if nothing better comes
+        error: SentinelError | None = None
+        wait_asked: int | None = None
+        previous: str | None = None
+        while queue and tried < allowed:
+            candidate = queue.popleft()
+            health = self.board[candidate.name]
+            if not health.try_acquire(candidate.model, self.board.clock.now_ms()):
+                continue
+            if tried:
+                same = candidate.name == previous
+                await self._pause(tried, wait_asked if same else None)
+            tried += 1
+            previous = ctx.upstream = candidate.name
+            keys = candidate.target.keys
+            key = keys.pick(self.board.clock.now_ms())
+            url = upstream_url(candidate.target, path, query, candidate.model)
+            started = time.perf_counter_ns()
+            health.in_flight += 1
+            try:
+                response = await open_upstream(
+                    session, candidate.target, ctx, method, url, dict(headers),
+                    body(candidate), key,
+                )  # fmt: skip
+            except SentinelError as failure:
+                health.in_flight -= 1
+                health.record(candidate.model, failed=True, now_ms=self.board.clock.now_ms())
+                ctx.attempts.append(_attempt(candidate, None, failure.code, started))
+                error, wait_asked = failure, None
+                continue
+            except BaseException:
+                health.in_flight -= 1
+                raise
+            ms = (time.perf_counter_ns() - started) / 1_000_000
+            health.observe_latency(ms)
+            ctx.attempts.append(_attempt(candidate, response.status, None, started))
+            served = Served(candidate, response, health, self.board)
+            if held is not None:
+                held.response.close()
+                held = None
+            if not is_retryable(response.status):
+                return served
+            now = self.board.clock.now_ms()
+            health.record(candidate.model, failed=True, now_ms=now)
+            served.counted = True
+            health.in_flight -= 1
+            held, error = served, None
+            wait_asked = retry_after_ms(response.headers)
+            if response.status == 429 and len(keys) > 1:
+                pause = wait_asked if wait_asked is not None else self.routing.backoff_max_ms
+                keys.bench(key, now + min(pause, _MAX_BENCH_MS))
+                if keys.has_spare(key, now):
+                    queue.appendleft(candidate)  # the same upstream, with another key
+        if held is not None:
+            held.health.in_flight += 1
+            ctx.upstream = held.candidate.name
+            return held
+        if error is not None:
+            raise error
+        return self._no_attempt(candidates)
+
+    def _no_attempt(self, candidates: list[Candidate]) -> Served:
+        """Every breaker closed its door between ``usable`` and the first attempt."""
+        self.usable(candidates)  # raises the 503 when none is usable now
+        raise ServiceUnavailable(
+            "Every upstream provider for this request is unavailable; try again later.",
+            code="upstreams_unavailable",
+            headers={"retry-after": "1"},
+        )
+
+    async def _pause(self, attempt: int, asked_ms: int | None) -> None:
+        routing = self.routing
+        delay = backoff_ms(attempt, routing.backoff_ms, routing.backoff_max_ms, self._rng)
+        if asked_ms is not None and asked_ms <= routing.max_retry_after_ms:
+            delay = max(delay, asked_ms)
+        if delay > 0:
+            await self._sleep(delay / 1000)
+
+
+def _attempt(
+    candidate: Candidate, status: int | None, code: str | None, started: int
+) -> dict[str, object]:
+    entry: dict[str, object] = {
+        "upstream": candidate.name,
+        "status": status,
+        "ms": round((time.perf_counter_ns() - started) / 1_000_000, 3),
+    }
+    if code is not None:
+        entry["code"] = code
+    return entry
