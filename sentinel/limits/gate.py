@@ -81,7 +81,6 @@ class Gate:
         await asyncio.shield(task)
 
     async def _settle(self, reservation: Reservation, tokens: int, produced: bool) -> None:
-        started = time.perf_counter()
         try:
             await self.store.settle(
                 reservation,
@@ -91,8 +90,6 @@ class Gate:
             )
         except Exception as exc:  # a settlement must never fail the response it follows
             log.error("limits_settle_failed", key=reservation.key_name, exc_info=exc)
-        if self._metrics is not None:
-            self._metrics.store_call("settle", time.perf_counter() - started)
 
     async def drain(self) -> None:
         """Wait for settlements still running (at shutdown)."""

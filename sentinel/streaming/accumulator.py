@@ -114,7 +114,7 @@ def _index(obj: dict[str, Any], key: str) -> int:
 
 # A data event kept for later: its data alone, or with its event name and its JSON if decoded.
 _Pending = bytes | tuple[str | None, bytes, dict[str, Any] | None]
-_NONE: list[Any] = []  # no events, none stripped
+_NONE: list[int] = []  # no events, none stripped
 
 
 class StreamAccumulator:
@@ -152,7 +152,10 @@ class StreamAccumulator:
                 return chunk  # relayed byte for byte, even when it ends mid-event
             if not stripped and not held and not self._parser.buffered:
                 return chunk  # exactly the complete events it holds
-            return b"".join([e.raw for e in events if not any(e is s for s in stripped)])
+            raws = [event.raw for event in events]
+            for index in reversed(stripped):
+                del raws[index]
+            return b"".join(raws)
 
     def finish(self) -> bytes:
         """At upstream EOF: read any unterminated last event; return the bytes still to forward."""
@@ -231,17 +234,17 @@ class StreamAccumulator:
     def _finish_reasons(self) -> tuple[str, ...]:
         return tuple(self._finish[i] for i in sorted(self._finish))
 
-    def _read_events(self, events: list[SSEEvent]) -> list[SSEEvent]:
-        """Note the data events of one chunk; return those that are usage-only chunks to strip.
+    def _read_events(self, events: list[SSEEvent]) -> list[int]:
+        """Note the data events of one chunk; return where the usage-only chunks to strip are.
 
         The loop runs for every event of every stream, so it does as little as it can: a chunk
         that has no ``usage`` (or a null one) and is not ``[DONE]`` is only kept for later.
         """
         if self._api == "responses":
-            return [event for event in events if event.has_data and self._read(event)]
-        stripped: list[SSEEvent] = []
+            return [i for i, event in enumerate(events) if event.has_data and self._read(event)]
+        stripped: list[int] = []
         pending, count, escaped = self._pending, 0, self._escaped
-        for event in events:
+        for index, event in enumerate(events):
             if not event.has_data:
                 continue
             count += 1
@@ -262,7 +265,7 @@ class StreamAccumulator:
                 obj = self._read_usage(data, name)
                 pending.append((name, data, obj))
                 if obj is not None and self._strip and _is_usage_chunk(obj):
-                    stripped.append(event)
+                    stripped.append(index)
         self._events += count
         return stripped
 

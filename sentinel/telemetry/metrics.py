@@ -1,4 +1,4 @@
-"""Every metric Sentinel records, on one OpenTelemetry ``MeterProvider``.
+"""Every metric Sentinel records: its names, labels and the events that record them.
 
 Names follow the OpenTelemetry GenAI semantic conventions where one exists
 (``gen_ai.client.token.usage``, ``gen_ai.client.operation.duration``,
@@ -7,17 +7,18 @@ low-cardinality by construction: routes are Sentinel's own route templates, key 
 from the configuration, upstream names too, and model names (chosen by clients) pass through
 ``BoundedLabel``, which keeps the first 64 it sees and calls every later one ``other``.
 
-Per-request values are recorded once, when the request finishes, from its ``RequestContext``;
-the state of long-lived components (the limits breaker, the usage tracker, estimate drift)
-is read by observable instruments at collection time only, costing the request path nothing.
+Per-request values are recorded once, when the request finishes, from its ``RequestContext``,
+into ``instruments.Registry`` (a few dict updates; see there why not the SDK's instruments);
+the state of long-lived components (the limits breaker, the usage tracker, upstream health,
+estimate drift) is read at collection time only, costing the request path nothing.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from opentelemetry.metrics import CallbackOptions, Meter, Observation
+from sentinel.telemetry.instruments import Reading, Registry
 
 if TYPE_CHECKING:
     from sentinel.http.context import RequestContext
@@ -66,53 +67,69 @@ class BoundedLabel:
 class Metrics:
     """The instruments, and one method per event that records them."""
 
-    def __init__(self, meter: Meter) -> None:
+    def __init__(self, registry: Registry) -> None:
         self.model = BoundedLabel()
-        self._requests = meter.create_counter(
-            "sentinel.requests", unit="{request}", description="Requests answered, by outcome."
+        self._registry = registry
+        self._requests = registry.counter(
+            "sentinel.requests",
+            "{request}",
+            "Requests answered, by outcome.",
+            ("http.route", "http.response.status_code", "error.type", "sentinel.key"),
         )
-        self._overhead = meter.create_histogram(
+        self._overhead = registry.histogram(
             "sentinel.gateway.overhead",
-            unit="s",
-            description="Time spent in Sentinel from accept to the end of the response, "
-            "upstream waits excluded.",
-            explicit_bucket_boundaries_advisory=_OVERHEAD_BUCKETS,
+            "s",
+            "Time spent in Sentinel from accept to the end of the response, upstream waits "
+            "excluded.",
+            ("http.route",),
+            _OVERHEAD_BUCKETS,
         )
-        self._duration = meter.create_histogram(
+        self._duration = registry.histogram(
             "gen_ai.client.operation.duration",
-            unit="s",
-            description="Duration of GenAI operations through the gateway.",
-            explicit_bucket_boundaries_advisory=_SECONDS_BUCKETS,
+            "s",
+            "Duration of GenAI operations through the gateway.",
+            ("gen_ai.operation.name", "gen_ai.request.model", "error.type"),
+            _SECONDS_BUCKETS,
         )
-        self._ttft = meter.create_histogram(
+        self._ttft = registry.histogram(
             "gen_ai.server.time_to_first_token",
-            unit="s",
-            description="Time to the first byte of a streamed response.",
-            explicit_bucket_boundaries_advisory=_SECONDS_BUCKETS,
+            "s",
+            "Time to the first byte of a streamed response.",
+            ("gen_ai.operation.name", "gen_ai.request.model"),
+            _SECONDS_BUCKETS,
         )
-        self._tokens = meter.create_histogram(
+        self._tokens = registry.histogram(
             "gen_ai.client.token.usage",
-            unit="{token}",
-            description="Tokens used per request, by type (input, output).",
-            explicit_bucket_boundaries_advisory=_TOKEN_BUCKETS,
+            "{token}",
+            "Tokens used per request, by type (input, output).",
+            (
+                "gen_ai.operation.name",
+                "gen_ai.request.model",
+                "sentinel.key",
+                "sentinel.usage.source",
+                "gen_ai.token.type",
+            ),
+            _TOKEN_BUCKETS,
         )
-        self._limit_decisions = meter.create_counter(
+        self._limit_decisions = registry.counter(
             "sentinel.limits.decisions",
-            unit="{decision}",
-            description="Limit decisions: allowed, denied, degraded (allowed by the local share).",
+            "{decision}",
+            "Limit decisions: allowed, denied, degraded (allowed by the local share).",
+            ("sentinel.decision", "sentinel.limit.dimension"),
         )
-        self._store_duration = meter.create_histogram(
+        self._store_duration = registry.histogram(
             "sentinel.limits.store.duration",
-            unit="s",
-            description="Latency of limit store calls (Redis, or the in-memory store).",
-            explicit_bucket_boundaries_advisory=_SECONDS_BUCKETS,
+            "s",
+            "Latency of limit store calls (Redis, or the in-memory store).",
+            ("sentinel.operation",),
+            _SECONDS_BUCKETS,
         )
-        self._upstream = meter.create_counter(
+        self._upstream = registry.counter(
             "sentinel.upstream.requests",
-            unit="{request}",
-            description="Requests sent to each upstream (every attempt), by status (0: no answer).",
+            "{request}",
+            "Requests sent to each upstream (every attempt), by status (0: no answer).",
+            ("sentinel.upstream", "http.response.status_code"),
         )
-        self._meter = meter
 
     # --- per request ----------------------------------------------------------------------------
 
@@ -120,85 +137,66 @@ class Metrics:
         """Record everything one finished request says about itself."""
         route = ctx.route
         key = ctx.key or "none"
-        self._requests.add(
-            1,
-            {
-                "http.route": route,
-                "http.response.status_code": ctx.status,
-                "error.type": ctx.error_code or "",
-                "sentinel.key": key,
-            },
-        )
+        error = ctx.error_code or ""
+        self._requests.add(route, ctx.status, error, key)
         duration_ns = finished_ns - ctx.started_ns
-        self._overhead.record((duration_ns - ctx.upstream_wait_ns) / 1e9, {"http.route": route})
+        self._overhead.record((duration_ns - ctx.upstream_wait_ns) / 1e9, route)
         for attempt in ctx.attempts:
             status = attempt["status"]
-            self._upstream.add(
-                1,
-                {
-                    "sentinel.upstream": str(attempt["upstream"]),
-                    "http.response.status_code": status if isinstance(status, int) else 0,
-                },
-            )
+            self._upstream.add(str(attempt["upstream"]), status if isinstance(status, int) else 0)
         operation = _API_OPERATIONS.get(route)
         if operation is None:
             return
         model = self.model(ctx.model)
-        labels = {"gen_ai.operation.name": operation, "gen_ai.request.model": model}
-        if ctx.error_code:
-            labels["error.type"] = ctx.error_code
-        self._duration.record(duration_ns / 1e9, labels)
+        self._duration.record(duration_ns / 1e9, operation, model, error)
         if ctx.stream and ctx.ttfb_ns is not None and ctx.status == 200:
-            self._ttft.record(
-                (ctx.ttfb_ns - ctx.started_ns) / 1e9,
-                {"gen_ai.operation.name": operation, "gen_ai.request.model": model},
-            )
+            self._ttft.record((ctx.ttfb_ns - ctx.started_ns) / 1e9, operation, model)
         usage = ctx.usage
         if usage is not None:
-            common = {
-                "gen_ai.operation.name": operation,
-                "gen_ai.request.model": model,
-                "sentinel.key": key,
-                "sentinel.usage.source": ctx.usage_source or "estimated",
-            }
-            self._tokens.record(usage.prompt_tokens, {**common, "gen_ai.token.type": "input"})
-            self._tokens.record(usage.completion_tokens, {**common, "gen_ai.token.type": "output"})
+            source = ctx.usage_source or "estimated"
+            tokens = self._tokens
+            tokens.record(usage.prompt_tokens, operation, model, key, source, "input")
+            tokens.record(usage.completion_tokens, operation, model, key, source, "output")
 
     # --- limits ---------------------------------------------------------------------------------
 
     def limit_decision(self, decision: str, dimension: str | None) -> None:
         """One admission: ``allowed``, ``denied`` or ``degraded``; the refusing dimension."""
-        self._limit_decisions.add(
-            1, {"sentinel.decision": decision, "sentinel.limit.dimension": dimension or ""}
-        )
+        self._limit_decisions.add(decision, dimension or "")
 
     def store_call(self, operation: str, seconds: float) -> None:
-        """One limit store call (admit or settle) and how long it took."""
-        self._store_duration.record(seconds, {"sentinel.operation": operation})
+        """One limit store call and how long it took."""
+        self._store_duration.record(seconds, operation)
 
     # --- long-lived state, read at collection time ------------------------------------------
 
     def observe_limits(self, degraded: Callable[[], bool]) -> None:
         """Whether the limits run on the local fallback (1) or on Redis (0)."""
-        self._gauge(
+        self._registry.observe(
             "sentinel.limits.degraded",
+            "1",
             "1 while limits are answered by the fail-closed local share.",
-            lambda: [Observation(int(degraded()))],
+            (),
+            lambda: [((), int(degraded()))],
         )
 
     def observe_tracker(self, tracker: UsageTracker) -> None:
         """The usage tracker's queue, flushes, spills and failures."""
         stats = tracker.stats
-        self._gauge(
+        observe = self._registry.observe
+        observe(
             "sentinel.usage.queue.depth",
+            "{record}",
             "Usage records waiting in the tracker's queue.",
-            lambda: [Observation(tracker.queue_depth)],
+            (),
+            lambda: [((), tracker.queue_depth)],
         )
-        self._gauge(
+        observe(
             "sentinel.usage.flush.last_duration",
-            "Wall time of the latest flush (slowest sink), in seconds.",
-            lambda: [Observation(stats.flush_seconds_last)],
-            unit="s",
+            "s",
+            "Wall time of the latest flush (slowest sink).",
+            (),
+            lambda: [((), stats.flush_seconds_last)],
         )
         for name, field, description in (
             ("sentinel.usage.records", "recorded", "Usage records handed to the tracker."),
@@ -208,74 +206,55 @@ class Metrics:
             ("sentinel.usage.delivery_failures", "delivery_failures", "Batches a sink refused."),
             ("sentinel.usage.replayed", "replayed", "Spooled batches delivered on replay."),
         ):
-            self._meter.create_observable_counter(
-                name,
-                callbacks=[_field_reader(stats, field)],
-                unit="{record}" if "batch" not in description.lower() else "{batch}",
-                description=description,
-            )
+            observe(name, "1", description, (), _field_reader(stats, field), monotonic=True)
 
     def observe_upstreams(self, board: HealthBoard) -> None:
         """Each upstream's breaker state (0 closed, 1 half-open, 2 open), calls in flight and
         moving-average latency to response headers."""
         levels = {"closed": 0, "half_open": 1, "open": 2}
-
-        def states(_: CallbackOptions) -> Iterable[Observation]:
-            for health in board.upstreams.values():
-                level = levels.get(health.breaker.state.value, 2)
-                yield Observation(level, {"sentinel.upstream": health.name})
-
-        def in_flight(_: CallbackOptions) -> Iterable[Observation]:
-            for health in board.upstreams.values():
-                yield Observation(health.in_flight, {"sentinel.upstream": health.name})
-
-        def latency(_: CallbackOptions) -> Iterable[Observation]:
-            for health in board.upstreams.values():
-                if health.latency_ms is not None:
-                    yield Observation(health.latency_ms / 1000, {"sentinel.upstream": health.name})
-
-        meter = self._meter
-        meter.create_observable_gauge(
+        upstreams = board.upstreams.values()
+        observe = self._registry.observe
+        observe(
             "sentinel.upstream.breaker.state",
-            callbacks=[states],
-            description="Upstream circuit breaker: 0 closed, 1 half-open, 2 open.",
+            "1",
+            "Upstream circuit breaker: 0 closed, 1 half-open, 2 open.",
+            ("sentinel.upstream",),
+            lambda: [((h.name,), levels.get(h.breaker.state.value, 2)) for h in upstreams],
         )
-        meter.create_observable_up_down_counter(
+        observe(
             "sentinel.upstream.in_flight",
-            callbacks=[in_flight],
-            unit="{request}",
-            description="Calls to each upstream in flight.",
+            "{request}",
+            "Calls to each upstream in flight.",
+            ("sentinel.upstream",),
+            lambda: [((h.name,), h.in_flight) for h in upstreams],
         )
-        meter.create_observable_gauge(
+        observe(
             "sentinel.upstream.latency",
-            callbacks=[latency],
-            unit="s",
-            description="Moving average of each upstream's time to response headers.",
+            "s",
+            "Moving average of each upstream's time to response headers.",
+            ("sentinel.upstream",),
+            lambda: [
+                ((h.name,), h.latency_ms / 1000) for h in upstreams if h.latency_ms is not None
+            ],
         )
 
     def observe_drift(self, drift: DriftStats) -> None:
         """Estimated / provider prompt tokens per model (1.0 is exact)."""
 
-        def ratios(_: CallbackOptions) -> Iterable[Observation]:
+        def ratios() -> Reading:
             for model in drift.models():
                 permille = drift.ratio_permille(model)
                 if permille is not None:
-                    yield Observation(permille / 1000, {"gen_ai.request.model": self.model(model)})
+                    yield (self.model(model),), permille / 1000
 
-        self._meter.create_observable_gauge(
+        self._registry.observe(
             "sentinel.tokens.estimate_ratio",
-            callbacks=[ratios],
-            unit="1",
-            description="Estimated / provider-reported prompt tokens, per model.",
-        )
-
-    def _gauge(
-        self, name: str, description: str, read: Callable[[], list[Observation]], unit: str = "1"
-    ) -> None:
-        self._meter.create_observable_gauge(
-            name, callbacks=[lambda _: read()], unit=unit, description=description
+            "1",
+            "Estimated / provider-reported prompt tokens, per model.",
+            ("gen_ai.request.model",),
+            ratios,
         )
 
 
-def _field_reader(stats: object, field: str) -> Callable[[CallbackOptions], Iterable[Observation]]:
-    return lambda _: [Observation(int(getattr(stats, field)))]
+def _field_reader(stats: object, field: str) -> Callable[[], Reading]:
+    return lambda: [((), int(getattr(stats, field)))]

@@ -1,9 +1,10 @@
-"""OpenTelemetry providers for one Sentinel process: metrics (Prometheus pull and OTLP push)
-and, when an OTLP endpoint is configured, traces.
+"""Telemetry for one Sentinel process: metrics (Prometheus pull and OTLP push) and, when an
+OTLP endpoint is configured, traces through the OpenTelemetry SDK.
 
-Nothing here is global: each app owns its providers (and its own Prometheus registry), so
-several apps in one process (the tests) never share or double-register instruments. Without
-``otlp_endpoint`` no exporter thread runs and no span is ever created.
+Nothing here is global: each app owns its registry, its Prometheus collector registry and
+its tracer provider, so several apps in one process (the tests) never share or
+double-register anything. Without ``otlp_endpoint`` no exporter thread runs and no span is
+ever created.
 """
 
 from __future__ import annotations
@@ -11,16 +12,12 @@ from __future__ import annotations
 import hmac
 import os
 import socket
+import threading
 from collections.abc import Mapping
 
+import structlog
 from opentelemetry.context import Context
-from opentelemetry.exporter.prometheus import PrometheusMetricReader
-from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import (
-    MetricExporter,
-    MetricReader,
-    PeriodicExportingMetricReader,
-)
+from opentelemetry.sdk.metrics.export import MetricExporter
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
@@ -29,11 +26,13 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 from prometheus_client import CollectorRegistry, generate_latest
 
 from sentinel.config import TelemetryConfig
+from sentinel.telemetry.instruments import Registry
 from sentinel.telemetry.metrics import Metrics
 
 __all__ = ["Telemetry", "Tracing", "admin_allowed"]
 
 _PROPAGATOR = TraceContextTextMapPropagator()
+log = structlog.get_logger("sentinel.telemetry")
 
 
 class Tracing:
@@ -65,45 +64,68 @@ class Tracing:
 
 
 class Telemetry:
-    """The process's meter (and tracer) providers and the Prometheus registry they fill."""
+    """The process's metrics registry (scraped, and pushed over OTLP) and tracer provider."""
 
     def __init__(self, config: TelemetryConfig) -> None:
         self.config = config
+        instance = config.instance_id or f"{socket.gethostname()}-{os.getpid()}"
         resource = Resource.create(
-            {
-                "service.name": config.service_name,
-                "service.instance.id": config.instance_id
-                or f"{socket.gethostname()}-{os.getpid()}",
-            }
+            {"service.name": config.service_name, "service.instance.id": instance}
         )
-        self.registry = CollectorRegistry(auto_describe=True)
-        readers: list[MetricReader] = [
-            PrometheusMetricReader(registry=self.registry, scope_info_enabled=False)
-        ]
-        if config.otlp_endpoint:
-            readers.append(
-                PeriodicExportingMetricReader(
-                    _metric_exporter(config), export_interval_millis=config.export_interval_ms
-                )
-            )
-        self._meters = MeterProvider(resource=resource, metric_readers=readers)
-        self.metrics = Metrics(self._meters.get_meter("sentinel"))
+        self.instruments = Registry(resource)
+        self.metrics = Metrics(self.instruments)
+        self._scrape = CollectorRegistry(auto_describe=False)
+        self._scrape.register(self.instruments)
+        self._pusher: _Pusher | None = None
         self._tracer: TracerProvider | None = None
         self.tracing: Tracing | None = None
         if config.otlp_endpoint:
+            self._pusher = _Pusher(
+                self.instruments, _metric_exporter(config), config.export_interval_ms / 1000
+            )
             self._tracer = TracerProvider(resource=resource)
             self._tracer.add_span_processor(BatchSpanProcessor(_span_exporter(config)))
             self.tracing = Tracing(self._tracer.get_tracer("sentinel"))
 
     def prometheus_text(self) -> bytes:
         """Every metric in Prometheus' text exposition format."""
-        return generate_latest(self.registry)
+        return generate_latest(self._scrape)
 
     def shutdown(self) -> None:
         """Flush and stop the exporters (blocking: run it off the event loop)."""
         if self._tracer is not None:
             self._tracer.shutdown()
-        self._meters.shutdown(timeout_millis=5_000)
+        if self._pusher is not None:
+            self._pusher.stop()
+
+
+class _Pusher:
+    """Exports the registry over OTLP every ``interval_s`` from a daemon thread, and once more
+    when stopped (so a shutdown loses nothing recorded before it)."""
+
+    def __init__(self, registry: Registry, exporter: MetricExporter, interval_s: float) -> None:
+        self._registry = registry
+        self._exporter = exporter
+        self._interval_s = interval_s
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="otlp-metrics", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stopping.wait(self._interval_s):
+            self._export()
+
+    def _export(self) -> None:
+        try:
+            self._exporter.export(self._registry.metrics_data(), timeout_millis=10_000)
+        except Exception as exc:  # an unreachable collector must not kill the thread
+            log.warning("otlp_metrics_export_failed", error=type(exc).__name__)
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._thread.join(timeout=15)
+        self._export()
+        self._exporter.shutdown()
 
 
 def admin_allowed(authorization: bytes | None, token: str | None) -> bool:

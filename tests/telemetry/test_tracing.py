@@ -8,6 +8,9 @@ import dataclasses
 
 import aiohttp
 from aiohttp import web
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+    ExportMetricsServiceRequest,
+)
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from sentinel.config import TelemetryConfig
@@ -28,7 +31,12 @@ async def test_requests_continue_the_clients_trace_and_propagate_it(
         exports.append(message)
         return web.Response(body=b"", content_type="application/x-protobuf")
 
-    async def accept(_: web.Request) -> web.Response:
+    metric_exports: list[ExportMetricsServiceRequest] = []
+
+    async def accept(request: web.Request) -> web.Response:
+        message = ExportMetricsServiceRequest()
+        message.ParseFromString(await request.read())
+        metric_exports.append(message)
         return web.Response(body=b"", content_type="application/x-protobuf")
 
     app = web.Application()
@@ -76,5 +84,21 @@ async def test_requests_continue_the_clients_trace_and_propagate_it(
         attributes = {a.key: a.value for a in span.attributes}
         assert attributes["http.response.status_code"].int_value == 200
         assert attributes["sentinel.key"].string_value == "team-a"
+        # The metrics were pushed too, at shutdown at the latest: one chat request counted.
+        metrics = {
+            metric.name: metric
+            for export in metric_exports
+            for resource in export.resource_metrics
+            for scope in resource.scope_metrics
+            for metric in scope.metrics
+        }
+        chat = [
+            point
+            for point in metrics["sentinel.requests"].sum.data_points
+            if any(a.value.string_value == "/v1/chat/completions" for a in point.attributes)
+        ]
+        assert [point.as_int for point in chat] == [1]
+        duration = metrics["gen_ai.client.operation.duration"].histogram.data_points
+        assert sum(point.count for point in duration) == 1
     finally:
         await runner.cleanup()
