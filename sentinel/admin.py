@@ -7,29 +7,14 @@ latency and in-flight calls — never its keys or headers.
 
 from __future__ import annotations
 
-import hmac
-
 import orjson
 
-from sentinel.errors import AuthenticationFailed, NotFound
+from sentinel.auth.admin import require_admin
 from sentinel.http.asgi import Receive, Scope, Send
 from sentinel.http.context import CONTEXT_KEY, RequestContext
-from sentinel.services import Services, services_of
+from sentinel.services import services_of
 
-__all__ = ["AdminUpstreams", "require_admin"]
-
-
-def require_admin(scope: Scope, services: Services) -> None:
-    """Raise unless the request carries the configured admin token (404 when there is none)."""
-    token = services.config.admin.token
-    if not token:
-        raise NotFound(f"Unknown request URL: GET {scope['path'][:200]}.")
-    presented = b""
-    for name, value in scope["headers"]:
-        if name == b"authorization" and value[:7].lower() == b"bearer ":
-            presented = value[7:].strip()
-    if not hmac.compare_digest(presented, token.encode("utf-8")):
-        raise AuthenticationFailed("A valid admin token is required.", code="invalid_admin_token")
+__all__ = ["AdminUpstreams"]
 
 
 class AdminUpstreams:
@@ -40,7 +25,7 @@ class AdminUpstreams:
         ctx: RequestContext = scope[CONTEXT_KEY]
         ctx.route = "/admin/v1/upstreams"
         services = services_of(scope)
-        require_admin(scope, services)
+        require_admin(scope["headers"], services.config.admin.token, scope["path"])
         kinds = {t.name: t.config for t in services.router.targets}
         upstreams = []
         for entry in services.health.snapshot():

@@ -27,12 +27,11 @@ from sentinel.http.body import parse_json_object, read_body
 from sentinel.http.context import CONTEXT_KEY, RequestContext
 from sentinel.http.headers import (
     RequestHeaders,
-    encode_headers,
     relay_headers,
     scan_request_headers,
 )
 from sentinel.http.validation import Api, ApiRequest, validate
-from sentinel.limits.headers import rate_limit_headers
+from sentinel.proxy.admission import admit
 from sentinel.services import Services, services_of
 from sentinel.streaming.accumulator import StreamAccumulator, StreamApi
 from sentinel.streaming.relay import relay
@@ -90,15 +89,9 @@ class ApiEndpoint:
         # Open breakers answer 503 here, before anything is reserved.
         candidates = services.failover.usable(services.router.candidates(request.model or None))
         ctx.upstream = candidates[0].name
-        reservation = None
-        if principal.is_limited:
-            gate = services.gate
-            body = request.body if self.api != "embeddings" else None
-            tokens = gate.tokens_to_reserve(ctx.prompt_estimate, body)
-            decision = await gate.admit(principal.name, principal.limits, ctx.request_id, tokens)
-            reservation = decision.reservation
-            ctx.degraded = decision.degraded
-            ctx.response_headers = encode_headers(rate_limit_headers(decision))
+        completion = request.body if self.api != "embeddings" else None  # embeddings: none
+        tokens = services.gate.tokens_to_reserve(ctx.prompt_estimate, completion)
+        reservation = await admit(ctx, services.gate, principal, tokens)
         outcome = _Outcome()
         try:
             await self._forward(

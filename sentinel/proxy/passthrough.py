@@ -17,8 +17,8 @@ from sentinel.errors import MethodNotAllowed, SentinelError
 from sentinel.http.asgi import Receive, Scope, Send
 from sentinel.http.body import BodyStream, read_body
 from sentinel.http.context import CONTEXT_KEY, RequestContext
-from sentinel.http.headers import RequestHeaders, encode_headers, scan_request_headers
-from sentinel.limits.headers import rate_limit_headers
+from sentinel.http.headers import RequestHeaders, scan_request_headers
+from sentinel.proxy.admission import admit
 from sentinel.services import Services, services_of
 from sentinel.streaming.relay import relay
 from sentinel.upstream.routing import Candidate
@@ -56,15 +56,8 @@ class PassthroughEndpoint:
             # audio upload, a batch) is refused; file uploads run no model.
             principal.check_model(model)
         ctx.model = model
-        reservation = None
-        if principal.is_limited:
-            # Counted as a request (rpm, max_parallel); these APIs report no token usage.
-            decision = await services.gate.admit(
-                principal.name, principal.limits, ctx.request_id, 0
-            )
-            reservation = decision.reservation
-            ctx.degraded = decision.degraded
-            ctx.response_headers = encode_headers(rate_limit_headers(decision))
+        # Counted as a request (rpm, max_parallel); these APIs report no token usage.
+        reservation = await admit(ctx, services.gate, principal, 0)
         produced = False
         try:
             await self._forward(scope, receive, send, services, candidates, headers, data, stream)

@@ -9,7 +9,6 @@ ever created.
 
 from __future__ import annotations
 
-import hmac
 import os
 import socket
 import threading
@@ -29,7 +28,7 @@ from sentinel.config import TelemetryConfig
 from sentinel.telemetry.instruments import Registry
 from sentinel.telemetry.metrics import Metrics
 
-__all__ = ["Telemetry", "Tracing", "admin_allowed"]
+__all__ = ["Telemetry", "Tracing"]
 
 _PROPAGATOR = TraceContextTextMapPropagator()
 log = structlog.get_logger("sentinel.telemetry")
@@ -126,16 +125,6 @@ class _Pusher:
         self._thread.join(timeout=15)
         self._export()
         self._exporter.shutdown()
-
-
-def admin_allowed(authorization: bytes | None, token: str | None) -> bool:
-    """Whether ``Authorization: Bearer <token>`` carries the admin token (constant time)."""
-    if token is None or authorization is None:
-        return False
-    scheme, _, presented = authorization.partition(b" ")
-    if scheme.lower() != b"bearer":
-        return False
-    return hmac.compare_digest(presented.strip(), token.encode("utf-8"))
 
 
 def _signal_url(endpoint: str, signal: str) -> str:

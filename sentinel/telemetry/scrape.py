@@ -6,10 +6,10 @@ import asyncio
 
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from sentinel.errors import AuthenticationFailed, NotFound
+from sentinel.auth.admin import require_admin
 from sentinel.http.asgi import Receive, Scope, Send
 from sentinel.http.context import CONTEXT_KEY, RequestContext
-from sentinel.telemetry.otel import Telemetry, admin_allowed
+from sentinel.telemetry.otel import Telemetry
 
 __all__ = ["MetricsEndpoint"]
 
@@ -26,14 +26,7 @@ class MetricsEndpoint:
         ctx: RequestContext = scope[CONTEXT_KEY]
         ctx.route = "/metrics"
         if not self._public:
-            if self._token is None:
-                raise NotFound(
-                    "Metrics are disabled: set [admin] token, or [telemetry] metrics_public.",
-                    code="metrics_disabled",
-                )
-            authorization = next((v for k, v in scope["headers"] if k == b"authorization"), None)
-            if not admin_allowed(authorization, self._token):
-                raise AuthenticationFailed("The metrics endpoint needs the admin token.")
+            require_admin(scope["headers"], self._token, scope["path"])
         # Collecting every instrument takes milliseconds: keep it off the event loop.
         body = await asyncio.to_thread(self._telemetry.prometheus_text)
         headers = [

@@ -53,7 +53,7 @@ async def test_metrics_need_the_admin_token_unless_public(
     for headers in ({}, {"Authorization": "Bearer wrong"}, AUTH):
         async with http.get(f"{gateway.url}/metrics", headers=headers) as r:
             assert r.status == 401
-            assert (await r.json())["error"]["code"] == "invalid_api_key"
+            assert (await r.json())["error"]["code"] == "invalid_admin_token"
     await _scrape(http, gateway.url)
 
     public = await start_gateway(_config(upstream, metrics_public=True))
