@@ -32,7 +32,7 @@ _COLUMNS = (
     "+p50 vs direct",
     "errors",
 )
-_GATEWAYS = ("sentinel", "policy")
+_GATEWAYS = ("sentinel", "routed", "policy")
 _NOISY_BACKGROUND = 0.05  # of one CPU
 
 

@@ -24,9 +24,10 @@ CLIENT_KEY = "sk-bench-client-key"
 MODEL = "gpt-4o-mini"
 PATH = "/v1/chat/completions"
 
-MODES = ("direct", "bare", "sentinel", "policy")
-"""direct: the mock itself; bare: the pass-through floor; sentinel: the gateway; policy: the
-gateway with Redis limits, usage counters and usage records on."""
+MODES = ("direct", "bare", "sentinel", "routed", "policy")
+"""direct: the mock itself; bare: the pass-through floor; sentinel: the gateway; routed: the
+gateway choosing among three upstreams (priorities, weights, breakers); policy: the gateway
+with Redis limits, usage counters and usage records on."""
 
 KINDS = ("json", "stream")
 """json: a non-streaming chat completion; stream: a chat completion as an SSE stream."""

@@ -25,6 +25,7 @@ __all__ = [
     "USAGE_FILE",
     "Target",
     "policy_config",
+    "routed_config",
     "sentinel_config",
     "start_mock",
     "start_proxy",
@@ -120,12 +121,14 @@ def start_proxy(
     bind = f"127.0.0.1:{port}"
     if mode == "bare":
         argv = python_argv("bench.passthrough", "--bind", bind, "--upstream", upstream)
-    elif mode in ("sentinel", "policy"):
+    elif mode in ("sentinel", "routed", "policy"):
         config = workdir / f"{mode}.toml"
         if mode == "policy":
             if redis is None:
                 raise ValueError("the policy proxy needs a Redis server")
             config.write_text(policy_config(upstream, bind, redis.redis_url, workdir))
+        elif mode == "routed":
+            config.write_text(routed_config(upstream, bind))
         else:
             config.write_text(sentinel_config(upstream, bind))
         argv = python_argv("sentinel", "serve", "--config", str(config), "--bind", bind)
@@ -159,6 +162,21 @@ def sentinel_config(upstream: str, bind: str) -> str:
         'name = "bench"\n'
         f'key = "{CLIENT_KEY}"\n'
     )
+
+
+def routed_config(upstream: str, bind: str) -> str:
+    """Sentinel choosing among three upstreams (all the mock): two weighted at the first
+    priority, one backup; every request walks the candidates and their breakers."""
+    tables = "".join(
+        "[[upstreams]]\n"
+        f'name = "{name}"\n'
+        f'base_url = "{upstream}"\n'
+        f'api_key = "{UPSTREAM_KEY}"\n'
+        f"priority = {priority}\n"
+        f"weight = {weight}\n\n"
+        for name, priority, weight in (("primary", 0, 3), ("secondary", 0, 1), ("backup", 1, 1))
+    )
+    return f'[server]\nbind = "{bind}"\n\n{tables}[[keys]]\nname = "bench"\nkey = "{CLIENT_KEY}"\n'
 
 
 def policy_config(upstream: str, bind: str, redis_url: str, workdir: Path) -> str:

@@ -31,7 +31,7 @@ from bench.procstat import (
 from bench.report import render
 from bench.runner import Options, Outcome, Results
 from bench.scenarios import MODES, Scenario, build_request, request_body
-from bench.targets import POLICY_LIMITS, policy_config, start_redis
+from bench.targets import POLICY_LIMITS, policy_config, routed_config, start_redis
 from sentinel.config import load_config
 from sentinel.tokens import Encodings, ModelCounter, PromptCounter
 
@@ -291,6 +291,16 @@ def test_policy_config_turns_every_policy_on(tmp_path: Path) -> None:
     [key] = config.keys
     assert {name: getattr(key, name) for name in POLICY_LIMITS} == POLICY_LIMITS
     assert tomllib.loads(path.read_text())["keys"][0]["rpm"] == POLICY_LIMITS["rpm"]
+
+
+def test_routed_config_offers_three_weighted_candidates(tmp_path: Path) -> None:
+    """The routed config loads with two weighted upstreams at one priority and a backup."""
+    path = tmp_path / "routed.toml"
+    path.write_text(routed_config("http://127.0.0.1:9/v1", "127.0.0.1:9"))
+    config = load_config(path, env={})
+    shape = [(u.name, u.priority, u.weight) for u in config.upstreams]
+    assert shape == [("primary", 0, 3), ("secondary", 0, 1), ("backup", 1, 1)]
+    assert {u.base_url for u in config.upstreams} == {"http://127.0.0.1:9/v1"}
 
 
 @pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs redis-server")
