@@ -11,7 +11,8 @@ Middleware order, outermost first:
    ``/admin/v1/upstreams``, then every other ``/v1/*`` path as a pass-through.
 
 The lifespan opens the one aiohttp session, the Redis client (with ``[redis]``), the limit
-store, the usage tracker and the upstream health checks, closes them in reverse order at
+store, the usage tracker, the upstream health checks and (with ``[redis]``) the sharing of
+breaker state across replicas, closes them in reverse order at
 shutdown (the tracker is drained before the session and Redis it writes through go away), and yields
 ``{"services": Services}`` as lifespan state, which reaches every request as
 ``scope["state"]``.
@@ -53,6 +54,7 @@ from sentinel.upstream.client import open_session
 from sentinel.upstream.failover import Failover
 from sentinel.upstream.health import HealthBoard, breaker_settings
 from sentinel.upstream.routing import Router
+from sentinel.upstream.shared import SharedBreakers
 from sentinel.usage.estimate import DriftStats
 from sentinel.usage.pipeline import build_tracker
 
@@ -99,6 +101,11 @@ def create_app(config: Config, encodings: Encodings) -> Starlette:
             tuple(u.name for u in config.upstreams), breaker_settings(config.routing)
         )
         checker = HealthChecker(session, router.targets, board)
+        shared = (
+            SharedBreakers(redis, board, config.redis.timeout_ms)
+            if config.redis is not None and redis is not None
+            else None
+        )
         services = Services(
             config=config,
             keys=KeyRing(config.keys, config.limits),
@@ -126,6 +133,8 @@ def create_app(config: Config, encodings: Encodings) -> Starlette:
             metrics.observe_limits(lambda: store.is_degraded)
         tracker.start()
         checker.start()
+        if shared is not None:
+            shared.start()
         recovery = (
             asyncio.create_task(keep_recovering(store), name="limits-recovery")
             if isinstance(store, GuardedStore)
@@ -137,6 +146,8 @@ def create_app(config: Config, encodings: Encodings) -> Starlette:
             if recovery is not None:
                 recovery.cancel()
             await checker.aclose()
+            if shared is not None:
+                await shared.aclose()
             await services.gate.drain()
             await tracker.aclose()  # flushes to the sinks, spools what they cannot take
             await session.close()

@@ -11,17 +11,27 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from typing import TYPE_CHECKING
 
 import structlog
 from redis.asyncio import Redis, RedisCluster
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from sentinel.config import RedisConfig
+if TYPE_CHECKING:  # the config imports the limits, which import hash_tag from here
+    from sentinel.config import RedisConfig
 
-__all__ = ["open_redis", "warm_up"]
+__all__ = ["hash_tag", "open_redis", "warm_up"]
 
 log = structlog.get_logger("sentinel.redis")
+
+
+def hash_tag(name: str) -> str:
+    """``{name}``: a Redis Cluster hash tag that is always exactly the whole name.
+
+    Braces and ``%`` are percent-encoded, so the tag is injective and never empty.
+    """
+    return "{" + (name.replace("%", "%25").replace("{", "%7B").replace("}", "%7D") or "%") + "}"
 
 
 def open_redis(config: RedisConfig) -> Redis | RedisCluster:

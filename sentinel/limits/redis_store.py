@@ -41,6 +41,7 @@ from sentinel.limits.periods import Calendar
 from sentinel.limits.spec import Admission, Dimension, LimitSpec
 from sentinel.limits.store import StoreUnavailable
 from sentinel.limits.window import AdmitPlan, KeyState, Outcome, SettlePlan, Timing, Usage, usage
+from sentinel.shared_state import hash_tag
 
 __all__ = ["MERGED_QUOTA_TTL_MS", "RedisStore", "redis_keys"]
 
@@ -70,8 +71,8 @@ def redis_keys(prefix: str, key_name: str) -> list[str]:
     Braces and ``%`` in the name are percent-encoded so that the tag is always exactly the
     whole name (injective, never empty).
     """
-    tag = key_name.replace("%", "%25").replace("{", "%7B").replace("}", "%7D") or "%"
-    return [f"{prefix}:{{{tag}}}:{suffix}" for suffix in _SUFFIXES]
+    tag = hash_tag(key_name)
+    return [f"{prefix}:{tag}:{suffix}" for suffix in _SUFFIXES]
 
 
 class RedisStore:

@@ -164,7 +164,10 @@ class ApiEndpoint:
                         ),
                     )
                 finally:
-                    outcome.usage, outcome.text = tap.usage, tap.text
+                    outcome.usage = tap.usage
+                    # The text is only counted when the provider sent no usage; reading it
+                    # decodes every chunk the accumulator has kept as bytes.
+                    outcome.text = tap.text if outcome.usage is None else ""
                     outcome.produced = tap.events > 0
             else:
                 await _send_whole(response, ctx, send, target.name, deadline, outcome)

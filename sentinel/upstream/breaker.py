@@ -11,6 +11,7 @@ No I/O and no clock of its own: every call takes ``now_ms``. While open, routing
 upstream. After ``cooldown_ms`` exactly one caller gets the probe; a probe that never reports
 back goes stale after another ``cooldown_ms``. Outcomes are counted in a rolling window of
 ``_BUCKETS`` buckets, which also gives the recent error rate shown by the admin API.
+``open_until`` adopts an open decided elsewhere (another replica's breaker, through Redis).
 """
 
 from __future__ import annotations
@@ -95,6 +96,27 @@ class CircuitBreaker:
             self._open(now_ms)
         elif self.state is BreakerState.CLOSED and self._tripped(now_ms):
             self._open(now_ms)
+
+    @property
+    def probe_due_ms(self) -> int:
+        """When an open breaker lets its probe through (meaningless while closed)."""
+        return self._probe_due_ms
+
+    def open_until(self, until_ms: int, now_ms: int) -> bool:
+        """Stay open, with no probe, until ``until_ms``: another replica's breaker opened.
+
+        Never shortens an open and never interrupts a live probe; does not count in
+        ``opened`` (this breaker did not trip). True when it changed anything.
+        """
+        if until_ms <= now_ms:
+            return False
+        if self.state is BreakerState.HALF_OPEN and now_ms < self._probe_due_ms:
+            return False  # the probe in flight will tell
+        if self.state is BreakerState.OPEN and until_ms <= self._probe_due_ms:
+            return False
+        self.state = BreakerState.OPEN
+        self._probe_due_ms = until_ms
+        return True
 
     def retry_in_ms(self, now_ms: int) -> int:
         """How long until a call may go through (0 when it may now)."""

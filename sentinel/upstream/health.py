@@ -2,8 +2,9 @@
 
 One ``UpstreamHealth`` per upstream holds the upstream's breaker and one breaker per model
 called on it (a deployment can fail while its siblings work). A candidate is usable when both
-breakers let calls through. State is local to the process; readiness and the admin API read
-it through ``snapshot``.
+breakers let calls through. State lives in the process; with ``[redis]``, ``SharedBreakers``
+(``shared.py``) mirrors it across replicas. Readiness and the admin API read it through
+``snapshot``.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any, Protocol
 from sentinel.config import RoutingConfig
 from sentinel.upstream.breaker import BreakerSettings, BreakerState, CircuitBreaker
 
-__all__ = ["HealthBoard", "MonotonicClock", "UpstreamHealth", "breaker_settings"]
+__all__ = ["Clock", "HealthBoard", "MonotonicClock", "UpstreamHealth", "breaker_settings"]
 
 _MODEL_BREAKERS = 256  # per upstream; client-chosen names must not grow memory without bound
 _EWMA_ALPHA = 0.2
@@ -56,9 +57,8 @@ class UpstreamHealth:
         self.in_flight = 0
         self.latency_ms: float | None = None  # EWMA of the time to response headers
 
-    def _model(self, model: str | None) -> CircuitBreaker | None:
-        if model is None:
-            return None
+    def model_breaker(self, model: str) -> CircuitBreaker:
+        """The breaker of ``model`` on this upstream, created closed when it is new."""
         breaker = self.models.get(model)
         if breaker is None:
             if len(self.models) >= _MODEL_BREAKERS:
@@ -66,6 +66,9 @@ class UpstreamHealth:
                     del self.models[name]
             breaker = self.models[model] = CircuitBreaker(self.settings)
         return breaker
+
+    def _model(self, model: str | None) -> CircuitBreaker | None:
+        return None if model is None else self.model_breaker(model)
 
     def is_available(self, model: str | None, now_ms: int) -> bool:
         """Whether a call for ``model`` could go through now; claims no probe."""

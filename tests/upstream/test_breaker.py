@@ -98,3 +98,45 @@ def test_closing_forgets_the_failures_that_opened_it() -> None:
     breaker.record_success(1_100)
     breaker.record_failure(1_200)
     assert breaker.state is BreakerState.CLOSED
+
+
+def test_open_until_keeps_a_closed_breaker_open_without_counting_a_trip() -> None:
+    """Another replica's open holds a closed breaker open until then; the probe comes after."""
+    breaker = CircuitBreaker(SETTINGS)
+    assert breaker.open_until(5_000, 100)
+    assert breaker.state is BreakerState.OPEN and breaker.opened == 0
+    assert not breaker.try_acquire(4_999) and breaker.retry_in_ms(4_000) == 1_000
+    assert breaker.try_acquire(5_000) and breaker.state is BreakerState.HALF_OPEN
+    breaker.record_success(5_001)
+    assert breaker.state is BreakerState.CLOSED
+
+
+def test_open_until_never_shortens_an_open() -> None:
+    """A later local reopen time wins; an earlier or past one changes nothing."""
+    breaker = CircuitBreaker(SETTINGS)
+    for t in range(3):
+        breaker.record_failure(t)
+    assert breaker.probe_due_ms == 1_002
+    assert not breaker.open_until(900, 10)
+    assert not breaker.open_until(5, 10)
+    assert breaker.probe_due_ms == 1_002
+    assert breaker.open_until(2_000, 10) and breaker.probe_due_ms == 2_000
+
+
+def test_open_until_leaves_a_live_probe_alone() -> None:
+    """A probe in flight decides for itself; a stale one no longer holds the breaker."""
+    breaker = CircuitBreaker(SETTINGS)
+    for t in range(3):
+        breaker.record_failure(t)
+    assert breaker.try_acquire(1_002)  # the probe, stale at 2_002
+    assert not breaker.open_until(3_000, 1_500)
+    assert breaker.state is BreakerState.HALF_OPEN
+    assert breaker.open_until(3_000, 2_002)
+    assert breaker.state is BreakerState.OPEN and not breaker.is_available(2_999)
+
+
+def test_open_until_in_the_past_changes_nothing() -> None:
+    """A reopen time already reached leaves a closed breaker closed."""
+    breaker = CircuitBreaker(SETTINGS)
+    assert not breaker.open_until(100, 100)
+    assert breaker.state is BreakerState.CLOSED
