@@ -114,7 +114,6 @@ def _index(obj: dict[str, Any], key: str) -> int:
 
 # A data event kept for later: its data alone, or with its event name and its JSON if decoded.
 _Pending = bytes | tuple[str | None, bytes, dict[str, Any] | None]
-_NONE: list[int] = []  # no events, none stripped
 
 
 class StreamAccumulator:
@@ -140,22 +139,32 @@ class StreamAccumulator:
     def feed(self, chunk: bytes) -> bytes:
         """Read the next upstream chunk; return the bytes to forward to the client."""
         with self._lock:
-            held = self._parser.buffered  # bytes fed before but not yet returned
-            events = self._parser.feed(chunk)
             if not self._escaped and (b"\\u" in chunk or chunk.endswith(b"\\")):
                 self._escaped = True
-            stripped = self._read_events(events) if events else _NONE
             self._pending_bytes += len(chunk)
-            if self._pending_bytes > _MAX_PENDING_BYTES:
-                self._read_pending()
+            datas = self._parser.feed_whole(chunk) if self._api != "responses" else None
+            if datas is not None:  # the usual chunk: whole data-only events
+                stripped = self._read_datas(datas, None)
+                self._read_if_too_much_pending()
+                if not self._strip or not stripped:
+                    return chunk
+                # Each event was exactly "data: " + data + LF LF, so this is the chunk less them.
+                return b"".join(
+                    [
+                        b"data: " + data + b"\n\n"
+                        for i, data in enumerate(datas)
+                        if i not in stripped
+                    ]
+                )
+            held = self._parser.buffered  # bytes fed before but not yet returned
+            events = self._parser.feed(chunk)
+            stripped_events = self._read_events(events) if events else []
+            self._read_if_too_much_pending()
             if not self._strip:
                 return chunk  # relayed byte for byte, even when it ends mid-event
-            if not stripped and not held and not self._parser.buffered:
+            if not stripped_events and not held and not self._parser.buffered:
                 return chunk  # exactly the complete events it holds
-            raws = [event.raw for event in events]
-            for index in reversed(stripped):
-                del raws[index]
-            return b"".join(raws)
+            return b"".join([e.raw for e in events if all(e is not s for s in stripped_events)])
 
     def finish(self) -> bytes:
         """At upstream EOF: read any unterminated last event; return the bytes still to forward."""
@@ -234,21 +243,27 @@ class StreamAccumulator:
     def _finish_reasons(self) -> tuple[str, ...]:
         return tuple(self._finish[i] for i in sorted(self._finish))
 
-    def _read_events(self, events: list[SSEEvent]) -> list[int]:
-        """Note the data events of one chunk; return where the usage-only chunks to strip are.
-
-        The loop runs for every event of every stream, so it does as little as it can: a chunk
-        that has no ``usage`` (or a null one) and is not ``[DONE]`` is only kept for later.
-        """
+    def _read_events(self, events: list[SSEEvent]) -> list[SSEEvent]:
+        """Note the data events among ``events``; return the usage-only chunks to strip."""
+        events = [event for event in events if event.has_data]
         if self._api == "responses":
-            return [i for i, event in enumerate(events) if event.has_data and self._read(event)]
+            for event in events:
+                self._read(event)
+            return []
+        stripped = self._read_datas([e.data for e in events], [e.event for e in events])
+        return [events[i] for i in stripped]
+
+    def _read_datas(self, datas: list[bytes], names: list[str | None] | None) -> list[int]:
+        """Note chat or completions data events (``names`` None: none has a name); return where
+        the usage-only chunks to strip are.
+
+        This runs for every event of every stream, so it does as little as it can: a chunk with
+        no ``usage`` (or a null one) that is not ``[DONE]`` is only kept for later.
+        """
         stripped: list[int] = []
-        pending, count, escaped = self._pending, 0, self._escaped
-        for index, event in enumerate(events):
-            if not event.has_data:
-                continue
-            count += 1
-            data, name = event.data, event.event
+        pending, escaped = self._pending, self._escaped
+        for index, data in enumerate(datas):
+            name = names[index] if names else None
             if data[:1] == b"[" and data.strip() == _DONE:
                 self._complete = True
             elif (
@@ -266,8 +281,13 @@ class StreamAccumulator:
                 pending.append((name, data, obj))
                 if obj is not None and self._strip and _is_usage_chunk(obj):
                     stripped.append(index)
-        self._events += count
+        self._events += len(datas)
         return stripped
+
+    def _read_if_too_much_pending(self) -> None:
+        """Bound the memory a long stream holds: read the backlog once it is large."""
+        if self._pending_bytes > _MAX_PENDING_BYTES:
+            self._read_pending()
 
     def _read_usage(self, data: bytes, name: str | None) -> dict[str, Any] | None:
         """The chunk's JSON if it may carry a usage, which is then read; None if it cannot."""
@@ -293,13 +313,12 @@ class StreamAccumulator:
 
     def _read_pending(self) -> None:
         """Read the chat or completions events kept for later, in the order they came."""
-        if self._pending:
-            pending, self._pending, self._pending_bytes = self._pending, [], 0
-            for item in pending:
-                if type(item) is bytes:
-                    self._read_data(None, item, None)
-                else:
-                    self._read_data(*item)
+        pending, self._pending, self._pending_bytes = self._pending, [], 0
+        for item in pending:
+            if type(item) is bytes:
+                self._read_data(None, item, None)
+            else:
+                self._read_data(*item)
 
     def _read_data(self, name: str | None, data: bytes, obj: dict[str, Any] | None) -> None:
         """Update the state from one data event (its usage, if a chunk, is read already)."""

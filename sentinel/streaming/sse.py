@@ -83,6 +83,27 @@ class SSEParser:
             del buf[:start]
         return events
 
+    def feed_whole(self, chunk: bytes) -> list[bytes] | None:
+        """Take ``chunk`` if it is whole events of one ``data: `` line each, ended by LF, and
+        return their data; None, having taken nothing, when it is anything else.
+
+        This is how LLM streams are framed, and it lets a chunk be split in a few calls instead
+        of line by line. ``feed`` must be given a chunk this declines; one it takes returns
+        the same events as ``feed`` would, each with the data given and no name.
+        """
+        if self._buf or self._cr or not chunk.endswith(b"\n\n") or _CR in chunk:
+            return None
+        parts = chunk.split(b"\n\n")
+        parts.pop()  # the b"" after the last blank line
+        if (
+            chunk.count(b"\n") != 2 * len(parts)  # no other line ends
+            or not chunk.startswith(b"data: ")
+            or chunk.count(b"\n\ndata: ") != len(parts) - 1  # every event one data line
+        ):
+            return None
+        self._fresh = False
+        return [part[6:] for part in parts]
+
     @property
     def buffered(self) -> int:
         """How many bytes of an incomplete event are buffered (``len(self.tail())``)."""

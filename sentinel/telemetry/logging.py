@@ -91,8 +91,9 @@ def configure_logging(
 ) -> None:
     """Install the process-wide structlog pipeline (called by the composition root only).
 
-    Loggers are cached on first use, so a module's ``get_logger`` proxy builds its bound
-    logger once instead of on every call; call this before anything logs.
+    Loggers are not cached: the tests configure logging once per gateway they start, and a
+    cached module logger would keep writing through the first configuration (it would save
+    about 1 µs a line).
     """
     level = logging.getLevelNamesMapping()[telemetry.log_level.upper()]
     out = stream or sys.stdout

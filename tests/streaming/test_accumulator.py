@@ -536,3 +536,58 @@ def test_arbitrary_bytes_never_raise(chunks: list[bytes], strip: bool) -> None:
     """Any bytes at all are relayed (or held and then forwarded at finish) without raising."""
     forwarded, _ = relay("chat", [b"data: ", *chunks], strip=strip)
     assert len(forwarded) <= len(b"data: " + b"".join(chunks))
+
+
+def test_usage_read_while_text_is_left_for_later() -> None:
+    """Usage and completion are known at once; text read mid-stream and at the end is whole."""
+    acc = StreamAccumulator("chat", strip_usage_chunk=True)
+    acc.feed(chunk({"choices": [{"index": 0, "delta": {"content": "Hel"}}], "usage": None}))
+    assert acc.text == "Hel"
+    acc.feed(chunk({"choices": [{"index": 0, "delta": {"content": "lo"}}], "usage": None}))
+    usage = {"prompt_tokens": 1, "completion_tokens": 2}
+    assert acc.feed(chunk({"choices": [], "usage": usage})) == b""
+    acc.feed(b"data: [DONE]\n\n")
+    assert acc.usage == Usage(1, 2, 3) and acc.is_complete and acc.events == 4
+    assert acc.text == "Hello" and acc.bad_events == 0
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b'{"choices":[],"usage":{"prompt_tokens":1,"completion_tokens":2}}',
+        b'{"choices": [], "usage" : {"prompt_tokens": 1, "completion_tokens": 2}}',
+        b'{"usage":null,"choices":[],"usage":{"prompt_tokens":1,"completion_tokens":2}}',
+        b'{"choices":[],"\\u0075sage":{"prompt_tokens":1,"completion_tokens":2}}',
+        b'{"choices":[],"us\\u0061ge":{"prompt_tokens":1,"completion_tokens":2}}',
+    ],
+    ids=["compact", "spaced", "repeated-key", "escaped-u", "escaped-a"],
+)
+def test_usage_chunk_found_however_written(data: bytes) -> None:
+    """A usage chunk is read and stripped whatever the JSON spelling of its ``usage`` key."""
+    acc = StreamAccumulator("chat", strip_usage_chunk=True)
+    assert acc.feed(b"data: " + data + b"\n\n") == b""
+    assert acc.usage == Usage(1, 2, 3)
+
+
+def test_usage_named_in_text_is_not_a_usage() -> None:
+    """Reply text that spells out a usage key is neither read as usage nor stripped."""
+    acc = StreamAccumulator("chat", strip_usage_chunk=True)
+    event = chunk({"choices": [], "x": '"usage":{"prompt_tokens":1}', "usage": None})
+    assert acc.feed(event) is event and acc.usage is None
+
+
+def test_named_usage_chunk_is_stripped() -> None:
+    """A usage-only chunk sent with an ``event:`` name other than error is stripped too."""
+    acc = StreamAccumulator("chat", strip_usage_chunk=True)
+    usage = {"prompt_tokens": 1, "completion_tokens": 2}
+    assert acc.feed(b"event: message\n" + chunk({"choices": [], "usage": usage})) == b""
+    assert acc.usage == Usage(1, 2, 3)
+
+
+def test_long_stream_text_is_whole() -> None:
+    """A stream longer than what is kept unread is read in batches, its text intact."""
+    acc = StreamAccumulator("completions", strip_usage_chunk=False)
+    event = chunk({"choices": [{"text": "x" * 1000}]})
+    for _ in range(1000):
+        acc.feed(event)
+    assert acc.text == "x" * 1_000_000 and acc.events == 1000

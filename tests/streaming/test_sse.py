@@ -322,3 +322,86 @@ def test_random_streams_match_reference(case: tuple[bytes, list[bytes]]) -> None
 def test_arbitrary_bytes_never_lose_a_byte(chunks: list[bytes]) -> None:
     """Whatever bytes arrive, returned raws plus the tail are exactly what was fed."""
     frame(chunks)
+
+
+def frame_whole(chunks: list[bytes]) -> tuple[list[Framed], int]:
+    """Frame as the accumulator does: ``feed_whole`` first, ``feed`` for a chunk it declines;
+    also return how many chunks ``feed_whole`` took."""
+    parser = SSEParser()
+    events: list[Framed] = []
+    taken = 0
+    for chunk in chunks:
+        datas = parser.feed_whole(chunk)
+        if datas is None:
+            events += framed(parser.feed(chunk))
+            continue
+        taken += 1
+        raws = [b"data: " + data + b"\n\n" for data in datas]
+        assert b"".join(raws) == chunk
+        events += [(raw, None, data, True) for raw, data in zip(raws, datas, strict=True)]
+    last = parser.close()
+    return events + framed([last] if last is not None else []), taken
+
+
+def test_feed_whole_takes_data_only_events() -> None:
+    """A chunk of whole one-line data events is taken, and its data returned in order."""
+    parser = SSEParser()
+    assert parser.feed_whole(b'data: {"a":1}\n\ndata:  x\n\ndata: [DONE]\n\n') == [
+        b'{"a":1}',
+        b" x",
+        b"[DONE]",
+    ]
+    assert parser.tail() == b""
+
+
+@pytest.mark.parametrize(
+    "chunk",
+    [
+        b"data: x\n\ndata: y",  # the last event is incomplete
+        b"data: x\n",
+        b"data: x\r\n\r\n",
+        b": ping\n\ndata: x\n\n",
+        b"event: delta\ndata: x\n\n",
+        b"data: x\ndata: y\n\n",
+        b"data: x\n\n\ndata: y\n\n",
+        b"data:x\n\n",
+        b"\xef\xbb\xbfdata: x\n\n",
+        b"\n\n",
+        b"",
+    ],
+)
+def test_feed_whole_declines_anything_else(chunk: bytes) -> None:
+    """Any other chunk is declined untouched, and ``feed`` then frames it as usual."""
+    parser = SSEParser()
+    assert parser.feed_whole(chunk) is None
+    assert framed(parser.feed(chunk)) + framed([e for e in [parser.close()] if e]) == reference(
+        chunk
+    )
+
+
+def test_feed_whole_declines_while_an_event_is_buffered() -> None:
+    """A chunk of whole events is declined while an earlier event is incomplete, or after a CR."""
+    parser = SSEParser()
+    parser.feed(b"data: x")
+    assert parser.feed_whole(b"data: y\n\n") is None
+    parser = SSEParser()
+    parser.feed(b"data: x\r\r")
+    assert parser.feed_whole(b"data: y\n\n") is None
+
+
+@given(chunkings())
+def test_random_streams_framed_whole_match_reference(case: tuple[bytes, list[bytes]]) -> None:
+    """Using ``feed_whole`` where it takes a chunk frames any stream as the reference does."""
+    stream, chunks = case
+    assert frame_whole(chunks)[0] == reference(stream)
+
+
+_DATA_EVENT = _TEXT.map(lambda v: b"data: " + v + b"\n\n")
+
+
+@given(st.lists(st.lists(_DATA_EVENT, max_size=4).map(b"".join), max_size=6))
+def test_event_aligned_chunks_are_taken_whole(chunks: list[bytes]) -> None:
+    """An LLM-like stream, chunked at event boundaries, is taken whole and framed correctly."""
+    events, taken = frame_whole(chunks)
+    assert events == reference(b"".join(chunks))
+    assert taken == sum(1 for chunk in chunks if chunk)

@@ -48,3 +48,31 @@ def test_configured_logging_writes_redacted_json_lines() -> None:
     assert parsed["event"] == "boom" and parsed["level"] == "error"
     assert "topsecret-admin-token" not in line
     assert "RuntimeError" in parsed["exception"]
+
+
+def test_redactor_leaves_clean_events_alone() -> None:
+    """An event with no secret anywhere comes back with every value unchanged."""
+    redact = SecretRedactor(["upstream-secret-value"])
+    event = {"event": "request_finished", "status": 200, "model": "m", "attempts": [{"ms": 1}]}
+    assert redact(None, "info", dict(event)) == event
+
+
+def test_redactor_without_configured_secrets_still_scrubs_shapes() -> None:
+    """With no configured secrets, bearer tokens in any case and sk- keys are still scrubbed."""
+    redact = SecretRedactor([])
+    event = redact(None, "info", {"event": "x", "a": "BEARER tok.en", "b": ("sk-abcdefgh123",)})
+    assert "tok.en" not in event["a"] and "sk-abcdefgh123" not in str(event["b"])
+
+
+def test_redactor_scrubs_the_repr_of_other_objects() -> None:
+    """A value that renders through its repr (any object) is scrubbed as that repr."""
+
+    class Upstream:
+        def __repr__(self) -> str:
+            return "Upstream(key='upstream-secret-value')"
+
+    redact = SecretRedactor(["upstream-secret-value"])
+    event = redact(
+        None, "info", {"event": "x", "upstream": Upstream(), "nested": {"k": ["sk-" + "a" * 12]}}
+    )
+    assert "upstream-secret-value" not in str(event) and "a" * 12 not in str(event)
