@@ -6,7 +6,8 @@ import orjson
 
 from sentinel.http.asgi import Receive, Scope, Send
 from sentinel.http.context import CONTEXT_KEY, RequestContext
-from sentinel.services import services_of
+from sentinel.limits import GuardedStore
+from sentinel.services import Services, services_of
 
 __all__ = ["Healthz", "Readyz"]
 
@@ -37,8 +38,25 @@ class Healthz:
         await _json(send, 200, {"status": "ok"})
 
 
+def _store_state(services: Services) -> tuple[str, bool]:
+    """The limit store's state, and whether it lets this replica serve.
+
+    Redis down with ``on_unavailable = "local"`` still serves (fail closed, on the local
+    share): taking every replica out of the load balancer would turn a Redis outage into a
+    full one. With ``"deny"`` every limited request would get a 503, so it is not ready.
+    """
+    redis = services.config.redis
+    if redis is None:
+        return "embedded", True
+    store = services.gate.store
+    if isinstance(store, GuardedStore) and store.is_degraded:
+        return "redis_unreachable", redis.on_unavailable == "local"
+    return "redis", True
+
+
 class Readyz:
-    """Ready: the outbound session is open and some upstream is usable; no secrets."""
+    """Ready: the outbound session is open, some upstream is usable, the limit store can
+    decide and the usage tracker keeps up; the body names each component's state."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Answer 200 when ready, 503 otherwise."""
@@ -53,12 +71,16 @@ class Readyz:
             for entry in services.health.snapshot()
         }
         any_usable = services.health.any_usable()
+        store, store_ok = _store_state(services)
+        tracker = services.tracker
+        saturated = tracker.queue_depth >= tracker.capacity
         components = {
             "upstream_client": "ok" if session_open else "closed",
-            "store": "embedded" if services.config.redis is None else "redis",
+            "store": store,
+            "usage_tracker": "saturated" if saturated else "ok",
             "upstreams": upstreams,
         }
-        ready = session_open and any_usable
+        ready = session_open and any_usable and store_ok and not saturated
         await _json(
             send, 200 if ready else 503, {"status": "ready" if ready else "unready", **components}
         )

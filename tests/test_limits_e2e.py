@@ -294,6 +294,9 @@ async def test_redis_killed_mid_load_fails_closed_to_the_local_share_and_recover
     assert statuses == {200: 10, 429: 20}  # the local share: 20 // 2, nothing more, no 5xx
     for _, headers, _ in results:
         assert headers.get("x-sentinel-degraded") == "limits"
+    # Still ready: the local share serves (taking replicas out would make the outage total).
+    async with http.get(gateway.url + "/readyz") as r:
+        assert r.status == 200 and (await r.json())["store"] == "redis_unreachable"
 
     private_redis.start()  # empty: what it held before is gone
     # Recovery needs no traffic: within about a second the background probe writes the 10
@@ -326,6 +329,8 @@ async def test_redis_down_in_deny_mode_answers_503(
     status, _, body = await post(http, gateway.url, CHAT)
     assert status == 503 and body is not None
     assert body["error"]["code"] == "limits_unavailable"
+    async with http.get(gateway.url + "/readyz") as r:  # deny: nothing limited can be served
+        assert r.status == 503 and (await r.json())["store"] == "redis_unreachable"
 
 
 # --- no leaks ----------------------------------------------------------------------------------

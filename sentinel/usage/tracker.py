@@ -98,6 +98,11 @@ class UsageTracker:
         self.stats = TrackerStats()
 
     @property
+    def capacity(self) -> int:
+        """Records the queue holds before they spill to the spool."""
+        return self._capacity
+
+    @property
     def queue_depth(self) -> int:
         """Records waiting in the queue now."""
         return len(self._pending)
