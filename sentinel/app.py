@@ -6,6 +6,8 @@ Middleware order, outermost first:
 2. ``RequestContextMiddleware`` — puts a ``RequestContext`` in ``scope["sentinel.context"]``,
    adds ``x-request-id`` to every response, maps ``SentinelError`` to OpenAI's error shape (or
    an in-band SSE error after a stream started) and logs one canonical line per request.
+   It calls the four read APIs (POST) itself, past layers 3 and 4, which would otherwise wrap
+   every send of every stream.
 3. Starlette's ``ExceptionMiddleware`` — renders routing 404/405 in OpenAI's shape.
 4. The router: ``/healthz``, ``/readyz``, the four read APIs, ``/v1/models``,
    ``/admin/v1/upstreams``, then every other ``/v1/*`` path as a pass-through.
@@ -155,16 +157,17 @@ def create_app(config: Config, encodings: Encodings) -> Starlette:
             if redis is not None:
                 await redis.aclose()
 
+    apis = {
+        "/v1/chat/completions": ApiEndpoint("chat", "/v1/chat/completions"),
+        "/v1/completions": ApiEndpoint("completions", "/v1/completions"),
+        "/v1/embeddings": ApiEndpoint("embeddings", "/v1/embeddings"),
+        "/v1/responses": ApiEndpoint("responses", "/v1/responses"),
+    }
     routes = [
         Route("/healthz", Healthz(), methods=["GET"]),
         Route("/readyz", Readyz(), methods=["GET"]),
         Route("/metrics", MetricsEndpoint(telemetry, config.admin.token), methods=["GET"]),
-        Route(
-            "/v1/chat/completions", ApiEndpoint("chat", "/v1/chat/completions"), methods=["POST"]
-        ),
-        Route("/v1/completions", ApiEndpoint("completions", "/v1/completions"), methods=["POST"]),
-        Route("/v1/embeddings", ApiEndpoint("embeddings", "/v1/embeddings"), methods=["POST"]),
-        Route("/v1/responses", ApiEndpoint("responses", "/v1/responses"), methods=["POST"]),
+        *(Route(route, endpoint, methods=["POST"]) for route, endpoint in apis.items()),
         Route("/v1/models", ModelsEndpoint(), methods=["GET"]),
         Route("/admin/v1/upstreams", AdminUpstreams(), methods=["GET"]),
         Route("/v1/{path:path}", PassthroughEndpoint()),
@@ -176,6 +179,7 @@ def create_app(config: Config, encodings: Encodings) -> Starlette:
                 RequestContextMiddleware,
                 on_finished=metrics.request_finished,
                 tracing=telemetry.tracing,
+                direct={("POST", route): endpoint for route, endpoint in apis.items()},
             )
         ],
         exception_handlers={HTTPException: _routing_error},

@@ -144,6 +144,11 @@ class StreamAccumulator:
             self._pending_bytes += len(chunk)
             datas = self._parser.feed_whole(chunk) if self._api != "responses" else None
             if datas is not None:  # the usual chunk: whole data-only events
+                if _only_kept(chunk, self._escaped):
+                    self._pending.extend(datas)  # nothing to read now: keep them for later
+                    self._events += len(datas)
+                    self._read_if_too_much_pending()
+                    return chunk
                 stripped = self._read_datas(datas, None)
                 self._read_if_too_much_pending()
                 if not self._strip or not stripped:
@@ -423,6 +428,18 @@ class StreamAccumulator:
             self._finish[0] = status
         if kind == "response.failed":
             self._note_error(response.get("error"), response)
+
+
+def _only_kept(chunk: bytes, escaped: bool) -> bool:
+    """Whether no event of ``chunk`` can end the stream or carry a usage: every ``"usage"`` in
+    it is ``"usage":null`` (what a chunk says once usage was asked for) and no ``[DONE]``.
+    A few C-level scans of the chunk instead of a Python loop over its events; anything
+    unusual (escaped keys, ``[DONE]`` inside text) takes the per-event path."""
+    return (
+        b"[DONE]" not in chunk
+        and chunk.count(b'"usage"') == chunk.count(b'"usage":null')
+        and not (escaped and b"\\u00" in chunk)
+    )
 
 
 def _is_usage_chunk(obj: dict[str, Any]) -> bool:
