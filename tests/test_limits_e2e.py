@@ -383,3 +383,29 @@ async def test_limits_hold_on_a_redis_cluster(
     assert [status for status, _, _ in results] == [200, 200, 200, 429, 429]
     for _, headers, _ in results:
         assert "x-sentinel-degraded" not in headers
+
+
+async def test_a_stream_longer_than_the_lease_keeps_its_parallel_slot(
+    upstream: Upstream, start_gateway: StartGateway, http: aiohttp.ClientSession
+) -> None:
+    """The lease is renewed while the stream runs: no second request slips into its slot."""
+    limits = LimitDefaults(lease_ttl_ms=300)  # renewed every 100 ms
+    gateway = await start_gateway(config_for(upstream.url, limits=limits, max_parallel=1))
+    slow = {
+        "Authorization": f"Bearer {CLIENT_KEY}",
+        "x-mock-chunks": "30",
+        "x-mock-chunk-delay-ms": "40",  # about 1.2 s, four lease lifetimes
+    }
+    async with http.post(
+        gateway.url + "/v1/chat/completions", json={**CHAT, "stream": True}, headers=slow
+    ) as stream:
+        assert stream.status == 200
+        events = 0
+        while events < 20:  # about 0.8 s in: the lease would have lapsed twice without renewal
+            if (await stream.content.readline()).startswith(b"data: "):
+                events += 1
+        status, _, body = await post(http, gateway.url, CHAT)
+        assert status == 429 and body is not None
+        assert "concurrent requests" in body["error"]["message"]
+        await stream.read()
+    assert (await post(http, gateway.url, CHAT))[0] == 200  # released when the stream ended

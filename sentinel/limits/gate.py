@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 
 import structlog
 
@@ -43,6 +44,7 @@ class Gate:
     ) -> None:
         self.store = store
         self._metrics = metrics
+        self._renew_every_s = defaults.lease_ttl_ms / 3 / 1000
         self._reserve = defaults.default_completion_reserve
         self._clock = clock or SystemClock()
         self._settling: set[asyncio.Task[None]] = set()
@@ -69,6 +71,27 @@ class Gate:
         if decision.reservation is None:
             raise refusal_error(decision, tokens)
         return decision
+
+    @asynccontextmanager
+    async def holding(self, reservation: Reservation | None) -> AsyncIterator[None]:
+        """Keep ``reservation``'s ``max_parallel`` lease alive while the body runs: a stream may
+        outlast ``lease_ttl_ms``, and its slot must not be freed while it is still going."""
+        if reservation is None or not reservation.has_lease:
+            yield
+            return
+        renewing = asyncio.create_task(self._renew(reservation), name="lease-renewal")
+        try:
+            yield
+        finally:
+            renewing.cancel()
+
+    async def _renew(self, reservation: Reservation) -> None:
+        while True:
+            await asyncio.sleep(self._renew_every_s)
+            try:
+                await self.store.renew(reservation, self._clock.now_ms())
+            except Exception as exc:  # the next round tries again; the lease's TTL bounds it
+                log.warning("limits_renew_failed", key=reservation.key_name, error=str(exc))
 
     async def settle(self, reservation: Reservation, tokens: int, *, produced: bool) -> None:
         """Charge ``tokens`` instead of the reservation; with nothing produced, release it all.

@@ -94,9 +94,10 @@ class ApiEndpoint:
         reservation = await admit(ctx, services.gate, principal, tokens)
         outcome = _Outcome()
         try:
-            await self._forward(
-                scope, receive, send, services, candidates, headers, request, raw, outcome
-            )
+            async with services.gate.holding(reservation):
+                await self._forward(
+                    scope, receive, send, services, candidates, headers, request, raw, outcome
+                )
         finally:
             await _settle(ctx, services, counter, outcome)
             if reservation is not None:

@@ -60,7 +60,10 @@ class PassthroughEndpoint:
         reservation = await admit(ctx, services.gate, principal, 0)
         produced = False
         try:
-            await self._forward(scope, receive, send, services, candidates, headers, data, stream)
+            async with services.gate.holding(reservation):
+                await self._forward(
+                    scope, receive, send, services, candidates, headers, data, stream
+                )
             produced = True
         finally:
             if reservation is not None:
