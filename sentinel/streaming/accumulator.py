@@ -28,6 +28,7 @@ from typing import Any, Literal
 import orjson
 
 from sentinel.streaming.sse import SSEEvent, SSEParser
+from sentinel.streaming.usage_bytes import may_carry_usage, only_null_usage
 from sentinel.usage.counts import Usage
 
 __all__ = ["StreamAccumulator", "StreamApi", "StreamSnapshot"]
@@ -144,7 +145,7 @@ class StreamAccumulator:
             self._pending_bytes += len(chunk)
             datas = self._parser.feed_whole(chunk) if self._api != "responses" else None
             if datas is not None:  # the usual chunk: whole data-only events
-                if _only_kept(chunk, self._escaped):
+                if only_null_usage(chunk, self._escaped):
                     self._pending.extend(datas)  # nothing to read now: keep them for later
                     self._events += len(datas)
                     self._read_if_too_much_pending()
@@ -296,7 +297,7 @@ class StreamAccumulator:
 
     def _read_usage(self, data: bytes, name: str | None) -> dict[str, Any] | None:
         """The chunk's JSON if it may carry a usage, which is then read; None if it cannot."""
-        if name == "error" or not _may_carry_usage(data):
+        if name == "error" or not may_carry_usage(data):
             return None
         obj = _loads(data)
         if type(obj) is not dict:
@@ -430,18 +431,6 @@ class StreamAccumulator:
             self._note_error(response.get("error"), response)
 
 
-def _only_kept(chunk: bytes, escaped: bool) -> bool:
-    """Whether no event of ``chunk`` can end the stream or carry a usage: every ``"usage"`` in
-    it is ``"usage":null`` (what a chunk says once usage was asked for) and no ``[DONE]``.
-    A few C-level scans of the chunk instead of a Python loop over its events; anything
-    unusual (escaped keys, ``[DONE]`` inside text) takes the per-event path."""
-    return (
-        b"[DONE]" not in chunk
-        and chunk.count(b'"usage"') == chunk.count(b'"usage":null')
-        and not (escaped and b"\\u00" in chunk)
-    )
-
-
 def _is_usage_chunk(obj: dict[str, Any]) -> bool:
     """``"choices": []`` with a usage: Azure's prompt-filter chunks have no usage and stay."""
     return obj.get("choices") == [] and obj.get("usage") is not None
@@ -452,19 +441,3 @@ def _loads(data: bytes) -> Any:
         return orjson.loads(data)
     except orjson.JSONDecodeError:
         return None
-
-
-def _may_carry_usage(data: bytes) -> bool:
-    """False only when the JSON in ``data`` cannot have a top-level ``usage`` that is not null.
-
-    A key is written ``"usage"`` (quotes cannot occur unescaped inside a string), unless some of
-    its letters are ``\\u`` escapes. Most chunks have no such key, or one null ``usage`` last.
-    """
-    at = data.find(b'"usage"')
-    while at >= 0:
-        at += 7
-        if not (data.startswith(b":null", at) or data.startswith(b": null", at)):
-            return True
-        at = data.find(b'"usage"', at)
-    # Escaped letters are rare: look for them only past a backslash.
-    return data.find(b"\\") >= 0 and (b"\\u006" in data or b"\\u007" in data)

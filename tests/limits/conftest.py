@@ -8,7 +8,6 @@ for by reading their log until they report that they are ready, not by sleeping.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator
 
 import pytest
@@ -48,12 +47,6 @@ async def redis(redis_server: RedisServer) -> AsyncIterator[Redis]:
         yield client
     finally:
         await client.aclose()
-
-
-@pytest.fixture
-def prefix() -> str:
-    """A key prefix no other test uses."""
-    return f"test-{uuid.uuid4().hex[:12]}"
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from collections.abc import AsyncIterator
 
 import pytest
@@ -64,12 +63,6 @@ async def client(request: pytest.FixtureRequest) -> AsyncIterator[Redis | RedisC
         yield client
     finally:
         await client.aclose()
-
-
-@pytest.fixture
-def prefix() -> str:
-    """A key prefix no other test uses."""
-    return f"test-{uuid.uuid4().hex[:12]}"
 
 
 @pytest.fixture

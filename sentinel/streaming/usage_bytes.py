@@ -1,0 +1,39 @@
+"""What a chunk's raw bytes say about usage, read without decoding its JSON.
+
+The stream accumulator decodes a chat or completions chunk only when it may carry a usage that
+is not null; these scans decide that with a few C-level byte searches. A JSON key is written
+``"usage"`` (a quote cannot occur unescaped inside a string) unless some of its letters are
+``\\u`` escapes, which both scans treat as "maybe".
+"""
+
+from __future__ import annotations
+
+__all__ = ["may_carry_usage", "only_null_usage"]
+
+
+def only_null_usage(chunk: bytes, escaped: bool) -> bool:
+    """Whether no event of ``chunk`` can end the stream or carry a usage: every ``"usage"`` in
+    it is ``"usage":null`` (what a chunk says once usage was asked for) and no ``[DONE]``.
+    A few C-level scans of the chunk instead of a Python loop over its events; anything
+    unusual (escaped keys, ``[DONE]`` inside text) takes the per-event path."""
+    return (
+        b"[DONE]" not in chunk
+        and chunk.count(b'"usage"') == chunk.count(b'"usage":null')
+        and not (escaped and b"\\u00" in chunk)
+    )
+
+
+def may_carry_usage(data: bytes) -> bool:
+    """False only when the JSON in ``data`` cannot have a top-level ``usage`` that is not null.
+
+    A key is written ``"usage"`` (quotes cannot occur unescaped inside a string), unless some of
+    its letters are ``\\u`` escapes. Most chunks have no such key, or one null ``usage`` last.
+    """
+    at = data.find(b'"usage"')
+    while at >= 0:
+        at += 7
+        if not (data.startswith(b":null", at) or data.startswith(b": null", at)):
+            return True
+        at = data.find(b'"usage"', at)
+    # Escaped letters are rare: look for them only past a backslash.
+    return data.find(b"\\") >= 0 and (b"\\u006" in data or b"\\u007" in data)
