@@ -23,6 +23,7 @@ shutdown (the tracker is drained before the session and Redis it writes through 
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -142,6 +143,12 @@ def create_app(config: Config, encodings: Encodings) -> Starlette:
             if isinstance(store, GuardedStore)
             else None
         )
+        # What startup built (modules, config, encodings, clients) lives as long as the
+        # process: frozen, it is left out of every later collection, so a full collection
+        # walks only what requests made instead of pausing for tens of milliseconds.
+        gc.collect()
+        gc.freeze()
+        gc.set_threshold(10_000, 20, 20)
         try:
             yield {SERVICES_KEY: services}
         finally:

@@ -1,10 +1,11 @@
 """The Redis client shared by the limits and the usage counters, from ``[redis]``.
 
 redis-py never retries: the limits decide themselves what a failure means (the fail-closed
-fallback), so a dead Redis costs one timeout, not a retry storm. The limit store bounds each
-call by ``timeout_ms`` itself, in a way that tolerates event-loop lag; redis-py's own socket
-timeouts are only a backstop (a read timeout inside redis-py would fire on loop lag alone and
-throw the connection away).
+fallback), so a dead Redis costs one timeout, not a retry storm. Every caller bounds its own
+calls (the limit store by ``timeout_ms``, in a way that tolerates event-loop lag; the usage
+sink, the shared breakers and the probes by theirs), so redis-py sets no read or write
+timeout of its own: one would cost a timer per call, and would fire on loop lag alone and
+throw the connection away. Connecting is still bounded.
 """
 
 from __future__ import annotations
@@ -40,13 +41,13 @@ def open_redis(config: RedisConfig) -> Redis | RedisCluster:
     if config.cluster:
         return RedisCluster.from_url(
             config.url,
-            socket_timeout=timeout_s,
+            socket_timeout=None,
             socket_connect_timeout=timeout_s,
             retry=Retry(NoBackoff(), 0),
         )
     return Redis.from_url(
         config.url,
-        socket_timeout=timeout_s,
+        socket_timeout=None,
         socket_connect_timeout=timeout_s,
         retry=Retry(NoBackoff(), 0),
     )

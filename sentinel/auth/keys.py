@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 
 from sentinel.config import KeyConfig
@@ -29,11 +29,12 @@ class Principal:
     name: str
     limits: LimitSpec
     models: tuple[str, ...] | None = None  # globs; None allows every model
+    is_limited: bool = field(init=False)
+    """Whether any limit applies (an unlimited key never touches the limit store)."""
 
-    @property
-    def is_limited(self) -> bool:
-        """Whether any limit applies (an unlimited key never touches the limit store)."""
-        return any(self.limits.limit(dimension) is not None for dimension in Dimension)
+    def __post_init__(self) -> None:
+        limited = any(self.limits.limit(dimension) is not None for dimension in Dimension)
+        object.__setattr__(self, "is_limited", limited)  # worked out once, not per request
 
     def may_use(self, model: str | None) -> bool:
         """Whether the allow-list (if any) admits ``model``; no model passes only without one."""

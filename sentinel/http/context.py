@@ -168,6 +168,8 @@ class RequestContextMiddleware:
         self._direct = direct or {}
         self._on_finished = on_finished  # the metrics
         self._tracing = tracing
+        # Bound now, once: the module's lazy logger would bind again for every request.
+        self._log = log.bind()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -220,7 +222,7 @@ class RequestContextMiddleware:
         finally:
             finished_ns = time.perf_counter_ns()
             self._finish(ctx, finished_ns, span)
-            log.info("request_finished", **ctx.log_fields(finished_ns))
+            self._log.info("request_finished", **ctx.log_fields(finished_ns))
 
     def _finish(self, ctx: RequestContext, finished_ns: int, span: Span | None) -> None:
         """Hand the finished request to its usage record, the metrics and its span."""

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import Mapping
 
 import structlog
 
@@ -48,6 +47,8 @@ class Gate:
         self._reserve = defaults.default_completion_reserve
         self._clock = clock or SystemClock()
         self._settling: set[asyncio.Task[None]] = set()
+        self._held: dict[str, Reservation] = {}  # by id: leases renewed while requests run
+        self._renewer: asyncio.Task[None] | None = None
 
     def tokens_to_reserve(self, prompt_tokens: int, body: Mapping[str, object] | None) -> int:
         """Prompt plus completion cap; ``body`` None means the API produces no completion."""
@@ -72,26 +73,35 @@ class Gate:
             raise refusal_error(decision, tokens)
         return decision
 
-    @asynccontextmanager
-    async def holding(self, reservation: Reservation | None) -> AsyncIterator[None]:
+    def holding(self, reservation: Reservation | None) -> _Holding:
         """Keep ``reservation``'s ``max_parallel`` lease alive while the body runs: a stream may
-        outlast ``lease_ttl_ms``, and its slot must not be freed while it is still going."""
-        if reservation is None or not reservation.has_lease:
-            yield
-            return
-        renewing = asyncio.create_task(self._renew(reservation), name="lease-renewal")
-        try:
-            yield
-        finally:
-            renewing.cancel()
+        outlast ``lease_ttl_ms``, and its slot must not be freed while it is still going.
 
-    async def _renew(self, reservation: Reservation) -> None:
-        while True:
-            await asyncio.sleep(self._renew_every_s)
-            try:
-                await self.store.renew(reservation, self._clock.now_ms())
-            except Exception as exc:  # the next round tries again; the lease's TTL bounds it
-                log.warning("limits_renew_failed", key=reservation.key_name, error=str(exc))
+        One background task renews every lease held, each ``lease_ttl_ms / 3``; it stops
+        when none is left and starts again with the next."""
+        return _Holding(self, reservation)
+
+    def _hold(self, reservation: Reservation) -> None:
+        self._held[reservation.reservation_id] = reservation
+        if self._renewer is None:
+            self._renewer = asyncio.create_task(self._renew_held(), name="lease-renewal")
+
+    async def _renew_held(self) -> None:
+        try:
+            while self._held:
+                await asyncio.sleep(self._renew_every_s)
+                held = list(self._held.values())
+                now_ms = self._clock.now_ms()
+                results = await asyncio.gather(
+                    *(self.store.renew(r, now_ms) for r in held), return_exceptions=True
+                )
+                for reservation, result in zip(held, results, strict=True):
+                    if isinstance(result, Exception):  # the next round tries again
+                        log.warning(
+                            "limits_renew_failed", key=reservation.key_name, error=str(result)
+                        )
+        finally:
+            self._renewer = None
 
     async def settle(self, reservation: Reservation, tokens: int, *, produced: bool) -> None:
         """Charge ``tokens`` instead of the reservation; with nothing produced, release it all.
@@ -118,6 +128,26 @@ class Gate:
         """Wait for settlements still running (at shutdown)."""
         if self._settling:
             await asyncio.gather(*self._settling, return_exceptions=True)
+
+
+class _Holding:
+    """``Gate.holding``'s context manager: a lease is renewed from enter to exit."""
+
+    __slots__ = ("_gate", "_reservation")
+
+    def __init__(self, gate: Gate, reservation: Reservation | None) -> None:
+        self._gate = gate
+        self._reservation = (
+            reservation if reservation is not None and reservation.has_lease else None
+        )
+
+    def __enter__(self) -> None:
+        if self._reservation is not None:
+            self._gate._hold(self._reservation)
+
+    def __exit__(self, *exc: object) -> None:
+        if self._reservation is not None:
+            self._gate._held.pop(self._reservation.reservation_id, None)
 
 
 async def keep_recovering(

@@ -14,6 +14,10 @@ bucket start, l = a lower bound of every bucket start, b = bucket size (ms) they
 with. They keep an admission O(1): only buckets from l up to now - span are ever visited,
 and the whole hash is read only to compute a refusal's retry time.
 
+ARGV holds one string: the arguments below joined by single spaces (none of them holds a
+space; an empty argument is an empty field). One string is far cheaper for the client to
+send than twenty arguments. The numbers [n] below count those fields.
+
 Common ARGV: [1] operation, [2] now (ms), [3] span (ms) = window + one bucket (a bucket
 starting at s counts while s + span > now), [4] bucket size (ms). Then, per operation:
 
@@ -41,6 +45,20 @@ merge   [5] TTL floor of the quota hash (ms); then four sections, each a count n
 Integers only: every value is a whole number below 2^53, which Lua's doubles hold exactly,
 and nothing is ever divided. Every key gets a TTL whenever something is added to it.
 ]]
+
+-- The fields of the one packed argument, empty ones kept (see above).
+local ARGV = (function(packed)
+  local fields, from = {}, 1
+  while true do
+    local at = string.find(packed, ' ', from, true)
+    if not at then
+      fields[#fields + 1] = string.sub(packed, from)
+      return fields
+    end
+    fields[#fields + 1] = string.sub(packed, from, at - 1)
+    from = at + 1
+  end
+end)(ARGV[1])
 
 local op = ARGV[1]
 local now = tonumber(ARGV[2])

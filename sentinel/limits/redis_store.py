@@ -13,7 +13,9 @@ in Redis, and the fallback replays it later; the replay must not refund twice.
 
 The window hashes also hold meta fields (``s``, ``l``, ``h``, ``b``: see ``limits.lua``).
 Every key carries a TTL, so nothing outlives its use. The one script, ``limits.lua``, lives
-next to this module and is registered once per store. Every call is bounded by ``timeout_ms``;
+next to this module and is registered once per store. Against a single server, the calls made
+in one loop turn share one round trip (``ScriptBatcher``); a cluster gets them one by one.
+Every call is bounded by ``timeout_ms``;
 a timeout or a connection, cluster or read-only error becomes ``StoreUnavailable`` here, at
 the boundary, and nowhere else. A timeout is only declared once the event loop has had a
 chance to read a reply that already arrived: a busy replica must not mistake its own lag for
@@ -30,6 +32,7 @@ from typing import Any, TypeVar
 import redis.exceptions as redis_errors
 from redis.asyncio import Redis, RedisCluster
 
+from sentinel.limits.batching import ScriptBatcher
 from sentinel.limits.decision import (
     Decision,
     Reservation,
@@ -95,8 +98,11 @@ class RedisStore:
         self._client = client
         self._timeout_s = timeout_ms / 1000
         self._prefix = prefix
-        self._script = client.register_script(
-            files("sentinel.limits").joinpath("limits.lua").read_text(encoding="utf-8")
+        source = files("sentinel.limits").joinpath("limits.lua").read_text(encoding="utf-8")
+        self._script = client.register_script(source)
+        # A single server gets concurrent calls in one round trip; a cluster, one by one.
+        self._batcher = (
+            ScriptBatcher(client, source, self._timeout_s) if isinstance(client, Redis) else None
         )
 
     async def admit(self, spec: LimitSpec, admission: Admission, now_ms: int) -> Decision:
@@ -174,7 +180,13 @@ class RedisStore:
         return [operation, now_ms, self.timing.span_ms, self.timing.bucket_ms]
 
     async def _run(self, keys: list[str], args: list[int | str]) -> Any:
-        return await self._bounded(self._script(keys=keys, args=args))
+        packed = [" ".join(map(str, args))]  # one argument: see limits.lua
+        if self._batcher is None:
+            return await self._bounded(self._script(keys=keys, args=packed))
+        try:
+            return await self._batcher.call(keys, packed)  # bounded by the batch's timeout
+        except _UNAVAILABLE as exc:
+            raise StoreUnavailable(f"redis: {type(exc).__name__}") from exc
 
     async def _bounded(self, call: Awaitable[_T]) -> _T:
         task = asyncio.ensure_future(call)

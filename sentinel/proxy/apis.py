@@ -94,7 +94,7 @@ class ApiEndpoint:
         reservation = await admit(ctx, services.gate, principal, tokens)
         outcome = _Outcome()
         try:
-            async with services.gate.holding(reservation):
+            with services.gate.holding(reservation):
                 await self._forward(
                     scope, receive, send, services, candidates, headers, request, raw, outcome
                 )

@@ -60,7 +60,7 @@ class PassthroughEndpoint:
         reservation = await admit(ctx, services.gate, principal, 0)
         produced = False
         try:
-            async with services.gate.holding(reservation):
+            with services.gate.holding(reservation):
                 await self._forward(
                     scope, receive, send, services, candidates, headers, data, stream
                 )

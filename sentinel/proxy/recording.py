@@ -25,6 +25,9 @@ class UsageRecorder:
     def __call__(self, ctx: RequestContext, finished_ns: int) -> None:
         if ctx.key is None:
             return  # never authenticated: nobody to bill
+        if not self._tracker.keeps_records:
+            self._tracker.count_unkept()  # no sink: counted, not built
+            return
         request_id = ctx.request_id
         if ctx.request_id_from_client:
             request_id = f"{request_id}~{secrets.token_hex(6)}"

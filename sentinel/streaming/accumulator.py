@@ -28,7 +28,7 @@ from typing import Any, Literal
 import orjson
 
 from sentinel.streaming.sse import SSEEvent, SSEParser
-from sentinel.streaming.usage_bytes import may_carry_usage, only_null_usage
+from sentinel.streaming.usage_bytes import first_usage_or_done, may_carry_usage, only_null_usage
 from sentinel.usage.counts import Usage
 
 __all__ = ["StreamAccumulator", "StreamApi", "StreamSnapshot"]
@@ -150,18 +150,22 @@ class StreamAccumulator:
                     self._events += len(datas)
                     self._read_if_too_much_pending()
                     return chunk
+                # Events wholly before the first thing worth reading are only kept for later.
+                first = first_usage_or_done(chunk, self._escaped)
+                before = chunk.count(b"\n\n", 0, first)
+                if before:
+                    self._pending.extend(datas[:before])
+                    self._events += before
+                    datas = datas[before:]
                 stripped = self._read_datas(datas, None)
                 self._read_if_too_much_pending()
                 if not self._strip or not stripped:
                     return chunk
-                # Each event was exactly "data: " + data + LF LF, so this is the chunk less them.
-                return b"".join(
-                    [
-                        b"data: " + data + b"\n\n"
-                        for i, data in enumerate(datas)
-                        if i not in stripped
-                    ]
-                )
+                # Each event was exactly "data: " + data + LF LF (no other LF), so this is the
+                # chunk less them: the events before ``first`` as they are, then the rest.
+                start = chunk.rfind(b"\n\n", 0, first) + 2 if before else 0
+                kept = [b"data: " + d + b"\n\n" for i, d in enumerate(datas) if i not in stripped]
+                return chunk[:start] + b"".join(kept)
             held = self._parser.buffered  # bytes fed before but not yet returned
             events = self._parser.feed(chunk)
             stripped_events = self._read_events(events) if events else []

@@ -8,7 +8,7 @@ is not null; these scans decide that with a few C-level byte searches. A JSON ke
 
 from __future__ import annotations
 
-__all__ = ["may_carry_usage", "only_null_usage"]
+__all__ = ["first_usage_or_done", "may_carry_usage", "only_null_usage"]
 
 
 def only_null_usage(chunk: bytes, escaped: bool) -> bool:
@@ -21,6 +21,24 @@ def only_null_usage(chunk: bytes, escaped: bool) -> bool:
         and chunk.count(b'"usage"') == chunk.count(b'"usage":null')
         and not (escaped and b"\\u00" in chunk)
     )
+
+
+def first_usage_or_done(chunk: bytes, escaped: bool) -> int:
+    """Where in ``chunk`` the first ``[DONE]`` or ``"usage"`` key that is not null is; 0 when
+    escaped keys may hide one anywhere; ``len(chunk)`` when there is neither.
+
+    No event that ends before it can end the stream or carry a usage."""
+    if escaped and b"\\u00" in chunk:
+        return 0
+    first = chunk.find(b"[DONE]")
+    if first < 0:
+        first = len(chunk)
+    at = chunk.find(b'"usage"', 0, first)
+    while at >= 0:
+        if not (chunk.startswith(b":null", at + 7) or chunk.startswith(b": null", at + 7)):
+            return at
+        at = chunk.find(b'"usage"', at + 7, first)
+    return first
 
 
 def may_carry_usage(data: bytes) -> bool:

@@ -1,8 +1,10 @@
 """structlog set up as a pipeline of plain callables, rendering one JSON object per line.
 
-Secrets are removed by a processor, not by discipline: every configured secret (upstream
-keys, the admin token) and anything shaped like a bearer token or an ``sk-`` key is replaced
-before rendering, exceptions included.
+Secrets are removed by the pipeline, not by discipline: every configured secret (upstream
+keys, the admin token) and anything shaped like a bearer token or an ``sk-`` key is replaced,
+exceptions included. JSON lines are checked after rendering, on the exact bytes about to be
+written (``RedactingJSONRenderer``): the usual line costs a few byte searches, and only a line
+that may hold a secret is scrubbed field by field and rendered again.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import structlog
 
 from sentinel.config import TelemetryConfig
 
-__all__ = ["SecretRedactor", "configure_logging"]
+__all__ = ["RedactingJSONRenderer", "SecretRedactor", "configure_logging"]
 
 _REDACTED = "[REDACTED]"
 _SHAPED_LIKE_SECRETS = (
@@ -43,6 +45,7 @@ class SecretRedactor:
         self._secrets = tuple(sorted({s for s in secrets if s}, key=len, reverse=True))
         literal = [re.escape(s) for s in self._secrets]
         self._pattern = re.compile("|".join([*literal, *_SHAPED_LIKE_SECRETS]))
+        self._escaped = tuple(orjson.dumps(secret)[1:-1] for secret in self._secrets)
 
     def __call__(
         self, logger: object, method: str, event: MutableMapping[str, Any]
@@ -59,6 +62,20 @@ class SecretRedactor:
         if self._may_hold_secret("\n".join(texts)):
             self._scrub(event)
         return event
+
+    def may_hold_secret_json(self, rendered: bytes) -> bool:
+        """False only when no secret can be in ``rendered``, a JSON text: JSON escapes each
+        character on its own, so a string holding a secret holds the secret's escaped form."""
+        if b"sk-" in rendered or b"bearer" in rendered.lower():
+            return True
+        return any(secret in rendered for secret in self._escaped)
+
+    def scrub_event(self, event: MutableMapping[str, Any]) -> None:
+        """Replace every secret in ``event``'s values (containers by their scrubbed repr)."""
+        if not _SENSITIVE_FIELDS.isdisjoint(event):
+            for name in _SENSITIVE_FIELDS.intersection(event):
+                event[name] = _REDACTED
+        self._scrub(event)
 
     def _may_hold_secret(self, text: str) -> bool:
         """False only when no secret pattern can match anywhere in ``text``."""
@@ -86,29 +103,66 @@ class SecretRedactor:
             event[name] = scrubbed
 
 
+class RedactingJSONRenderer:
+    """The last processor of the JSON pipeline: render, then scrub only what needs it.
+
+    Sensitive field names are redacted before rendering; the rendered line is then searched for
+    every secret's JSON form and the shaped markers, and only a line where one may occur is
+    scrubbed (as ``SecretRedactor`` does) and rendered again.
+    """
+
+    def __init__(self, redactor: SecretRedactor) -> None:
+        self._redactor = redactor
+
+    def __call__(self, logger: object, method: str, event: MutableMapping[str, Any]) -> bytes:
+        if not _SENSITIVE_FIELDS.isdisjoint(event):
+            for name in _SENSITIVE_FIELDS.intersection(event):
+                event[name] = _REDACTED
+        rendered = _render(event)
+        if self._redactor.may_hold_secret_json(rendered):
+            self._redactor.scrub_event(event)
+            rendered = _render(event)
+        return rendered
+
+
+def _render(event: MutableMapping[str, Any]) -> bytes:
+    try:
+        return orjson.dumps(event, default=repr, option=orjson.OPT_NON_STR_KEYS)
+    except TypeError:  # an integer past 64 bits, or a repr that raised: render it all as text
+        return orjson.dumps({str(k): _text(v) for k, v in event.items()})
+
+
+def _text(value: object) -> object:
+    if type(value) in _PLAIN or isinstance(value, str):
+        return value
+    try:
+        return repr(value)
+    except Exception:  # a broken __repr__ must not lose the line
+        return f"<unrepresentable {type(value).__name__}>"
+
+
 def configure_logging(
     telemetry: TelemetryConfig, secrets: Iterable[str], stream: TextIO | None = None
 ) -> None:
     """Install the process-wide structlog pipeline (called by the composition root only).
 
-    Loggers are not cached: the tests configure logging once per gateway they start, and a
-    cached module logger would keep writing through the first configuration (it would save
-    about 1 µs a line).
+    Module loggers are not cached: the tests configure logging once per gateway they start, and
+    a cached module logger would keep writing through the first configuration. The one line
+    every request writes goes through a logger bound when the app is built, after this ran.
     """
     level = logging.getLevelNamesMapping()[telemetry.log_level.upper()]
     out = stream or sys.stdout
+    redactor = SecretRedactor(secrets)
     processors: list[Any] = [
-        structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         structlog.processors.format_exc_info,
-        SecretRedactor(secrets),
     ]
     if telemetry.log_format == "console":
-        processors.append(structlog.dev.ConsoleRenderer(colors=False))
+        processors += [redactor, structlog.dev.ConsoleRenderer(colors=False)]
         factory: Any = structlog.PrintLoggerFactory(out)
     else:
-        processors.append(structlog.processors.JSONRenderer(serializer=orjson.dumps))
+        processors.append(RedactingJSONRenderer(redactor))
         binary: Any = getattr(out, "buffer", out)
         factory = structlog.BytesLoggerFactory(binary)
     structlog.configure(

@@ -124,6 +124,15 @@ class UsageTracker:
             raise RuntimeError("usage tracker already started or closed")
         self._task = asyncio.get_running_loop().create_task(self._run(), name="usage-tracker")
 
+    @property
+    def keeps_records(self) -> bool:
+        """Whether any sink takes records; with none, ``record`` only counts them."""
+        return bool(self._sinks)
+
+    def count_unkept(self) -> None:
+        """Count a request whose record was not built, since no sink would keep it."""
+        self.stats.recorded += 1
+
     def record(self, record: UsageRecord) -> None:
         """Queue one request's record; never blocks. A full queue spills it to the spool."""
         self.stats.recorded += 1

@@ -591,3 +591,19 @@ def test_long_stream_text_is_whole() -> None:
     for _ in range(1000):
         acc.feed(event)
     assert acc.text == "x" * 1_000_000 and acc.events == 1000
+
+
+def test_whole_chunk_strips_a_usage_chunk_between_others() -> None:
+    """A chunk of whole events with the usage chunk in the middle: the events before it (null
+    usages included) and after it are forwarded byte for byte, and all their text is read."""
+    before = [
+        chunk({"choices": [{"index": 0, "delta": {"content": f"a{i}"}}], "usage": None})
+        for i in range(3)
+    ]
+    usage = chunk({"choices": [], "usage": {"prompt_tokens": 4, "completion_tokens": 5}})
+    after = [chunk({"choices": [{"index": 0, "delta": {"content": "z"}}]}), b"data: [DONE]\n\n"]
+    acc = StreamAccumulator("chat", strip_usage_chunk=True)
+    forwarded = acc.feed(b"".join([*before, usage, *after]))
+    assert forwarded == b"".join([*before, *after])
+    assert acc.usage is not None and acc.usage.completion_tokens == 5
+    assert acc.text == "a0a1a2z" and acc.is_complete and acc.events == 6

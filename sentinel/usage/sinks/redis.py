@@ -14,6 +14,7 @@ while its marker lives (``dedupe_ttl_s``). Buckets follow the request's ``starte
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -59,7 +60,11 @@ class UsageCounters:
 
 
 class RedisCounterSink:
-    """Counts each record once into its key's minute and day buckets (one script call each)."""
+    """Counts each record once into its key's minute and day buckets (one script call each).
+
+    A batch is sent as one pipeline, bounded by ``timeout_s``; a batch that times out may have
+    been counted in part, which the dedupe markers make safe to send again.
+    """
 
     def __init__(
         self,
@@ -68,9 +73,11 @@ class RedisCounterSink:
         minute_ttl_s: int = 2 * 86_400,
         day_ttl_s: int = 35 * 86_400,
         dedupe_ttl_s: int = 2 * 86_400,
+        timeout_s: float = 5.0,
         name: str = "redis",
     ) -> None:
         self._client = client
+        self._timeout_s = timeout_s  # per batch: the client sets no socket timeouts
         self._ttls = (minute_ttl_s, day_ttl_s, dedupe_ttl_s)
         self._source = (
             resources.files("sentinel.usage.sinks").joinpath("usage_counters.lua").read_text()
@@ -88,12 +95,13 @@ class RedisCounterSink:
     async def deliver(self, batch: Sequence[UsageRecord]) -> None:
         """Count each record of ``batch`` not counted before; ``DeliveryError`` on Redis trouble."""
         try:
-            try:
-                results = await self._count(batch)
-            except NoScriptError:
-                # Redis restarted or flushed its scripts; counting again is safe (dedupe).
-                self._sha = None
-                results = await self._count(batch)
+            async with asyncio.timeout(self._timeout_s):
+                try:
+                    results = await self._count(batch)
+                except NoScriptError:
+                    # Redis restarted or flushed its scripts; counting again is safe (dedupe).
+                    self._sha = None
+                    results = await self._count(batch)
         except (RedisError, OSError, TimeoutError) as exc:
             raise DeliveryError(f"{self._name}: {type(exc).__name__}: {exc}") from exc
         counted = sum(1 for result in results if result == 1)
