@@ -1,17 +1,22 @@
-"""Concurrent calls of the limits script, sent to Redis together: one round trip per loop turn.
+"""Concurrent calls of the limits script, sent to Redis together: one round trip per batch.
 
-Every request makes two or three calls of ``limits.lua`` (admit, settle, lease renewals), and
-with many requests in flight most of a call's cost is the client's own work per round trip.
-``ScriptBatcher`` queues the calls made during one turn of the event loop and sends them in
-one pipeline (not a transaction: each call is atomic on its own, as it is when sent alone),
-so their cost is shared. A lone call still goes out at the next loop turn, without waiting.
+Every request makes two calls of ``limits.lua`` (admit, settle), and with many requests in
+flight most of a call's cost is the client's own work per round trip. ``ScriptBatcher``
+queues the calls, and one task sends whatever is queued as one pipelined write on a
+connection of its own (not a transaction: each call is atomic on its own, as when sent
+alone), reads the replies in order, and goes again while calls are waiting. A lone call goes
+out at the next loop turn, without waiting; calls made while a batch is in flight form the
+next one.
 
-Each batch is bounded by ``timeout_s`` from the moment it is sent. A batch whose replies
-are late gets a few more loop turns to deliver replies already read, so that a busy replica
-does not mistake its own lag for a dead Redis; then every call still waiting fails with
-``TimeoutError`` and the batch is cancelled (redis-py drops its connection). Connection errors
-fail every call of the batch; an error reply fails only its own call. A script Redis does not
-know (after a restart or ``SCRIPT FLUSH``) is loaded and those calls are sent again.
+The connection is one of the client's pool (with its auth, TLS and reply parser), held
+until it fails; only the one command is encoded here, and each API key's ``EVALSHA`` head (the
+script's SHA and its keys) is encoded once. Each batch is bounded by ``timeout_s``. A batch
+whose replies are late gets a few more loop turns to deliver replies already read, so that a
+busy replica does not mistake its own lag for a dead Redis; then every call of the batch
+fails with ``TimeoutError`` and the connection is dropped (a late reply must never answer the
+next batch). Connection errors fail every call of the batch; an error reply fails its own
+call. Calls of a script Redis does not know (after a restart or ``SCRIPT FLUSH``) load it and
+are sent again.
 """
 
 from __future__ import annotations
@@ -21,76 +26,88 @@ from collections.abc import Sequence
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.exceptions import NoScriptError
+from redis.asyncio.connection import AbstractConnection
+from redis.exceptions import NoScriptError, ResponseError
 
 __all__ = ["ScriptBatcher"]
 
 _LATE_REPLY_TURNS = 3
 """Loop turns a batch past its deadline gets to deliver replies already received."""
+_MAX_HEADS = 10_000
+"""Encoded command heads kept (one per API key); past it the cache starts over."""
 
-Call = tuple[Sequence[str], Sequence[int | str], "asyncio.Future[Any]"]
+_Call = tuple[bytes, "asyncio.Future[Any]"]
 
 
 class ScriptBatcher:
-    """Runs calls of one Lua script, batching those made in the same loop turn."""
+    """Runs calls of one Lua script over one connection, batching those that wait."""
 
     def __init__(self, client: Redis, source: str, timeout_s: float) -> None:
         self._client = client
-        self._script = client.register_script(source)  # knows the SHA and how to load it
+        self._script = client.register_script(source)  # for its SHA
         self._timeout_s = timeout_s
-        self._queue: list[Call] = []
-        self._batches: set[asyncio.Task[None]] = set()  # strong references while in flight
+        self._queue: list[_Call] = []
+        self._sender: asyncio.Task[None] | None = None
+        self._trips: set[asyncio.Task[list[Any]]] = set()
+        self._connection: AbstractConnection | None = None
+        self._heads: dict[tuple[str, ...], bytes] = {}
+        self._load = _encode([b"SCRIPT", b"LOAD", source.encode()])
 
-    def call(self, keys: Sequence[str], args: Sequence[int | str]) -> asyncio.Future[Any]:
-        """Queue one call; the future gets its reply, or the exception that stopped it."""
+    def call(self, keys: tuple[str, ...], arg: str) -> asyncio.Future[Any]:
+        """Queue one call with ``keys`` and one argument; the future gets its reply, or the
+        exception that stopped it."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
-        if not self._queue:
-            loop.call_soon(self._send)
-        self._queue.append((keys, args, future))
+        self._queue.append((self._command(keys, arg), future))
+        if self._sender is None:
+            self._sender = loop.create_task(self._send_all(), name="limits-batches")
         return future
 
-    def _send(self) -> None:
-        batch, self._queue = self._queue, []
-        live = [call for call in batch if not call[2].done()]  # a caller may have given up
-        if not live:
-            return
-        loop = asyncio.get_running_loop()
-        task = loop.create_task(self._run(live), name="limits-batch")
-        self._batches.add(task)
-        timer = loop.call_later(self._timeout_s, self._expire, task, live, _LATE_REPLY_TURNS)
+    def _command(self, keys: tuple[str, ...], arg: str) -> bytes:
+        head = self._heads.get(keys)
+        if head is None:
+            if len(self._heads) >= _MAX_HEADS:
+                self._heads.clear()
+            sha = self._script.sha
+            fields = [b"EVALSHA", sha.encode(), b"%d" % len(keys), *(k.encode() for k in keys)]
+            head = b"*%d\r\n" % (len(fields) + 1) + b"".join(map(_bulk, fields))  # + the arg
+            self._heads[keys] = head
+        return head + _bulk(arg.encode())
 
-        def finished(done: asyncio.Task[None]) -> None:
-            self._batches.discard(done)
-            timer.cancel()
-
-        task.add_done_callback(finished)
-
-    def _expire(self, task: asyncio.Task[None], batch: list[Call], turns: int) -> None:
-        if task.done():
-            return
-        if turns > 0:  # let the loop run the callbacks of replies that already arrived
-            asyncio.get_running_loop().call_soon(self._expire, task, batch, turns - 1)
-            return
-        _fail(batch, TimeoutError())
-        task.cancel()
-
-    async def _run(self, batch: list[Call]) -> None:
+    async def _send_all(self) -> None:
         try:
-            replies = await self._execute(batch)
-            unknown = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
-            if unknown:
-                await self._client.script_load(self._script.script)
-                again = await self._execute([batch[i] for i in unknown])
-                for i, reply in zip(unknown, again, strict=True):
-                    replies[i] = reply
-        except asyncio.CancelledError:
-            _fail(batch, TimeoutError())
-            raise
-        except Exception as exc:  # the connection failed: every call of the batch failed
-            _fail(batch, exc)
+            while self._queue:
+                batch, self._queue = self._queue, []
+                live = [call for call in batch if not call[1].done()]  # callers may give up
+                if live:
+                    await self._send(live)
+        finally:
+            self._sender = None
+
+    async def _send(self, batch: list[_Call]) -> None:
+        trip = asyncio.get_running_loop().create_task(self._round_trip([c for c, _ in batch]))
+        self._trips.add(trip)  # a cancelled one must live until it has closed its connection
+        trip.add_done_callback(self._trips.discard)
+        try:
+            await asyncio.wait((trip,), timeout=self._timeout_s)
+            for _ in range(_LATE_REPLY_TURNS):
+                if trip.done():
+                    break
+                await asyncio.sleep(0)  # run the callbacks of replies already received
+        finally:
+            if not trip.done():
+                # The next batch gets a new connection: a late reply must never answer it.
+                # The cancelled round trip closes the old one.
+                self._connection = None
+                trip.cancel()
+                _fail(batch, TimeoutError())
+        if trip.cancelled():
             return
-        for (_, _, future), reply in zip(batch, replies, strict=True):
+        error = trip.exception()
+        if error is not None:  # the connection failed: every call of the batch failed
+            _fail(batch, error)
+            return
+        for (_, future), reply in zip(batch, trip.result(), strict=True):
             if future.done():
                 continue
             if isinstance(reply, Exception):
@@ -98,17 +115,56 @@ class ScriptBatcher:
             else:
                 future.set_result(reply)
 
-    async def _execute(self, batch: list[Call]) -> list[Any]:
-        sha = self._script.sha
-        async with self._client.pipeline(transaction=False) as pipe:
-            for keys, args, _ in batch:
-                # A pipeline only queues the call; execute() sends them all and awaits.
-                _ = pipe.evalsha(sha, len(keys), *keys, *args)
-            replies: list[Any] = await pipe.execute(raise_on_error=False)
+    async def _round_trip(self, commands: list[bytes]) -> list[Any]:
+        replies = await self._exchange(commands)
+        unknown = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
+        if unknown:
+            (loaded,) = await self._exchange([self._load])  # on this connection, known good
+            if isinstance(loaded, Exception):
+                raise loaded
+            again = await self._exchange([commands[i] for i in unknown])
+            for i, reply in zip(unknown, again, strict=True):
+                replies[i] = reply
         return replies
 
+    async def _acquire(self) -> AbstractConnection:
+        """A connection from the client's pool, kept until it fails (closing the client
+        closes it too)."""
+        pool = self._client.connection_pool
+        connection: AbstractConnection = await pool.get_connection()  # type: ignore[no-untyped-call]
+        self._connection = connection
+        return connection
 
-def _fail(batch: list[Call], exc: BaseException) -> None:
-    for _, _, future in batch:
+    async def _exchange(self, commands: list[bytes]) -> list[Any]:
+        """Write ``commands`` at once, then read one reply for each, in order."""
+        connection = self._connection or await self._acquire()
+        try:
+            await connection.send_packed_command(commands, check_health=False)
+            replies: list[Any] = []
+            for _ in commands:
+                try:
+                    replies.append(await connection.read_response())
+                except ResponseError as exc:  # read whole: the connection stays in step
+                    replies.append(exc)
+            return replies
+        except BaseException:
+            if self._connection is connection:
+                self._connection = None
+            await connection.disconnect(nowait=True)
+            await self._client.connection_pool.release(connection)
+            raise
+
+
+def _encode(fields: list[bytes]) -> bytes:
+    """One command in Redis's protocol (RESP): an array of bulk strings."""
+    return b"*%d\r\n" % len(fields) + b"".join(map(_bulk, fields))
+
+
+def _bulk(value: bytes) -> bytes:
+    return b"$%d\r\n%b\r\n" % (len(value), value)
+
+
+def _fail(batch: Sequence[_Call], error: BaseException) -> None:
+    for _, future in batch:
         if not future.done():
-            future.set_exception(exc)
+            future.set_exception(error)

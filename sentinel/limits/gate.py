@@ -125,7 +125,9 @@ class Gate:
             log.error("limits_settle_failed", key=reservation.key_name, exc_info=exc)
 
     async def drain(self) -> None:
-        """Wait for settlements still running (at shutdown)."""
+        """Wait for settlements still running, and stop renewing leases (at shutdown)."""
+        if self._renewer is not None:
+            self._renewer.cancel()
         if self._settling:
             await asyncio.gather(*self._settling, return_exceptions=True)
 

@@ -66,6 +66,8 @@ _SUFFIXES = ("requests", "tokens", "quotas", "leases", "settled")
 _LATE_REPLY_TURNS = 3
 """Loop iterations a timed-out call gets to deliver a reply already read from the socket."""
 _DIMENSIONS = tuple(Dimension)
+_MAX_KEY_NAMES = 10_000
+"""Key names whose Redis keys are kept worked out; past it the cache starts over."""
 
 
 def redis_keys(prefix: str, key_name: str) -> list[str]:
@@ -98,6 +100,7 @@ class RedisStore:
         self._client = client
         self._timeout_s = timeout_ms / 1000
         self._prefix = prefix
+        self._keys: dict[str, tuple[str, ...]] = {}  # key name -> its Redis keys
         source = files("sentinel.limits").joinpath("limits.lua").read_text(encoding="utf-8")
         self._script = client.register_script(source)
         # A single server gets concurrent calls in one round trip; a cluster, one by one.
@@ -108,8 +111,7 @@ class RedisStore:
     async def admit(self, spec: LimitSpec, admission: Admission, now_ms: int) -> Decision:
         """Check every dimension of ``spec`` and, only if all fit, record the request."""
         plan = plan_admission(spec, admission, now_ms, self.timing, self._calendar)
-        keys = redis_keys(self._prefix, admission.key_name)
-        reply = await self._run(keys, _admit_args(plan))
+        reply = await self._run(admission.key_name, _admit_args(plan))
         return decide(spec, admission, plan, _outcome(reply))
 
     async def settle(
@@ -129,19 +131,17 @@ class RedisStore:
             self._calendar,
             release_request=release_request,
         )
-        keys = redis_keys(self._prefix, reservation.key_name)
         args = _settle_args(plan)
         args += [reservation.reservation_id, now_ms + self.settled_memory_ms]
-        await self._run(keys, args)
+        await self._run(reservation.key_name, args)
 
     async def renew(self, reservation: Reservation, now_ms: int) -> bool:
         """Extend the reservation's lease by the lease TTL; False when it is already gone."""
         if not reservation.has_lease:
             return False
-        keys = redis_keys(self._prefix, reservation.key_name)
         expires = now_ms + self.timing.lease_ttl_ms
         args = [*self._common("renew", now_ms), reservation.reservation_id, expires]
-        return bool(await self._run(keys, args))
+        return bool(await self._run(reservation.key_name, args))
 
     async def usage(self, key_name: str, spec: LimitSpec, now_ms: int) -> Usage:
         """What ``key_name`` has used at ``now_ms`` on every dimension."""
@@ -168,21 +168,25 @@ class RedisStore:
 
     async def merge(self, key_name: str, state: KeyState, now_ms: int) -> None:
         """Add ``state``'s live usage and leases to Redis in one atomic call."""
-        keys = redis_keys(self._prefix, key_name)
         args = [*self._common("merge", now_ms), MERGED_QUOTA_TTL_MS]
         for section in (state.requests, state.tokens, state.quotas, state.leases):
             args.append(len(section))
             for name, value in section.items():
                 args += [name, value]
-        await self._run(keys, args)
+        await self._run(key_name, args)
 
     def _common(self, operation: str, now_ms: int) -> list[int | str]:
         return [operation, now_ms, self.timing.span_ms, self.timing.bucket_ms]
 
-    async def _run(self, keys: list[str], args: list[int | str]) -> Any:
-        packed = [" ".join(map(str, args))]  # one argument: see limits.lua
+    async def _run(self, key_name: str, args: list[int | str]) -> Any:
+        keys = self._keys.get(key_name)
+        if keys is None:
+            if len(self._keys) >= _MAX_KEY_NAMES:
+                self._keys.clear()
+            keys = self._keys[key_name] = tuple(redis_keys(self._prefix, key_name))
+        packed = " ".join(map(str, args))  # one argument: see limits.lua
         if self._batcher is None:
-            return await self._bounded(self._script(keys=keys, args=packed))
+            return await self._bounded(self._script(keys=keys, args=[packed]))
         try:
             return await self._batcher.call(keys, packed)  # bounded by the batch's timeout
         except _UNAVAILABLE as exc:

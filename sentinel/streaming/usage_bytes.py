@@ -8,6 +8,8 @@ is not null; these scans decide that with a few C-level byte searches. A JSON ke
 
 from __future__ import annotations
 
+import re
+
 __all__ = ["first_usage_or_done", "may_carry_usage", "only_null_usage"]
 
 
@@ -33,12 +35,8 @@ def first_usage_or_done(chunk: bytes, escaped: bool) -> int:
     first = chunk.find(b"[DONE]")
     if first < 0:
         first = len(chunk)
-    at = chunk.find(b'"usage"', 0, first)
-    while at >= 0:
-        if not (chunk.startswith(b":null", at + 7) or chunk.startswith(b": null", at + 7)):
-            return at
-        at = chunk.find(b'"usage"', at + 7, first)
-    return first
+    usage = _NOT_NULL_USAGE.search(chunk, 0, first)
+    return first if usage is None else usage.start()
 
 
 def may_carry_usage(data: bytes) -> bool:
@@ -47,11 +45,11 @@ def may_carry_usage(data: bytes) -> bool:
     A key is written ``"usage"`` (quotes cannot occur unescaped inside a string), unless some of
     its letters are ``\\u`` escapes. Most chunks have no such key, or one null ``usage`` last.
     """
-    at = data.find(b'"usage"')
-    while at >= 0:
-        at += 7
-        if not (data.startswith(b":null", at) or data.startswith(b": null", at)):
-            return True
-        at = data.find(b'"usage"', at)
+    if _NOT_NULL_USAGE.search(data) is not None:
+        return True
     # Escaped letters are rare: look for them only past a backslash.
     return data.find(b"\\") >= 0 and (b"\\u006" in data or b"\\u007" in data)
+
+
+_NOT_NULL_USAGE = re.compile(rb'"usage"(?!: ?null)')
+"""A ``"usage"`` key (or text) not followed by a null value; one C-level scan finds the first."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from redis.asyncio import Redis
 
@@ -105,3 +107,55 @@ async def test_a_new_bucket_size_starts_the_windows_afresh(redis: Redis, prefix:
     assert (await old.admit(spec, Admission("team-a", "r", 0), T0 + 500)).allowed
     assert (await new.admit(spec, Admission("team-a", "r", 0), T0 + 600)).allowed
     assert (await new.state("team-a")).requests == {T0: 1}
+
+
+async def test_concurrent_calls_share_one_connection(
+    private_redis: RedisServer, prefix: str
+) -> None:
+    """Calls made together go out together on the store's one connection, one EVALSHA each,
+    and each gets its own reply (the 50 that fit are admitted, the rest refused)."""
+    client = private_redis.client()
+    try:
+        store = RedisStore(client, 2_000, timing=TIMING, prefix=prefix)
+        spec = LimitSpec(rpm=50)
+        decisions = await asyncio.gather(
+            *(store.admit(spec, Admission("team-a", f"r{n}", 1), T0) for n in range(60))
+        )
+        assert sum(d.allowed for d in decisions) == 50
+        assert [d.allowed for d in decisions[50:]] == [False] * 10
+        stats = await client.info("commandstats")
+        # A fresh server knows no script: each call of the batch is refused, then sent again.
+        assert stats["cmdstat_evalsha"]["calls"] == 2 * 60
+        assert len(await client.client_list()) == 2  # the store's and this query's
+    finally:
+        await client.aclose()
+
+
+async def test_a_stalled_redis_times_out_and_a_late_reply_answers_no_one(
+    private_redis: RedisServer, prefix: str
+) -> None:
+    """A batch stuck behind a busy Redis fails with StoreUnavailable after ``timeout_ms``;
+    once Redis answers again, the next call gets its own reply on a new connection."""
+    client, blocker = private_redis.client(), private_redis.client()
+    try:
+        store = RedisStore(client, 100, timing=TIMING, prefix=prefix)
+        assert (await store.admit(FULL, Admission("team-a", "r1", 1), T0)).allowed
+        stall = asyncio.create_task(blocker.execute_command("DEBUG", "SLEEP", "0.5"))
+        await asyncio.sleep(0.05)
+        with pytest.raises(StoreUnavailable, match="TimeoutError"):
+            await store.admit(FULL, Admission("team-a", "r2", 1), T0)
+        await stall
+        decision = await store.admit(LimitSpec(rpm=1), Admission("team-b", "r3", 1), T0)
+        assert decision.allowed and decision.requests is not None
+        assert decision.requests.remaining == 0  # team-b's own reply, not r2's late one
+    finally:
+        await client.aclose()
+        await blocker.aclose()
+
+
+async def test_a_flushed_script_is_loaded_again(redis: Redis, prefix: str) -> None:
+    """After SCRIPT FLUSH the store's next call loads the script and succeeds."""
+    store = RedisStore(redis, 2_000, timing=TIMING, prefix=prefix)
+    assert (await store.admit(FULL, Admission("team-a", "r1", 1), T0)).allowed
+    await redis.script_flush()
+    assert (await store.admit(FULL, Admission("team-a", "r2", 1), T0)).allowed
