@@ -28,7 +28,7 @@ from typing import Any, Literal
 import orjson
 
 from sentinel.streaming.sse import SSEEvent, SSEParser
-from sentinel.streaming.usage_bytes import first_usage_or_done, may_carry_usage, only_null_usage
+from sentinel.streaming.usage_bytes import first_usage_or_done, may_carry_usage
 from sentinel.usage.counts import Usage
 
 __all__ = ["StreamAccumulator", "StreamApi", "StreamSnapshot"]
@@ -113,8 +113,18 @@ def _index(obj: dict[str, Any], key: str) -> int:
     return value if type(value) is int else 0
 
 
-# A data event kept for later: its data alone, or with its event name and its JSON if decoded.
-_Pending = bytes | tuple[str | None, bytes, dict[str, Any] | None]
+class _Framed:
+    """Whole events kept for later as they came (``data: …`` LF LF each), split when read."""
+
+    __slots__ = ("events",)
+
+    def __init__(self, events: bytes) -> None:
+        self.events = events
+
+
+# A data event kept for later: its data alone, or with its event name and its JSON if decoded;
+# or several whole events, still framed.
+_Pending = bytes | _Framed | tuple[str | None, bytes, dict[str, Any] | None]
 
 
 class StreamAccumulator:
@@ -140,30 +150,33 @@ class StreamAccumulator:
     def feed(self, chunk: bytes) -> bytes:
         """Read the next upstream chunk; return the bytes to forward to the client."""
         with self._lock:
-            if not self._escaped and (b"\\u" in chunk or chunk.endswith(b"\\")):
+            # The one-byte search is a memchr; the two-byte one only runs past a backslash.
+            if not self._escaped and b"\\" in chunk and (b"\\u" in chunk or chunk.endswith(b"\\")):
                 self._escaped = True
             self._pending_bytes += len(chunk)
-            datas = self._parser.feed_whole(chunk) if self._api != "responses" else None
-            if datas is not None:  # the usual chunk: whole data-only events
-                if only_null_usage(chunk, self._escaped):
-                    self._pending.extend(datas)  # nothing to read now: keep them for later
-                    self._events += len(datas)
+            whole = self._parser.whole_events(chunk) if self._api != "responses" else None
+            if whole is not None:  # the usual chunk: whole data-only events
+                # Events wholly before the first thing worth reading are only kept for later,
+                # framed as they came: all of them when there is none (every usage is null
+                # and no [DONE]). They are split into events only if they are ever read.
+                first = first_usage_or_done(chunk, self._escaped)
+                if first == len(chunk):
+                    self._pending.append(_Framed(chunk))
+                    self._events += whole
                     self._read_if_too_much_pending()
                     return chunk
-                # Events wholly before the first thing worth reading are only kept for later.
-                first = first_usage_or_done(chunk, self._escaped)
-                before = chunk.count(b"\n\n", 0, first)
-                if before:
-                    self._pending.extend(datas[:before])
-                    self._events += before
-                    datas = datas[before:]
+                end = chunk.rfind(b"\n\n", 0, first)  # of the event before the one at first
+                start = end + 2 if end >= 0 else 0
+                if start:
+                    self._pending.append(_Framed(chunk[:start]))
+                    self._events += chunk.count(b"\n", 0, start) // 2  # two LFs each
+                datas = [part[6:] for part in chunk[start:].split(b"\n\n")[:-1]]
                 stripped = self._read_datas(datas, None)
                 self._read_if_too_much_pending()
                 if not self._strip or not stripped:
                     return chunk
-                # Each event was exactly "data: " + data + LF LF (no other LF), so this is the
-                # chunk less them: the events before ``first`` as they are, then the rest.
-                start = chunk.rfind(b"\n\n", 0, first) + 2 if before else 0
+                # Each event was exactly "data: " + data + LF LF, so this is the chunk less the
+                # stripped ones: the events before ``start`` as they are, then the rest.
                 kept = [b"data: " + d + b"\n\n" for i, d in enumerate(datas) if i not in stripped]
                 return chunk[:start] + b"".join(kept)
             held = self._parser.buffered  # bytes fed before but not yet returned
@@ -327,6 +340,9 @@ class StreamAccumulator:
         for item in pending:
             if type(item) is bytes:
                 self._read_data(None, item, None)
+            elif isinstance(item, _Framed):
+                for part in item.events.split(b"\n\n")[:-1]:
+                    self._read_data(None, part[6:], None)
             else:
                 self._read_data(*item)
 

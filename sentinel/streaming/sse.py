@@ -91,18 +91,31 @@ class SSEParser:
         of line by line. ``feed`` must be given a chunk this declines; one it takes returns
         the same events as ``feed`` would, each with the data given and no name.
         """
-        if self._buf or self._cr or not chunk.endswith(b"\n\n") or _CR in chunk:
+        if self.whole_events(chunk) is None:
             return None
         parts = chunk.split(b"\n\n")
         parts.pop()  # the b"" after the last blank line
+        return [part[6:] for part in parts]
+
+    def whole_events(self, chunk: bytes) -> int | None:
+        """``feed_whole`` without the split: how many events ``chunk`` holds when it takes it.
+
+        A few C-level counts decide it: every LF of the chunk must be in a blank line that
+        ends an event and is followed by the next ``data: `` line, or ends the chunk.
+        """
         if (
-            chunk.count(b"\n") != 2 * len(parts)  # no other line ends
+            self._buf
+            or self._cr
+            or not chunk.endswith(b"\n\n")
             or not chunk.startswith(b"data: ")
-            or chunk.count(b"\n\ndata: ") != len(parts) - 1  # every event one data line
+            or _CR in chunk
         ):
             return None
+        lines = chunk.count(b"\n")
+        if lines % 2 or chunk.count(b"\n\ndata: ") != lines // 2 - 1:
+            return None
         self._fresh = False
-        return [part[6:] for part in parts]
+        return lines // 2
 
     @property
     def buffered(self) -> int:

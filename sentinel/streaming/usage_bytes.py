@@ -10,19 +10,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["first_usage_or_done", "may_carry_usage", "only_null_usage"]
-
-
-def only_null_usage(chunk: bytes, escaped: bool) -> bool:
-    """Whether no event of ``chunk`` can end the stream or carry a usage: every ``"usage"`` in
-    it is ``"usage":null`` (what a chunk says once usage was asked for) and no ``[DONE]``.
-    A few C-level scans of the chunk instead of a Python loop over its events; anything
-    unusual (escaped keys, ``[DONE]`` inside text) takes the per-event path."""
-    return (
-        b"[DONE]" not in chunk
-        and chunk.count(b'"usage"') == chunk.count(b'"usage":null')
-        and not (escaped and b"\\u00" in chunk)
-    )
+__all__ = ["first_usage_or_done", "may_carry_usage"]
 
 
 def first_usage_or_done(chunk: bytes, escaped: bool) -> int:
