@@ -32,7 +32,6 @@ from typing import Any, TypeVar
 import redis.exceptions as redis_errors
 from redis.asyncio import Redis, RedisCluster
 
-from sentinel.limits.batching import ScriptBatcher
 from sentinel.limits.decision import (
     Decision,
     Reservation,
@@ -44,6 +43,7 @@ from sentinel.limits.periods import Calendar
 from sentinel.limits.spec import Admission, Dimension, LimitSpec
 from sentinel.limits.store import StoreUnavailable
 from sentinel.limits.window import AdmitPlan, KeyState, Outcome, SettlePlan, Timing, Usage, usage
+from sentinel.redis_scripts import ScriptBatcher
 from sentinel.shared_state import hash_tag
 
 __all__ = ["MERGED_QUOTA_TTL_MS", "RedisStore", "redis_keys"]

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
@@ -16,6 +17,7 @@ from sentinel.usage.sinks.redis import (
     counter_key,
     read_counters,
 )
+from tests.redis_server import RedisServer
 from tests.usage.fakes import free_port, make_record, records
 
 STARTED = 1_738_326_645.123  # 2025-01-31T12:30:45.123Z
@@ -105,3 +107,20 @@ async def test_redis_server_is_private(redis: Redis, redis_port: int) -> None:
     assert redis_port != 6379
     assert await redis.config_get("appendonly") == {"appendonly": "no"}
     assert await redis.config_get("save") == {"save": ""}
+
+
+async def test_counts_on_a_cluster_exactly_once(redis_cluster: list[RedisServer]) -> None:
+    """With a cluster client the calls go one per slot through redis-py's pipeline; the
+    counts and the replay protection are the same as on a single server."""
+    client = RedisCluster.from_url(f"redis://127.0.0.1:{redis_cluster[0].port}")
+    key = f"cluster-{free_port()}"  # a fresh key: the cluster outlives this test
+    batch = [replace(record, key=key) for record in records(3)]
+    try:
+        sink = RedisCounterSink(client)
+        await sink.deliver(batch)
+        await sink.deliver(batch)  # a replay
+        counted = await read_counters(client, key, "minute", at=STARTED)
+        assert counted.requests == 3 and counted.total_tokens == _sums(3).total_tokens
+        assert (sink.counted, sink.duplicates) == (3, 3)
+    finally:
+        await client.aclose()

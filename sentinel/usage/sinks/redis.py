@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import resources
@@ -25,6 +25,7 @@ from typing import Literal
 from redis.asyncio import Redis, RedisCluster
 from redis.exceptions import NoScriptError, RedisError
 
+from sentinel.redis_scripts import ScriptBatcher
 from sentinel.usage.records import UsageRecord
 from sentinel.usage.sinks import DeliveryError
 
@@ -49,6 +50,19 @@ def _seen_key(record: UsageRecord) -> str:
     return f"sentinel:{{{record.key}}}:usage:seen:{record.request_id}"
 
 
+async def _awaited(reply: Awaitable[object] | object) -> object:
+    return await reply if isinstance(reply, Awaitable) else reply
+
+
+def _keys(record: UsageRecord) -> tuple[str, str, str]:
+    started = datetime.fromisoformat(record.started_at)
+    return (
+        _seen_key(record),
+        counter_key(record.key, "minute", started),
+        counter_key(record.key, "day", started),
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class UsageCounters:
     """One bucket's totals (all zero for a bucket nobody used)."""
@@ -62,8 +76,9 @@ class UsageCounters:
 class RedisCounterSink:
     """Counts each record once into its key's minute and day buckets (one script call each).
 
-    A batch is sent as one pipeline, bounded by ``timeout_s``; a batch that times out may have
-    been counted in part, which the dedupe markers make safe to send again.
+    A batch goes out as one pipelined write on a single server (``ScriptBatcher``), or call by
+    call to each slot's node on a cluster, bounded by ``timeout_s``; a batch that times out
+    may have been counted in part, which the dedupe markers make safe to send again.
     """
 
     def __init__(
@@ -78,11 +93,15 @@ class RedisCounterSink:
     ) -> None:
         self._client = client
         self._timeout_s = timeout_s  # per batch: the client sets no socket timeouts
-        self._ttls = (minute_ttl_s, day_ttl_s, dedupe_ttl_s)
+        self._ttls = f"{minute_ttl_s} {day_ttl_s} {dedupe_ttl_s}"
         self._source = (
             resources.files("sentinel.usage.sinks").joinpath("usage_counters.lua").read_text()
         )
         self._sha: str | None = None
+        # A single server gets a batch's calls as one pipelined write (redis_scripts.py).
+        self._batcher = (
+            ScriptBatcher(client, self._source, timeout_s) if isinstance(client, Redis) else None
+        )
         self._name = name
         self.counted = 0
         self.duplicates = 0
@@ -109,21 +128,31 @@ class RedisCounterSink:
         self.duplicates += len(results) - counted
 
     async def _count(self, batch: Sequence[UsageRecord]) -> list[object]:
-        if self._sha is None:
-            self._sha = str(await self._client.script_load(self._source))
-        async with self._client.pipeline(transaction=False) as pipe:
-            for record in batch:
-                started = datetime.fromisoformat(record.started_at)
-                keys = (
-                    _seen_key(record),
-                    counter_key(record.key, "minute", started),
-                    counter_key(record.key, "day", started),
-                )
-                args = (record.prompt_tokens, record.completion_tokens, record.total_tokens)
-                # A pipeline only queues the call; execute() sends them all and awaits.
-                _ = pipe.evalsha(self._sha, len(keys), *keys, *args, *self._ttls)
-            results: list[object] = await pipe.execute()
-        return results
+        calls = [(_keys(record), self._arg(record)) for record in batch]
+        if self._batcher is not None:
+            batched = self._batcher.call
+            replies = await asyncio.gather(
+                *(batched(keys, arg, keys_repeat=False) for keys, arg in calls),
+                return_exceptions=True,
+            )
+        else:
+            if self._sha is None:
+                self._sha = str(await self._client.script_load(self._source))
+            # A cluster pipeline refuses EVALSHA: each call goes to its slot's node on its own.
+            evalsha = self._client.evalsha
+            replies = await asyncio.gather(
+                *(_awaited(evalsha(self._sha, len(keys), *keys, arg)) for keys, arg in calls),
+                return_exceptions=True,
+            )
+        for reply in replies:
+            if isinstance(reply, BaseException):
+                raise reply
+        return list(replies)
+
+    def _arg(self, record: UsageRecord) -> str:
+        return (
+            f"{record.prompt_tokens} {record.completion_tokens} {record.total_tokens} " + self._ttls
+        )
 
 
 async def read_counters(

@@ -3,14 +3,17 @@
 -- KEYS[1]  dedupe marker   sentinel:{<key>}:usage:seen:<request_id>
 -- KEYS[2]  minute hash     sentinel:{<key>}:usage:m:<yyyymmddHHMM>
 -- KEYS[3]  day hash        sentinel:{<key>}:usage:d:<yyyymmdd>
--- ARGV[1]  prompt tokens       (integer >= 0)
--- ARGV[2]  completion tokens   (integer >= 0)
--- ARGV[3]  total tokens        (integer >= 0)
--- ARGV[4]  minute hash TTL     (seconds)
--- ARGV[5]  day hash TTL        (seconds)
--- ARGV[6]  dedupe marker TTL   (seconds)
+-- ARGV[1]  six integers joined by single spaces (one argument is cheaper to send than six):
+--   1 prompt tokens, 2 completion tokens, 3 total tokens (each >= 0),
+--   4 minute hash TTL, 5 day hash TTL, 6 dedupe marker TTL (seconds)
 -- Returns 1 when counted, 0 when this request id was already counted (a replay).
 -- Every key shares the {<key>} hash tag, so the script is valid on Redis Cluster.
+
+local ARGV = (function(packed)
+  local fields = {}
+  for field in string.gmatch(packed, '%d+') do fields[#fields + 1] = field end
+  return fields
+end)(ARGV[1])
 
 if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[6]) then
   return 0

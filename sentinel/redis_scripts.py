@@ -1,22 +1,23 @@
-"""Concurrent calls of the limits script, sent to Redis together: one round trip per batch.
+"""Calls of a Lua script, sent to Redis together: one round trip per batch.
 
-Every request makes two calls of ``limits.lua`` (admit, settle), and with many requests in
-flight most of a call's cost is the client's own work per round trip. ``ScriptBatcher``
-queues the calls, and one task sends whatever is queued as one pipelined write on a
-connection of its own (not a transaction: each call is atomic on its own, as when sent
-alone), reads the replies in order, and goes again while calls are waiting. A lone call goes
-out at the next loop turn, without waiting; calls made while a batch is in flight form the
-next one.
+Every request makes two calls of ``limits.lua`` (admit, settle) and, through the usage
+tracker, one of ``usage_counters.lua``; with many requests in flight most of a call's cost is
+the client's own work per round trip. ``ScriptBatcher`` queues the calls, and one task sends
+whatever is queued as one pipelined write on a connection of its own (not a transaction:
+each call is atomic on its own, as when sent alone), reads the replies in order, and goes
+again while calls are waiting. A lone call goes out at the next loop turn, without waiting;
+calls made while a batch is in flight form the next one.
 
 The connection is one of the client's pool (with its auth, TLS and reply parser), held
-until it fails; only the one command is encoded here, and each API key's ``EVALSHA`` head (the
-script's SHA and its keys) is encoded once. Each batch is bounded by ``timeout_s``. A batch
-whose replies are late gets a few more loop turns to deliver replies already read, so that a
-busy replica does not mistake its own lag for a dead Redis; then every call of the batch
-fails with ``TimeoutError`` and the connection is dropped (a late reply must never answer the
-next batch). Connection errors fail every call of the batch; an error reply fails its own
-call. Calls of a script Redis does not know (after a restart or ``SCRIPT FLUSH``) load it and
-are sent again.
+until it fails; only the one command is encoded here, and a caller whose keys repeat (the
+limits: one set per API key) has the command's head encoded once. Each batch is bounded by
+``timeout_s``. A batch whose replies are late gets a few more loop turns to deliver replies
+already read, so that a busy replica does not mistake its own lag for a dead Redis; then
+every call of the batch fails with ``TimeoutError`` and the connection is dropped (a late
+reply must never answer the next batch). Connection errors fail every call of the batch; an
+error reply fails its own call. Calls of a script Redis does not know (after a restart or
+``SCRIPT FLUSH``) load it and are sent again. A single server only: a cluster client sends
+each call to its slot's node itself.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ __all__ = ["ScriptBatcher"]
 _LATE_REPLY_TURNS = 3
 """Loop turns a batch past its deadline gets to deliver replies already received."""
 _MAX_HEADS = 10_000
-"""Encoded command heads kept (one per API key); past it the cache starts over."""
+"""Encoded command heads kept (one per set of keys); past it the cache starts over."""
 
 _Call = tuple[bytes, "asyncio.Future[Any]"]
 
@@ -53,25 +54,29 @@ class ScriptBatcher:
         self._heads: dict[tuple[str, ...], bytes] = {}
         self._load = _encode([b"SCRIPT", b"LOAD", source.encode()])
 
-    def call(self, keys: tuple[str, ...], arg: str) -> asyncio.Future[Any]:
+    def call(
+        self, keys: tuple[str, ...], arg: str, *, keys_repeat: bool = True
+    ) -> asyncio.Future[Any]:
         """Queue one call with ``keys`` and one argument; the future gets its reply, or the
-        exception that stopped it."""
+        exception that stopped it. ``keys_repeat``: keep the encoded head for the next call
+        with the same keys (not for keys used once, like a request's dedupe marker)."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
-        self._queue.append((self._command(keys, arg), future))
+        self._queue.append((self._command(keys, arg, keys_repeat), future))
         if self._sender is None:
-            self._sender = loop.create_task(self._send_all(), name="limits-batches")
+            self._sender = loop.create_task(self._send_all(), name="redis-script-batches")
         return future
 
-    def _command(self, keys: tuple[str, ...], arg: str) -> bytes:
-        head = self._heads.get(keys)
+    def _command(self, keys: tuple[str, ...], arg: str, keep: bool) -> bytes:
+        head = self._heads.get(keys) if keep else None
         if head is None:
-            if len(self._heads) >= _MAX_HEADS:
-                self._heads.clear()
             sha = self._script.sha
             fields = [b"EVALSHA", sha.encode(), b"%d" % len(keys), *(k.encode() for k in keys)]
             head = b"*%d\r\n" % (len(fields) + 1) + b"".join(map(_bulk, fields))  # + the arg
-            self._heads[keys] = head
+            if keep:
+                if len(self._heads) >= _MAX_HEADS:
+                    self._heads.clear()
+                self._heads[keys] = head
         return head + _bulk(arg.encode())
 
     async def _send_all(self) -> None:
