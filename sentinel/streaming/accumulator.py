@@ -27,6 +27,7 @@ from typing import Any, Literal
 
 import orjson
 
+from sentinel.streaming.reply_text import ReplyText
 from sentinel.streaming.sse import SSEEvent, SSEParser
 from sentinel.streaming.usage_bytes import first_usage_or_done, may_carry_usage
 from sentinel.usage.counts import Usage
@@ -57,8 +58,6 @@ _DELTA_TEXT = {
     "reasoning": "reasoning",
 }
 
-Channel = tuple[object, ...]
-
 
 @dataclass(frozen=True, slots=True)
 class StreamSnapshot:
@@ -72,40 +71,6 @@ class StreamSnapshot:
     finish_reasons: tuple[str, ...]
     events: int
     bad_events: int
-
-
-class _Text:
-    """Reply text kept per channel (choice, tool call, output item), joined only on demand.
-
-    Keeping channels apart means replies with several choices or tool calls are not
-    interleaved, so the joined text tokenizes as the provider's output did.
-    """
-
-    __slots__ = ("_channels", "_joined")
-
-    def __init__(self) -> None:
-        self._channels: dict[Channel, list[str]] = {}
-        self._joined: str | None = ""
-
-    def add(self, channel: Channel, piece: object) -> None:
-        """Append ``piece`` to ``channel`` if it is a non-empty string; ignore anything else."""
-        if type(piece) is str and piece:
-            pieces = self._channels.get(channel)
-            if pieces is None:
-                self._channels[channel] = [piece]
-            else:
-                pieces.append(piece)
-            self._joined = None
-
-    def add_function(self, channel: Channel, function: dict[str, Any]) -> None:
-        """A function call's name and arguments (pieces of either may come in any chunk)."""
-        self.add(channel, function.get("name"))
-        self.add(channel, function.get("arguments"))
-
-    def joined(self) -> str:
-        if self._joined is None:
-            self._joined = "".join("".join(pieces) for pieces in self._channels.values())
-        return self._joined
 
 
 def _index(obj: dict[str, Any], key: str) -> int:
@@ -135,7 +100,7 @@ class StreamAccumulator:
         self._strip = strip_usage_chunk
         self._lock = threading.Lock()
         self._parser = SSEParser()
-        self._text = _Text()
+        self._text = ReplyText()
         self._usage: Usage | None = None
         self._complete = False
         self._error: dict[str, Any] | None = None

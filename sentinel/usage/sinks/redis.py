@@ -51,6 +51,7 @@ def _seen_key(record: UsageRecord) -> str:
 
 
 async def _awaited(reply: Awaitable[object] | object) -> object:
+    """redis-py types each command as sync or async; the asyncio client's is awaitable."""
     return await reply if isinstance(reply, Awaitable) else reply
 
 
