@@ -13,9 +13,9 @@ in Redis, and the fallback replays it later; the replay must not refund twice.
 
 The window hashes also hold meta fields (``s``, ``l``, ``h``, ``b``: see ``limits.lua``).
 Every key carries a TTL, so nothing outlives its use. The one script, ``limits.lua``, lives
-next to this module and is registered once per store. Against a single server, the calls made
-in one loop turn share one round trip (``ScriptBatcher``); a cluster gets them one by one.
-Every call is bounded by ``timeout_ms``;
+next to this module and is registered once per store. Against a single server, calls queued
+while others are in flight share one round trip (``ScriptBatcher``); a cluster gets them one
+by one. Every call is bounded by ``timeout_ms``;
 a timeout or a connection, cluster or read-only error becomes ``StoreUnavailable`` here, at
 the boundary, and nowhere else. A timeout is only declared once the event loop has had a
 chance to read a reply that already arrived: a busy replica must not mistake its own lag for
