@@ -1,18 +1,16 @@
 """The composition root: ``create_app(config)`` assembles Sentinel; the lifespan owns resources.
 
-The served app is a ``FrontDoor``: a ``POST`` to one of the four read APIs goes straight to
-that API wrapped in ``RequestContextMiddleware`` (these carry nearly all the traffic, and
-Starlette's layers would otherwise wrap every send of every stream); everything else, the
-lifespan included, goes to the Starlette app. Its middleware order, outermost first:
+Middleware order, outermost first:
 
 1. Starlette's ``ServerErrorMiddleware`` — last-resort 500 for bugs in Sentinel's own layer.
 2. ``RequestContextMiddleware`` — puts a ``RequestContext`` in ``scope["sentinel.context"]``,
    adds ``x-request-id`` to every response, maps ``SentinelError`` to OpenAI's error shape (or
    an in-band SSE error after a stream started) and logs one canonical line per request.
-   Around the read APIs it is the outermost layer and the boundary of last resort itself.
+   It calls the four read APIs (POST) itself, past layers 3 and 4, which would otherwise wrap
+   every send of every stream.
 3. Starlette's ``ExceptionMiddleware`` — renders routing 404/405 in OpenAI's shape.
-4. The router: ``/healthz``, ``/readyz``, the four read APIs (other methods: 405),
-   ``/v1/models``, ``/admin/v1/upstreams``, then every other ``/v1/*`` path as a pass-through.
+4. The router: ``/healthz``, ``/readyz``, the four read APIs, ``/v1/models``,
+   ``/admin/v1/upstreams``, then every other ``/v1/*`` path as a pass-through.
 
 The lifespan opens the one aiohttp session, the Redis client (with ``[redis]``), the limit
 store, the usage tracker, the upstream health checks and (with ``[redis]``) the sharing of
@@ -26,7 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from starlette.applications import Starlette
@@ -41,7 +39,6 @@ from sentinel.auth.keys import KeyRing
 from sentinel.config import Config
 from sentinel.errors import MethodNotAllowed, NotFound, SentinelError
 from sentinel.health import Healthz, Readyz
-from sentinel.http.asgi import ASGIApp, Receive, Scope, Send
 from sentinel.http.context import RequestContextMiddleware
 from sentinel.limits import GuardedStore, LimitStore, MemoryStore, RedisStore
 from sentinel.limits.gate import Gate, keep_recovering
@@ -79,7 +76,7 @@ async def _routing_error(request: Request, exc: Exception) -> Response:
     return Response(error.as_json(), status_code=error.status, media_type="application/json")
 
 
-def create_app(config: Config, encodings: Encodings) -> FrontDoor:
+def create_app(config: Config, encodings: Encodings) -> Starlette:
     """Build the ASGI app for ``config``; nothing is opened until the lifespan starts.
 
     ``encodings`` are loaded by the caller (≈0.5 s, once per process) so that a missing or
@@ -182,39 +179,16 @@ def create_app(config: Config, encodings: Encodings) -> FrontDoor:
         Route("/admin/v1/upstreams", AdminUpstreams(), methods=["GET"]),
         Route("/v1/{path:path}", PassthroughEndpoint()),
     ]
-    starlette = Starlette(
+    return Starlette(
         routes=routes,
         middleware=[
             Middleware(
                 RequestContextMiddleware,
                 on_finished=metrics.request_finished,
                 tracing=telemetry.tracing,
+                direct={("POST", route): endpoint for route, endpoint in apis.items()},
             )
         ],
         exception_handlers={HTTPException: _routing_error},
         lifespan=lifespan,
     )
-    direct = {
-        ("POST", route): RequestContextMiddleware(
-            endpoint, on_finished=metrics.request_finished, tracing=telemetry.tracing
-        )
-        for route, endpoint in apis.items()
-    }
-    return FrontDoor(starlette, direct)
-
-
-class FrontDoor:
-    """The served ASGI app: the read APIs by (method, path) straight to their own layers, the
-    rest (other routes, the lifespan) to Starlette."""
-
-    def __init__(self, app: ASGIApp, direct: Mapping[tuple[str, str], ASGIApp]) -> None:
-        self._app = app
-        self._direct = direct
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            direct = self._direct.get((scope["method"], scope["path"]))
-            if direct is not None:
-                await direct(scope, receive, send)
-                return
-        await self._app(scope, receive, send)

@@ -159,8 +159,13 @@ class RequestContextMiddleware:
         app: ASGIApp,
         on_finished: Callable[[RequestContext, int], None] | None = None,
         tracing: Tracing | None = None,
+        direct: dict[tuple[str, str], ASGIApp] | None = None,
     ) -> None:
         self.app = app
+        # The hot endpoints by (method, path): called straight from here, past Starlette's
+        # router and exception middleware, whose wrappers would otherwise run on every send
+        # of every stream. They raise only SentinelError, which this layer renders anyway.
+        self._direct = direct or {}
         self._on_finished = on_finished  # the metrics
         self._tracing = tracing
         # Bound now, once: the module's lazy logger would bind again for every request.
@@ -205,7 +210,8 @@ class RequestContextMiddleware:
             await send(message)
 
         try:
-            await self.app(scope, receive, send_with_id)
+            app = self._direct.get((scope["method"], scope["path"]), self.app)
+            await app(scope, receive, send_with_id)
         except SentinelError as error:
             await self._fail(ctx, error, send_with_id, started, ended)
         except ClientGone:
