@@ -21,6 +21,7 @@ import aiohttp
 import orjson
 
 from sentinel.auth.keys import presented_key
+from sentinel.deadline import Deadline
 from sentinel.errors import SentinelError
 from sentinel.http.asgi import Receive, Scope, Send
 from sentinel.http.body import parse_json_object, read_body
@@ -198,9 +199,8 @@ async def _send_whole(
     outcome: _Outcome,
 ) -> None:
     """Read a (small) JSON reply whole within the call's deadline, note its usage, send it."""
-    with upstream_errors(upstream, started=True):
-        async with asyncio.timeout_at(deadline):
-            body = await response.read()
+    with upstream_errors(upstream, started=True), Deadline(deadline):
+        body = await response.read()
     headers, ctx.dropped_headers = relay_headers(response.raw_headers, keep_length=False)
     headers.append((b"content-length", str(len(body)).encode("ascii")))
     if response.status < 300:

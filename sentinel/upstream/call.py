@@ -10,6 +10,7 @@ from urllib.parse import quote
 import aiohttp
 from yarl import URL
 
+from sentinel.deadline import Deadline
 from sentinel.errors import UpstreamError
 from sentinel.http.context import RequestContext
 from sentinel.upstream.client import upstream_errors
@@ -63,16 +64,16 @@ async def open_upstream(
         headers["traceparent"] = ctx.traceparent
     started = time.perf_counter_ns()
     try:
-        with upstream_errors(target.name):
-            async with asyncio.timeout(target.first_byte_s):
-                response = await session.request(
-                    method,
-                    url,
-                    headers=headers,
-                    data=data,
-                    timeout=target.timeout,
-                    allow_redirects=False,
-                )
+        first_byte = asyncio.get_running_loop().time() + target.first_byte_s
+        with upstream_errors(target.name), Deadline(first_byte):
+            response = await session.request(
+                method,
+                url,
+                headers=headers,
+                data=data,
+                timeout=target.timeout,
+                allow_redirects=False,
+            )
     finally:
         ctx.upstream_wait_ns += time.perf_counter_ns() - started
     ctx.upstream_status = response.status

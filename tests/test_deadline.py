@@ -1,0 +1,72 @@
+"""``Deadline`` keeps ``asyncio.timeout``'s contract: expiry is TimeoutError, any other
+cancellation stays a cancellation, and nothing is left behind when the block ends in time."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from sentinel.deadline import Deadline
+
+
+def _in(seconds: float) -> float:
+    return asyncio.get_running_loop().time() + seconds
+
+
+async def test_a_block_past_its_deadline_raises_timeout_error() -> None:
+    with pytest.raises(TimeoutError):
+        with Deadline(_in(0.01)):
+            await asyncio.sleep(1)
+    task = asyncio.current_task()
+    assert task is not None and task.cancelling() == 0  # the cancellation was taken back
+
+
+async def test_a_block_in_time_is_untouched_and_later_awaits_run() -> None:
+    with Deadline(_in(0.05)):
+        await asyncio.sleep(0)
+    await asyncio.sleep(0.08)  # past the deadline: nothing fires any more
+
+
+async def test_another_cancellation_is_not_turned_into_a_timeout() -> None:
+    """A client that leaves cancels the task: that must stay a CancelledError."""
+
+    async def waits() -> None:
+        with Deadline(_in(10)):
+            await asyncio.sleep(10)
+
+    task = asyncio.create_task(waits())
+    await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+async def test_a_cancellation_racing_the_deadline_stays_a_cancellation() -> None:
+    """Expiry and an outside cancel in the same loop turn: the outside one wins, as with
+    asyncio.timeout, so a shutdown is never mistaken for a slow upstream."""
+
+    async def waits() -> None:
+        with Deadline(_in(0.02)):
+            await asyncio.sleep(10)
+
+    task = asyncio.create_task(waits())
+    await asyncio.sleep(0.02)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+async def test_outside_a_task_it_refuses() -> None:
+    """A plain callback has no task to cancel: entering there is a RuntimeError."""
+    loop = asyncio.get_running_loop()
+    refused: asyncio.Future[RuntimeError] = loop.create_future()
+
+    def enter() -> None:
+        try:
+            Deadline(loop.time() + 1).__enter__()
+        except RuntimeError as exc:
+            refused.set_result(exc)
+
+    loop.call_soon(enter)
+    assert "inside a task" in str(await asyncio.wait_for(refused, 1))
