@@ -21,6 +21,7 @@ from opentelemetry.trace import Span
 from sentinel.errors import SentinelError
 from sentinel.http.asgi import ASGIApp, Message, Receive, Scope, Send
 from sentinel.http.body import ClientGone
+from sentinel.telemetry.logging import LineLogger
 from sentinel.telemetry.otel import Tracing
 from sentinel.usage.counts import Usage
 from sentinel.usage.estimate import UsageSource
@@ -168,8 +169,7 @@ class RequestContextMiddleware:
         self._direct = direct or {}
         self._on_finished = on_finished  # the metrics
         self._tracing = tracing
-        # Bound now, once: the module's lazy logger would bind again for every request.
-        self._log = log.bind()
+        self._line = LineLogger("sentinel.request")  # the one line every request writes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -222,7 +222,7 @@ class RequestContextMiddleware:
         finally:
             finished_ns = time.perf_counter_ns()
             self._finish(ctx, finished_ns, span)
-            self._log.info("request_finished", **ctx.log_fields(finished_ns))
+            self._line.info("request_finished", ctx.log_fields(finished_ns))
 
     def _finish(self, ctx: RequestContext, finished_ns: int, span: Span | None) -> None:
         """Hand the finished request to its usage record, the metrics and its span."""

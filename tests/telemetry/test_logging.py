@@ -6,9 +6,10 @@ import io
 
 import orjson
 import structlog
+import structlog.testing
 
 from sentinel.config import TelemetryConfig
-from sentinel.telemetry.logging import SecretRedactor, configure_logging
+from sentinel.telemetry.logging import LineLogger, SecretRedactor, configure_logging
 
 
 def test_redactor_scrubs_configured_and_shaped_secrets() -> None:
@@ -76,3 +77,37 @@ def test_redactor_scrubs_the_repr_of_other_objects() -> None:
         None, "info", {"event": "x", "upstream": Upstream(), "nested": {"k": ["sk-" + "a" * 12]}}
     )
     assert "upstream-secret-value" not in str(event) and "a" * 12 not in str(event)
+
+
+def _configured(level: str = "info") -> io.BytesIO:
+    out = io.StringIO()
+    buffer = io.BytesIO()
+    out.buffer = buffer  # type: ignore[misc]
+    configure_logging(TelemetryConfig(log_level=level), ["topsecret-admin-token"], stream=out)
+    return buffer
+
+
+def test_line_logger_writes_what_the_pipeline_writes() -> None:
+    """The request line's direct path renders the same line as structlog's pipeline: same
+    keys in the same order, same values, secrets scrubbed, one line."""
+    buffer = _configured()
+    fields = {"status": 200, "model": "m", "note": "Bearer abc.def", "attempts": [{"ms": 1}]}
+    structlog.get_logger("sentinel.request").info("request_finished", **fields)
+    LineLogger("sentinel.request").info("request_finished", dict(fields))
+    through_structlog, direct = (orjson.loads(line) for line in buffer.getvalue().splitlines())
+    assert list(direct) == list(through_structlog)
+    del direct["timestamp"], through_structlog["timestamp"]
+    assert direct == through_structlog and "abc.def" not in str(direct)
+
+
+def test_line_logger_honours_the_level_and_capture_logs() -> None:
+    """Below the configured level nothing is written; under capture_logs the line is captured
+    like any other event instead of being written."""
+    quiet = _configured("warning")
+    LineLogger("sentinel.request").info("request_finished", {"status": 200})
+    assert quiet.getvalue() == b""
+    loud = _configured()
+    line = LineLogger("sentinel.request")
+    with structlog.testing.capture_logs() as logs:
+        line.info("request_finished", {"status": 200})
+    assert [entry["event"] for entry in logs] == ["request_finished"] and loud.getvalue() == b""
