@@ -4,7 +4,9 @@ Bytes are forwarded chunk by chunk with no re-buffering. The response start is s
 first chunk, so that until then an upstream failure is still an ordinary error status. After
 it, a failure becomes an in-band SSE ``error`` event for event streams, or an aborted
 connection for anything else — never a clean end that looks like success. A client
-disconnect cancels the relay at once; the caller closes the upstream response.
+disconnect cancels the relay at once (a watcher starts the first time the relay waits for
+the upstream; until then it only relays what has already arrived); the caller closes the
+upstream response.
 """
 
 from __future__ import annotations
@@ -75,11 +77,16 @@ async def relay(
     """
     headers, ctx.dropped_headers = relay_headers(response.raw_headers, keep_length=keep_length)
     start = {"type": "http.response.start", "status": response.status, "headers": headers}
-    watcher = DisconnectWatcher(receive)
+    watchers: list[DisconnectWatcher] = []  # started the first time the relay has to wait
+
+    def watch() -> None:
+        if not watchers:
+            watchers.append(DisconnectWatcher(receive))
+
     try:
-        await _pump(response, ctx, send, start, tap)
+        await _pump(response, ctx, send, start, tap, watch)
     except asyncio.CancelledError:
-        if not watcher.disconnected:
+        if not (watchers and watchers[0].disconnected):
             raise
         current = asyncio.current_task()
         if current is not None:
@@ -88,7 +95,8 @@ async def relay(
         if after_disconnect is not None:
             await after_disconnect()
     finally:
-        watcher.close()
+        if watchers:
+            watchers[0].close()
 
 
 async def _pump(
@@ -97,17 +105,23 @@ async def _pump(
     send: Send,
     start: Message,
     tap: StreamTap | None,
+    watch: Callable[[], None],
 ) -> None:
-    read = response.content.readany
+    content = response.content
     started = False
     try:
         with upstream_errors(ctx.upstream or "upstream", started=True):
             while True:
-                waited = time.perf_counter_ns()
-                try:
-                    chunk = await read()
-                finally:
-                    ctx.upstream_wait_ns += time.perf_counter_ns() - waited
+                # What has arrived is relayed at once; only a wait for more needs the
+                # disconnect watcher (a short reply that came whole never starts one).
+                chunk = content.read_nowait()
+                if not chunk and not content.is_eof():
+                    watch()
+                    waited = time.perf_counter_ns()
+                    try:
+                        chunk = await content.readany()
+                    finally:
+                        ctx.upstream_wait_ns += time.perf_counter_ns() - waited
                 if not chunk:
                     break
                 out = tap.feed(chunk) if tap is not None else chunk
