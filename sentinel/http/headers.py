@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from sentinel.errors import InvalidRequest
 
-__all__ = ["RequestHeaders", "encode_headers", "relay_headers", "scan_request_headers"]
+__all__ = ["RequestHeaders", "relay_headers", "scan_request_headers"]
 
 HOP_BY_HOP = frozenset(
     {
@@ -138,8 +138,3 @@ def relay_headers(
             continue
         relayed.append((lowered, value))
     return relayed, dropped
-
-
-def encode_headers(headers: dict[str, str]) -> list[tuple[bytes, bytes]]:
-    """Sentinel's own ``name: value`` headers (ASCII by construction) as ASGI pairs."""
-    return [(name.encode("ascii"), value.encode("ascii")) for name, value in headers.items()]

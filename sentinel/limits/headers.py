@@ -11,12 +11,21 @@ that limit, successes included; resets use OpenAI's duration format (``"1s"``, `
 from __future__ import annotations
 
 from sentinel.errors import RateLimited
-from sentinel.limits.decision import Decision, RateWindow, Refusal
+from sentinel.limits.decision import Decision, Refusal
 from sentinel.limits.spec import Dimension
 
-__all__ = ["DEGRADED_HEADER", "duration", "rate_limit_headers", "refusal_error"]
+__all__ = [
+    "DEGRADED_HEADER",
+    "duration",
+    "rate_limit_header_pairs",
+    "rate_limit_headers",
+    "refusal_error",
+]
 
+_KINDS = ("limit", "remaining", "reset")
 DEGRADED_HEADER = "x-sentinel-degraded"
+_REQUEST_NAMES = tuple(f"x-ratelimit-{kind}-requests".encode() for kind in _KINDS)
+_TOKEN_NAMES = tuple(f"x-ratelimit-{kind}-tokens".encode() for kind in _KINDS)
 
 _RATES = {
     Dimension.REQUESTS: "requests per minute (RPM)",
@@ -47,20 +56,31 @@ def duration(ms: int) -> str:
 
 def rate_limit_headers(decision: Decision) -> dict[str, str]:
     """Every header ``decision`` puts on the response, whether it was allowed or not."""
-    headers: dict[str, str] = {}
-    for name, window in (("requests", decision.requests), ("tokens", decision.tokens)):
+    return {name.decode(): value.decode() for name, value in rate_limit_header_pairs(decision)}
+
+
+def rate_limit_header_pairs(decision: Decision) -> list[tuple[bytes, bytes]]:
+    """``rate_limit_headers`` as ASGI header pairs, built as bytes: this runs for every
+    request of a limited key."""
+    pairs: list[tuple[bytes, bytes]] = []
+    for (limit, remaining, reset), window in (
+        (_REQUEST_NAMES, decision.requests),
+        (_TOKEN_NAMES, decision.tokens),
+    ):
         if window is not None:
-            headers.update(_window_headers(name, window))
+            pairs.append((limit, b"%d" % window.limit))
+            pairs.append((remaining, b"%d" % window.remaining))
+            pairs.append((reset, duration(window.reset_ms).encode("ascii")))
     refusal = decision.refusal
     if refusal is not None:
         if refusal.is_quota:
-            headers["x-should-retry"] = "false"
+            pairs.append((b"x-should-retry", b"false"))
         if not refusal.exceeds_limit:
-            headers["retry-after"] = str(-(-refusal.retry_after_ms // 1000))
-            headers["retry-after-ms"] = str(refusal.retry_after_ms)
+            pairs.append((b"retry-after", b"%d" % -(-refusal.retry_after_ms // 1000)))
+            pairs.append((b"retry-after-ms", b"%d" % refusal.retry_after_ms))
     if decision.degraded:
-        headers[DEGRADED_HEADER] = "limits"
-    return headers
+        pairs.append((DEGRADED_HEADER.encode("ascii"), b"limits"))
+    return pairs
 
 
 def refusal_error(decision: Decision, requested_tokens: int) -> RateLimited:
@@ -75,14 +95,6 @@ def refusal_error(decision: Decision, requested_tokens: int) -> RateLimited:
         dimension=str(refusal.dimension),
         degraded=decision.degraded,
     )
-
-
-def _window_headers(name: str, window: RateWindow) -> dict[str, str]:
-    return {
-        f"x-ratelimit-limit-{name}": str(window.limit),
-        f"x-ratelimit-remaining-{name}": str(window.remaining),
-        f"x-ratelimit-reset-{name}": duration(window.reset_ms),
-    }
 
 
 def _message(refusal: Refusal, requested_tokens: int) -> str:

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from sentinel.auth.keys import Principal
 from sentinel.http.context import RequestContext
-from sentinel.http.headers import encode_headers
 from sentinel.limits.decision import Reservation
 from sentinel.limits.gate import Gate
-from sentinel.limits.headers import rate_limit_headers
+from sentinel.limits.headers import rate_limit_header_pairs
 
 __all__ = ["admit"]
 
@@ -22,5 +21,5 @@ async def admit(
         return None
     decision = await gate.admit(principal.name, principal.limits, ctx.request_id, tokens)
     ctx.degraded = decision.degraded
-    ctx.response_headers = encode_headers(rate_limit_headers(decision))
+    ctx.response_headers = rate_limit_header_pairs(decision)
     return decision.reservation
