@@ -28,7 +28,7 @@ from typing import Any, Literal
 import orjson
 
 from sentinel.streaming.reply_text import ReplyText
-from sentinel.streaming.sse import SSEEvent, SSEParser
+from sentinel.streaming.sse import SSEEvent, SSEParser, whole_data
 from sentinel.streaming.usage_bytes import first_usage_or_done, may_carry_usage
 from sentinel.usage.counts import Usage
 
@@ -135,7 +135,7 @@ class StreamAccumulator:
                 if start:
                     self._pending.append(_Framed(chunk[:start]))
                     self._events += chunk.count(b"\n", 0, start) // 2  # two LFs each
-                datas = [part[6:] for part in chunk[start:].split(b"\n\n")[:-1]]
+                datas = whole_data(chunk[start:])
                 stripped = self._read_datas(datas, None)
                 self._read_if_too_much_pending()
                 if not self._strip or not stripped:
@@ -306,8 +306,8 @@ class StreamAccumulator:
             if type(item) is bytes:
                 self._read_data(None, item, None)
             elif isinstance(item, _Framed):
-                for part in item.events.split(b"\n\n")[:-1]:
-                    self._read_data(None, part[6:], None)
+                for data in whole_data(item.events):
+                    self._read_data(None, data, None)
             else:
                 self._read_data(*item)
 

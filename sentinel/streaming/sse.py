@@ -21,7 +21,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-__all__ = ["SSEEvent", "SSEParser"]
+__all__ = ["SSEEvent", "SSEParser", "whole_data"]
 
 _BOM = b"\xef\xbb\xbf"
 _EOL = re.compile(rb"[\r\n]")
@@ -91,11 +91,7 @@ class SSEParser:
         of line by line. ``feed`` must be given a chunk this declines; one it takes returns
         the same events as ``feed`` would, each with the data given and no name.
         """
-        if self.whole_events(chunk) is None:
-            return None
-        parts = chunk.split(b"\n\n")
-        parts.pop()  # the b"" after the last blank line
-        return [part[6:] for part in parts]
+        return None if self.whole_events(chunk) is None else whole_data(chunk)
 
     def whole_events(self, chunk: bytes) -> int | None:
         """``feed_whole`` without the split: how many events ``chunk`` holds when it takes it.
@@ -257,3 +253,9 @@ def _line_end(buf: bytes | bytearray, scan: int, *, eof: bool) -> tuple[int, int
         return eol, eol + 2 if buf[eol + 1] == _LF else eol + 1
     # A CR as the last byte so far: it may be half of a CRLF, so wait for the next byte.
     return (eol, eol + 1) if eof else (-1, eol)
+
+
+def whole_data(chunk: bytes) -> list[bytes]:
+    """The data of each event of a chunk that ``SSEParser.whole_events`` took (each event is
+    ``data: `` + data + LF LF, with no other LF)."""
+    return [part[6:] for part in chunk.split(b"\n\n")[:-1]]
