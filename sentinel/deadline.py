@@ -18,16 +18,23 @@ __all__ = ["Deadline"]
 
 
 class Deadline:
-    """``with Deadline(when):`` inside a task; ``when`` is in ``loop.time()`` seconds."""
+    """``with Deadline(when):`` inside a task; ``when`` is in ``loop.time()`` seconds.
 
-    __slots__ = ("_cancelling", "_expired", "_handle", "_task", "_when")
+    ``late_turns``: once ``when`` has passed, let the loop run that many more turns before
+    cancelling, so that a reply already received (a busy loop sees the timer and the reply
+    at once) still ends the block in time.
+    """
 
-    def __init__(self, when: float) -> None:
+    __slots__ = ("_cancelling", "_exited", "_expired", "_handle", "_late_turns", "_task", "_when")
+
+    def __init__(self, when: float, *, late_turns: int = 0) -> None:
         self._when = when
+        self._late_turns = late_turns
         self._expired = False
+        self._exited = False
         self._cancelling = 0
         self._task: asyncio.Task[object] | None = None
-        self._handle: asyncio.TimerHandle | None = None
+        self._handle: asyncio.Handle | None = None
 
     def __enter__(self) -> Deadline:
         task = asyncio.current_task()
@@ -44,6 +51,7 @@ class Deadline:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
+        self._exited = True
         if self._handle is not None:
             self._handle.cancel()
         if self._expired and self._task is not None:
@@ -53,6 +61,11 @@ class Deadline:
                 raise TimeoutError from exc
 
     def _expire(self) -> None:
-        if self._task is not None:
-            self._expired = True
-            self._task.cancel()
+        if self._exited or self._task is None:
+            return
+        if self._late_turns > 0:
+            self._late_turns -= 1
+            self._handle = asyncio.get_running_loop().call_soon(self._expire)
+            return
+        self._expired = True
+        self._task.cancel()

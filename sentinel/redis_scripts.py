@@ -30,6 +30,8 @@ from redis.asyncio import Redis
 from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import NoScriptError, ResponseError
 
+from sentinel.deadline import Deadline
+
 __all__ = ["ScriptBatcher"]
 
 _LATE_REPLY_TURNS = 3
@@ -49,7 +51,6 @@ class ScriptBatcher:
         self._timeout_s = timeout_s
         self._queue: list[_Call] = []
         self._sender: asyncio.Task[None] | None = None
-        self._trips: set[asyncio.Task[list[Any]]] = set()
         self._connection: AbstractConnection | None = None
         self._heads: dict[tuple[str, ...], bytes] = {}
         self._load = _encode([b"SCRIPT", b"LOAD", source.encode()])
@@ -90,29 +91,18 @@ class ScriptBatcher:
             self._sender = None
 
     async def _send(self, batch: list[_Call]) -> None:
-        trip = asyncio.get_running_loop().create_task(self._round_trip([c for c, _ in batch]))
-        self._trips.add(trip)  # a cancelled one must live until it has closed its connection
-        trip.add_done_callback(self._trips.discard)
+        when = asyncio.get_running_loop().time() + self._timeout_s
         try:
-            await asyncio.wait((trip,), timeout=self._timeout_s)
-            for _ in range(_LATE_REPLY_TURNS):
-                if trip.done():
-                    break
-                await asyncio.sleep(0)  # run the callbacks of replies already received
-        finally:
-            if not trip.done():
-                # The next batch gets a new connection: a late reply must never answer it.
-                # The cancelled round trip closes the old one.
-                self._connection = None
-                trip.cancel()
-                _fail(batch, TimeoutError())
-        if trip.cancelled():
+            # A round trip cut short by the deadline drops its connection (``_exchange``).
+            with Deadline(when, late_turns=_LATE_REPLY_TURNS):
+                replies = await self._round_trip([command for command, _ in batch])
+        except asyncio.CancelledError:  # the loop is shutting down
+            _fail(batch, TimeoutError())
+            raise
+        except Exception as exc:  # a timeout, or the connection failed: every call failed
+            _fail(batch, exc)
             return
-        error = trip.exception()
-        if error is not None:  # the connection failed: every call of the batch failed
-            _fail(batch, error)
-            return
-        for (_, future), reply in zip(batch, trip.result(), strict=True):
+        for (_, future), reply in zip(batch, replies, strict=True):
             if future.done():
                 continue
             if isinstance(reply, Exception):

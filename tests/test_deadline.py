@@ -70,3 +70,20 @@ async def test_outside_a_task_it_refuses() -> None:
 
     loop.call_soon(enter)
     assert "inside a task" in str(await asyncio.wait_for(refused, 1))
+
+
+async def _reply_after_two_turns(late_turns: int) -> int:
+    """A block past its deadline whose reply arrives two loop turns later."""
+    loop = asyncio.get_running_loop()
+    reply: asyncio.Future[int] = loop.create_future()
+    loop.call_soon(loop.call_soon, reply.set_result, 1)
+    with Deadline(loop.time() - 1, late_turns=late_turns):
+        return await reply
+
+
+async def test_late_turns_let_a_reply_already_on_its_way_end_the_block() -> None:
+    """With late turns, a reply the loop is about to deliver is not called a timeout; without
+    them, the same block times out."""
+    assert await _reply_after_two_turns(late_turns=3) == 1
+    with pytest.raises(TimeoutError):
+        await _reply_after_two_turns(late_turns=0)
