@@ -32,10 +32,10 @@ from redis.exceptions import NoScriptError, ResponseError
 
 from sentinel.deadline import Deadline
 
-__all__ = ["ScriptBatcher"]
+__all__ = ["LATE_REPLY_TURNS", "ScriptBatcher"]
 
-_LATE_REPLY_TURNS = 3
-"""Loop turns a batch past its deadline gets to deliver replies already received."""
+LATE_REPLY_TURNS = 3
+"""Loop turns a Redis call past its deadline gets to deliver a reply already received."""
 _MAX_HEADS = 10_000
 """Encoded command heads kept (one per set of keys); past it the cache starts over."""
 
@@ -94,7 +94,7 @@ class ScriptBatcher:
         when = asyncio.get_running_loop().time() + self._timeout_s
         try:
             # A round trip cut short by the deadline drops its connection (``_exchange``).
-            with Deadline(when, late_turns=_LATE_REPLY_TURNS):
+            with Deadline(when, late_turns=LATE_REPLY_TURNS):
                 replies = await self._round_trip([command for command, _ in batch])
         except asyncio.CancelledError:  # the loop is shutting down
             _fail(batch, TimeoutError())

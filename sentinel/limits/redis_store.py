@@ -32,6 +32,7 @@ from typing import Any, TypeVar
 import redis.exceptions as redis_errors
 from redis.asyncio import Redis, RedisCluster
 
+from sentinel.deadline import Deadline
 from sentinel.limits.decision import (
     Decision,
     Reservation,
@@ -43,7 +44,7 @@ from sentinel.limits.periods import Calendar
 from sentinel.limits.spec import Admission, Dimension, LimitSpec
 from sentinel.limits.store import StoreUnavailable
 from sentinel.limits.window import AdmitPlan, KeyState, Outcome, SettlePlan, Timing, Usage, usage
-from sentinel.redis_scripts import ScriptBatcher
+from sentinel.redis_scripts import LATE_REPLY_TURNS, ScriptBatcher
 from sentinel.shared_state import hash_tag
 
 __all__ = ["MERGED_QUOTA_TTL_MS", "RedisStore", "redis_keys"]
@@ -60,11 +61,9 @@ _UNAVAILABLE: tuple[type[BaseException], ...] = (
     redis_errors.TryAgainError,
     redis_errors.ReadOnlyError,  # a failed-over primary that is now a replica
     redis_errors.OutOfMemoryError,
-    OSError,  # also the builtin TimeoutError raised by asyncio.timeout
+    OSError,  # also the builtin TimeoutError raised by a Deadline
 )
 _SUFFIXES = ("requests", "tokens", "quotas", "leases", "settled")
-_LATE_REPLY_TURNS = 3
-"""Loop iterations a timed-out call gets to deliver a reply already read from the socket."""
 _DIMENSIONS = tuple(Dimension)
 _MAX_KEY_NAMES = 10_000
 """Key names whose Redis keys are kept worked out; past it the cache starts over."""
@@ -193,21 +192,12 @@ class RedisStore:
             raise StoreUnavailable(f"redis: {type(exc).__name__}") from exc
 
     async def _bounded(self, call: Awaitable[_T]) -> _T:
-        task = asyncio.ensure_future(call)
+        when = asyncio.get_running_loop().time() + self._timeout_s
         try:
-            await asyncio.wait((task,), timeout=self._timeout_s)
-            for _ in range(_LATE_REPLY_TURNS):
-                if task.done():
-                    break
-                await asyncio.sleep(0)  # run the callbacks of a reply already received
-            if not task.done():
-                raise TimeoutError
-            return task.result()
+            with Deadline(when, late_turns=LATE_REPLY_TURNS):
+                return await call
         except _UNAVAILABLE as exc:
             raise StoreUnavailable(f"redis: {type(exc).__name__}") from exc
-        finally:
-            if not task.done():
-                task.cancel()
 
 
 def _limit(value: int | None) -> int:
