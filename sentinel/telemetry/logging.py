@@ -12,8 +12,8 @@ from __future__ import annotations
 import logging
 import re
 import sys
+import time
 from collections.abc import Iterable, MutableMapping
-from datetime import UTC, datetime
 from typing import Any, BinaryIO, TextIO
 
 import orjson
@@ -127,7 +127,7 @@ class RedactingJSONRenderer:
             return
         fields["event"] = event
         fields["level"] = "info"
-        fields["timestamp"] = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+        fields["timestamp"] = iso_utc(time.time_ns())
         self._out.write(self(None, "info", fields) + b"\n")
         self._out.flush()
 
@@ -140,6 +140,23 @@ class RedactingJSONRenderer:
             self._redactor.scrub_event(event)
             rendered = _render(event)
         return rendered
+
+
+class _SecondStamps:
+    """The ISO text of the last whole UTC second asked for: one ``strftime`` a second."""
+
+    second = -1
+    text = ""
+
+
+def iso_utc(ns: int) -> str:
+    """``ns`` since the epoch as structlog's ISO UTC stamp (``datetime.isoformat`` with ``Z``:
+    microseconds, truncated, shown only when not zero), at a fraction of its cost."""
+    second, micros = divmod(ns // 1000, 1_000_000)
+    if second != _SecondStamps.second:
+        _SecondStamps.text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        _SecondStamps.second = second
+    return f"{_SecondStamps.text}.{micros:06d}Z" if micros else _SecondStamps.text + "Z"
 
 
 def _render(event: MutableMapping[str, Any]) -> bytes:
