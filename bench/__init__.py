@@ -2,8 +2,9 @@
 
 ``python -m bench`` (``make bench``) starts the mock upstream, then each target in turn
 (``direct``: no proxy; ``bare``: ``bench.passthrough``, the floor of the stack; ``sentinel``:
-``sentinel serve``; ``policy``: Sentinel with Redis limits, usage counters and usage records
-on), drives each target's scenarios with ``bench.load`` in a process of its own, and prints one
+``sentinel serve``; ``routed``: Sentinel choosing among three upstreams; ``accounting``:
+Sentinel keeping usage records and Redis usage counters; ``policy``: accounting plus Redis
+limits), drives each target's scenarios with ``bench.load`` in a process of its own, and prints one
 markdown table, the performance targets met or missed, and the cost of counting a prompt. The
 proxy under test runs alone on the first CPU.
 

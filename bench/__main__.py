@@ -1,6 +1,6 @@
 """``python -m bench``: run the benchmark matrix, print the table, save the raw results.
 
-python -m bench [--duration S] [--warmup S] [--only direct,bare,sentinel,policy]
+python -m bench [--duration S] [--warmup S] [--only direct,bare,sentinel,routed,accounting,policy]
                 [--scenarios json,stream] [--connections 1,16] [--counting-runs N]
                 [--quick] [--results-dir DIR]
 

@@ -16,6 +16,7 @@ from bench.children import CpuPlan
 from bench.goals import Key, verdicts
 from bench.measurement import CountCost, Measurement
 from bench.runner import Options, Outcome, Results
+from bench.targets import USAGE_MODES
 
 __all__ = ["render", "save_json"]
 
@@ -32,7 +33,7 @@ _COLUMNS = (
     "+p50 vs direct",
     "errors",
 )
-_GATEWAYS = ("sentinel", "routed", "policy")
+_GATEWAYS = ("sentinel", "routed", "accounting", "policy")
 _NOISY_BACKGROUND = 0.05  # of one CPU
 
 
@@ -79,7 +80,7 @@ def _table(outcomes: Sequence[Outcome]) -> list[str]:
     return lines
 
 
-def _summary(outcomes: Sequence[Outcome], usage_records: int | None) -> list[str]:
+def _summary(outcomes: Sequence[Outcome], usage_records: Mapping[str, int]) -> list[str]:
     found = _index(outcomes)
     lines = [line for kind in _kinds(outcomes) if (line := _latency_line(found, kind))]
     rss = {
@@ -124,22 +125,24 @@ def _latency_line(found: Mapping[Key, Measurement], kind: str) -> str | None:
     return f"- {kind}, p50 added to direct at 1 connection: " + ", ".join(parts) if parts else None
 
 
-def _store_costs(outcomes: Sequence[Outcome], usage_records: int | None) -> list[str]:
-    """The policy target's Redis CPU (outside its CPU column) and the usage records it wrote."""
+def _store_costs(outcomes: Sequence[Outcome], usage_records: Mapping[str, int]) -> list[str]:
+    """The Redis CPU of the targets keeping usage (outside their CPU column), and the usage
+    records each wrote."""
     lines = []
-    policy = [o.measurement for o in outcomes if o.scenario.mode == "policy" and o.measurement]
-    store = [value for m in policy if (value := m.per_request_us(m.store_cpu_seconds)) is not None]
-    if store:
-        lines.append(
-            f"- policy's redis-server CPU per request: {min(store):.0f}-{max(store):.0f} µs "
-            "(not in its CPU µs/req column)"
-        )
-    if usage_records is not None:
-        responses = sum(sum(m.statuses.values()) for m in policy)
-        lines.append(
-            f"- policy wrote {usage_records} usage records for {responses} responses "
-            "(warm-up included)"
-        )
+    for mode in USAGE_MODES:
+        ran = [o.measurement for o in outcomes if o.scenario.mode == mode and o.measurement]
+        store = [v for m in ran if (v := m.per_request_us(m.store_cpu_seconds)) is not None]
+        if store:
+            lines.append(
+                f"- {mode}'s redis-server CPU per request: {min(store):.0f}-{max(store):.0f} µs "
+                "(not in its CPU µs/req column)"
+            )
+        if mode in usage_records:
+            responses = sum(sum(m.statuses.values()) for m in ran)
+            lines.append(
+                f"- {mode} wrote {usage_records[mode]} usage records for {responses} responses "
+                "(warm-up included)"
+            )
     return lines
 
 

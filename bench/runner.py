@@ -16,7 +16,15 @@ from pathlib import Path
 from bench.children import ChildError, CpuPlan, Finishing, python_argv
 from bench.measurement import CountCost, Measurement
 from bench.scenarios import Scenario, matrix
-from bench.targets import USAGE_FILE, Target, start_mock, start_proxy, start_redis
+from bench.targets import (
+    USAGE_FILE,
+    USAGE_MODES,
+    Target,
+    start_mock,
+    start_proxy,
+    start_redis,
+    usage_dir,
+)
 from bench.window import Watched
 
 __all__ = ["Options", "Outcome", "Results", "run_benchmark"]
@@ -55,8 +63,8 @@ class Results:
     outcomes: list[Outcome]
     counting: list[CountCost] = field(default_factory=list)
     counting_failure: str | None = None
-    usage_records: int | None = None
-    """Usage records the ``policy`` target wrote (None: it did not run)."""
+    usage_records: dict[str, int] = field(default_factory=dict)
+    """Usage records each target keeping usage wrote, by mode (those that ran)."""
 
     @property
     def has_failed(self) -> bool:
@@ -92,7 +100,11 @@ def run_benchmark(options: Options, plan: CpuPlan, progress: Callable[[str], Non
         run = _Run(options, plan, workdir, mock, progress)
         for mode in options.modes:
             outcomes.extend(_run_mode(run, mode))
-        usage = _usage_records(workdir) if "policy" in options.modes else None
+        usage = {
+            mode: _usage_records(usage_dir(workdir, mode))
+            for mode in USAGE_MODES
+            if mode in options.modes
+        }
     return Results(outcomes, costs, failure, usage)
 
 
@@ -102,7 +114,7 @@ def _run_mode(run: _Run, mode: str) -> list[Outcome]:
         return _run_scenarios(run, scenarios, run.mock.port, Watched(mock=run.mock.child.pid))
     with ExitStack() as stack:  # stops the proxy first, then its Redis
         try:
-            redis = start_redis(run.workdir, run.plan.mock) if mode == "policy" else None
+            redis = start_redis(run.workdir, run.plan.mock) if mode in USAGE_MODES else None
             if redis is not None:
                 stack.callback(redis.child.stop)
             proxy = start_proxy(mode, run.workdir, run.mock.base_url, run.plan.proxy, redis)
@@ -123,10 +135,10 @@ def _tail(log: Path, lines: int = 15) -> list[str]:
         return []
 
 
-def _usage_records(workdir: Path) -> int:
-    """Lines in the policy target's usage file and any rotated copies of it."""
+def _usage_records(directory: Path) -> int:
+    """Lines in a target's usage file and any rotated copies of it."""
     total = 0
-    for path in workdir.glob(f"{USAGE_FILE}*"):
+    for path in directory.glob(f"{USAGE_FILE}*"):
         with path.open("rb") as records:
             total += sum(1 for _ in records)
     return total

@@ -24,10 +24,11 @@ CLIENT_KEY = "sk-bench-client-key"
 MODEL = "gpt-4o-mini"
 PATH = "/v1/chat/completions"
 
-MODES = ("direct", "bare", "sentinel", "routed", "policy")
+MODES = ("direct", "bare", "sentinel", "routed", "accounting", "policy")
 """direct: the mock itself; bare: the pass-through floor; sentinel: the gateway; routed: the
-gateway choosing among three upstreams (priorities, weights, breakers); policy: the gateway
-with Redis limits, usage counters and usage records on."""
+gateway choosing among three upstreams (priorities, weights, breakers); accounting: the gateway
+with usage records and Redis usage counters on (no limits); policy: accounting plus Redis
+limits on every dimension."""
 
 KINDS = ("json", "stream")
 """json: a non-streaming chat completion; stream: a chat completion as an SSE stream."""

@@ -2,11 +2,12 @@
 
 ``direct`` has no proxy: the load generator talks to the mock itself. ``bare`` is
 ``bench.passthrough``; ``sentinel`` is ``sentinel serve`` on a generated config with one
-upstream (the mock) and one client key, logging as it would in production. ``policy`` is
-Sentinel with every per-request policy on: limits and usage counters in a ``redis-server`` the
-benchmark starts for it (never a Redis already running), and usage records in a JSONL file.
-The key's limits are far above anything a run reaches, so every limit is checked and none
-refuses.
+upstream (the mock) and one client key, logging as it would in production. ``accounting`` is
+Sentinel keeping every request's usage: records in a JSONL file and usage counters in a
+``redis-server`` the benchmark starts for it (never a Redis already running). ``policy`` is
+accounting plus limits in that Redis: the key's limits are far above anything a run reaches,
+so every limit is checked and none refuses. Each of the two writes into a directory of its own
+under the benchmark's working directory, named after it.
 """
 
 from __future__ import annotations
@@ -23,19 +24,24 @@ __all__ = [
     "POLICY_LIMITS",
     "UPSTREAM_KEY",
     "USAGE_FILE",
+    "USAGE_MODES",
     "Target",
+    "accounting_config",
     "policy_config",
     "routed_config",
     "sentinel_config",
     "start_mock",
     "start_proxy",
     "start_redis",
+    "usage_dir",
 ]
 
 UPSTREAM_KEY = "sk-bench-upstream"
 MOCK_CHUNKS = 20
 USAGE_FILE = "usage.jsonl"
-"""Where, in the benchmark's working directory, the ``policy`` target writes usage records."""
+"""Where, in its own directory (``usage_dir``), a target keeping usage writes its records."""
+USAGE_MODES = ("accounting", "policy")
+"""The targets that keep usage records and counters, each with a Redis of its own."""
 POLICY_LIMITS = {
     "rpm": 100_000_000,
     "tpm": 10**12,
@@ -115,18 +121,20 @@ def start_proxy(
 ) -> Target:
     """Start the proxy of ``mode`` in front of ``upstream`` and wait until it is ready.
 
-    ``policy`` needs ``redis``, the server from ``start_redis``.
+    ``accounting`` and ``policy`` need ``redis``, the server from ``start_redis``; they keep
+    their usage in ``usage_dir(workdir, mode)``.
     """
     port = free_port()
     bind = f"127.0.0.1:{port}"
     if mode == "bare":
         argv = python_argv("bench.passthrough", "--bind", bind, "--upstream", upstream)
-    elif mode in ("sentinel", "routed", "policy"):
+    elif mode in ("sentinel", "routed", *USAGE_MODES):
         config = workdir / f"{mode}.toml"
-        if mode == "policy":
+        if mode in USAGE_MODES:
             if redis is None:
-                raise ValueError("the policy proxy needs a Redis server")
-            config.write_text(policy_config(upstream, bind, redis.redis_url, workdir))
+                raise ValueError(f"the {mode} proxy needs a Redis server")
+            keeping = accounting_config if mode == "accounting" else policy_config
+            config.write_text(keeping(upstream, bind, redis.redis_url, usage_dir(workdir, mode)))
         elif mode == "routed":
             config.write_text(routed_config(upstream, bind))
         else:
@@ -179,18 +187,29 @@ def routed_config(upstream: str, bind: str) -> str:
     return f'[server]\nbind = "{bind}"\n\n{tables}[[keys]]\nname = "bench"\nkey = "{CLIENT_KEY}"\n'
 
 
-def policy_config(upstream: str, bind: str, redis_url: str, workdir: Path) -> str:
-    """Sentinel's config with Redis limits and counters and JSONL usage records all on."""
-    limits = "".join(f"{name} = {value}\n" for name, value in POLICY_LIMITS.items())
+def usage_dir(workdir: Path, mode: str) -> Path:
+    """Where the target ``mode`` keeps its usage records and spool."""
+    return workdir / mode
+
+
+def accounting_config(upstream: str, bind: str, redis_url: str, directory: Path) -> str:
+    """Sentinel's config with usage records (JSONL, in ``directory``) and Redis usage counters
+    on, and no limits."""
     return (
         "[redis]\n"
         f"url = {json.dumps(redis_url)}\n"
         "\n"
         "[usage]\n"
-        f"jsonl_path = {json.dumps(str(workdir / USAGE_FILE))}\n"
-        f"spool_dir = {json.dumps(str(workdir / 'spool'))}\n"
+        f"jsonl_path = {json.dumps(str(directory / USAGE_FILE))}\n"
+        f"spool_dir = {json.dumps(str(directory / 'spool'))}\n"
         "redis_counters = true\n"
         "\n"
         f"{sentinel_config(upstream, bind)}"
-        f"{limits}"  # continues the [[keys]] table sentinel_config ends with
     )
+
+
+def policy_config(upstream: str, bind: str, redis_url: str, directory: Path) -> str:
+    """The accounting config plus Redis limits on every dimension, none reachable."""
+    limits = "".join(f"{name} = {value}\n" for name, value in POLICY_LIMITS.items())
+    # The limits continue the [[keys]] table the config ends with.
+    return accounting_config(upstream, bind, redis_url, directory) + limits

@@ -31,7 +31,13 @@ from bench.procstat import (
 from bench.report import render
 from bench.runner import Options, Outcome, Results
 from bench.scenarios import MODES, Scenario, build_request, request_body
-from bench.targets import POLICY_LIMITS, policy_config, routed_config, start_redis
+from bench.targets import (
+    POLICY_LIMITS,
+    accounting_config,
+    policy_config,
+    routed_config,
+    start_redis,
+)
 from sentinel.config import load_config
 from sentinel.tokens import Encodings, ModelCounter, PromptCounter
 
@@ -204,7 +210,9 @@ def test_report_compares_the_gateways_with_bare_and_direct() -> None:
         Outcome(Scenario("sentinel", "stream", 1), None, "failed to start: boom"),
     ]
     options = Options(MODES, ("json",), (1,), 0.0, 1.0)
-    text = render(Results(outcomes, usage_records=400), options, CpuPlan(None, None, None))
+    text = render(
+        Results(outcomes, usage_records={"policy": 400}), options, CpuPlan(None, None, None)
+    )
     assert cells_of(text, "| sentinel | json") == [
         "sentinel",
         "json",
@@ -235,8 +243,10 @@ def test_report_checks_the_targets() -> None:
         Outcome(Scenario("bare", "json", 16), measured(2000, 8.0)),
         Outcome(Scenario("sentinel", "json", 1), measured(900, 1.5)),
         Outcome(Scenario("sentinel", "json", 16), measured(1700, 9.0)),
+        Outcome(Scenario("accounting", "json", 1), measured(880, 1.6)),
+        Outcome(Scenario("accounting", "json", 16), measured(1500, 10.0)),
         Outcome(Scenario("policy", "json", 1), measured(850, 1.8)),
-        Outcome(Scenario("policy", "json", 16), measured(1500, 10.0)),
+        Outcome(Scenario("policy", "json", 16), measured(1400, 11.0)),
     ]
     options = Options(MODES, ("json",), (1, 16), 0.0, 1.0)
     text = render(Results(outcomes), options, CpuPlan(None, None, None))
@@ -246,10 +256,11 @@ def test_report_checks_the_targets() -> None:
         "85% (worst: json/16)",
         "yes",
     ]
-    assert cells_of(text, "| policy req/s, share of sentinel")[2:] == [
+    assert cells_of(text, "| accounting req/s, share of sentinel")[2:] == [
         "88% (worst: json/16)",
         "**no**",
     ]
+    assert cells_of(text, "| policy req/s, share of bare")[2:] == ["70% (worst: json/16)", "**no**"]
     assert cells_of(text, "| sentinel p50 over bare")[1:] == [
         "≤ 0.60 ms",
         "+0.50 ms (worst: json)",
@@ -260,9 +271,13 @@ def test_report_checks_the_targets() -> None:
 
 def test_targets_need_both_figures() -> None:
     """Without bare's figures no target against bare is claimed."""
-    found = {("sentinel", "json", 1): measured(900, 1.5), ("policy", "json", 1): measured(800, 2)}
+    found = {
+        ("sentinel", "json", 1): measured(900, 1.5),
+        ("accounting", "json", 1): measured(800, 2),
+        ("policy", "json", 1): measured(700, 2),
+    }
     [only] = verdicts(found)
-    assert only.check == "policy req/s, share of sentinel"
+    assert only.check == "accounting req/s, share of sentinel"
     assert only.measured == "89% (worst: json/1)" and not only.is_met
 
 
@@ -275,6 +290,20 @@ def test_report_shows_the_counting_cost() -> None:
     assert cells_of(text, "| ~1k") == ["~1k", "1064", "5.2", "200", "190", "5,320,000"]
     failed = render(Results([], [], "failed: boom"), options, CpuPlan(None, None, None))
     assert "Counting cost: **failed: boom**" in failed
+
+
+def test_accounting_config_keeps_usage_and_sets_no_limits(tmp_path: Path) -> None:
+    """The accounting config loads, uses the given Redis and writes usage into the given
+    directory; its key has no limits, so no request reaches the limit store."""
+    path = tmp_path / "accounting.toml"
+    path.write_text(
+        accounting_config("http://127.0.0.1:9/v1", "127.0.0.1:9", "redis://127.0.0.1:7/0", tmp_path)
+    )
+    config = load_config(path, env={})
+    assert config.redis is not None and config.redis.url == "redis://127.0.0.1:7/0"
+    assert config.usage.jsonl_path == tmp_path / "usage.jsonl" and config.usage.redis_counters
+    [key] = config.keys
+    assert all(getattr(key, name) is None for name in POLICY_LIMITS)
 
 
 def test_policy_config_turns_every_policy_on(tmp_path: Path) -> None:
@@ -464,9 +493,9 @@ def test_quick_benchmark_runs_every_target(tmp_path: Path) -> None:
     text = completed.stdout
     matrix = table(text, "| target |")
     assert [row[0] for row in matrix] == [mode for mode in MODES for _ in range(4)]
-    assert all(row[8].endswith("%") for row in matrix if row[0] in ("sentinel", "policy"))
+    assert all(row[8].endswith("%") for row in matrix if row[0] not in ("direct", "bare"))
     checks = [row[0] for row in table(text, "| check |")]
-    assert "policy req/s, share of sentinel" in checks
+    assert "accounting req/s, share of sentinel" in checks
     assert checks[-1] == "policy p50 over bare, 1 connection"
     counting = table(text, "| prompt |")
     assert [row[0] for row in counting] == ["~1k", "~32k"]
@@ -479,9 +508,10 @@ def test_quick_benchmark_runs_every_target(tmp_path: Path) -> None:
         assert scenario["failure"] is None, scenario
         assert scenario["requests"] > 0 and scenario["errors"] == 0, scenario
         assert scenario["statuses"].keys() == {"200"}, scenario
-    policy = [s for s in scenarios if s["mode"] == "policy"]
-    assert all(s["store_cpu_seconds"] is not None for s in policy)
-    assert document["usage_records"] == sum(s["statuses"]["200"] for s in policy)
+    for mode in ("accounting", "policy"):
+        keeping = [s for s in scenarios if s["mode"] == mode]
+        assert all(s["store_cpu_seconds"] is not None for s in keeping)
+        assert document["usage_records"][mode] == sum(s["statuses"]["200"] for s in keeping)
     assert [c["target_tokens"] for c in document["counting"]] == [1_000, 32_000]
     for cost, row in zip(document["counting"], counting, strict=True):
         assert cost["tokens"] > 0.9 * cost["target_tokens"] and row[1] == str(cost["tokens"])
