@@ -53,6 +53,7 @@ class ScriptBatcher:
         self._sender: asyncio.Task[None] | None = None
         self._connection: AbstractConnection | None = None
         self._heads: dict[tuple[str, ...], bytes] = {}
+        self._starts: dict[int, bytes] = {}  # key count -> "*N EVALSHA <sha> <count>"
         self._load = _encode([b"SCRIPT", b"LOAD", source.encode()])
 
     def call(
@@ -71,9 +72,12 @@ class ScriptBatcher:
     def _command(self, keys: tuple[str, ...], arg: str, keep: bool) -> bytes:
         head = self._heads.get(keys) if keep else None
         if head is None:
-            sha = self._script.sha
-            fields = [b"EVALSHA", sha.encode(), b"%d" % len(keys), *(k.encode() for k in keys)]
-            head = b"*%d\r\n" % (len(fields) + 1) + b"".join(map(_bulk, fields))  # + the arg
+            start = self._starts.get(len(keys))
+            if start is None:
+                fields = [b"EVALSHA", self._script.sha.encode(), b"%d" % len(keys)]
+                start = b"*%d\r\n" % (len(keys) + 4) + b"".join(map(_bulk, fields))  # + arg
+                self._starts[len(keys)] = start
+            head = start + b"".join([_bulk(key.encode()) for key in keys])
             if keep:
                 if len(self._heads) >= _MAX_HEADS:
                     self._heads.clear()

@@ -20,6 +20,7 @@ import orjson
 import structlog
 
 from sentinel.config import TelemetryConfig
+from sentinel.timestamps import iso_utc
 
 __all__ = ["LineLogger", "RedactingJSONRenderer", "SecretRedactor", "configure_logging"]
 
@@ -140,23 +141,6 @@ class RedactingJSONRenderer:
             self._redactor.scrub_event(event)
             rendered = _render(event)
         return rendered
-
-
-class _SecondStamps:
-    """The ISO text of the last whole UTC second asked for: one ``strftime`` a second."""
-
-    second = -1
-    text = ""
-
-
-def iso_utc(ns: int) -> str:
-    """``ns`` since the epoch as structlog's ISO UTC stamp (``datetime.isoformat`` with ``Z``:
-    microseconds, truncated, shown only when not zero), at a fraction of its cost."""
-    second, micros = divmod(ns // 1000, 1_000_000)
-    if second != _SecondStamps.second:
-        _SecondStamps.text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-        _SecondStamps.second = second
-    return f"{_SecondStamps.text}.{micros:06d}Z" if micros else _SecondStamps.text + "Z"
 
 
 def _render(event: MutableMapping[str, Any]) -> bytes:

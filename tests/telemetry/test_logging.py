@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import io
-from datetime import UTC, datetime, timedelta
 
 import orjson
 import structlog
 import structlog.testing
 
 from sentinel.config import TelemetryConfig
-from sentinel.telemetry.logging import LineLogger, SecretRedactor, configure_logging, iso_utc
+from sentinel.telemetry.logging import LineLogger, SecretRedactor, configure_logging
 
 
 def test_redactor_scrubs_configured_and_shaped_secrets() -> None:
@@ -112,25 +111,3 @@ def test_line_logger_honours_the_level_and_capture_logs() -> None:
     with structlog.testing.capture_logs() as logs:
         line.info("request_finished", {"status": 200})
     assert [entry["event"] for entry in logs] == ["request_finished"] and loud.getvalue() == b""
-
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-def test_iso_utc_is_the_stamp_structlog_writes() -> None:
-    """The request line's cheap stamp is datetime's ISO text with Z, microseconds truncated
-    and left out when zero, across second, day and year boundaries and back in time."""
-    for ns in (
-        0,
-        1_796_000_000_000_000_000,
-        1_796_000_000_000_000_999,  # less than a microsecond: truncated, shown as none
-        1_796_000_000_123_456_789,
-        1_796_000_000_999_999_999,
-        1_796_000_001_000_001_000,
-        1_767_225_599_999_999_000,  # the last microsecond of 2025
-        1_767_225_600_000_000_000,
-        1_700_000_000_500_000_000,  # after a later second: the cache is not one-way
-    ):
-        expected = _EPOCH + timedelta(microseconds=ns // 1000)
-        assert iso_utc(ns) == expected.isoformat().replace("+00:00", "Z")
-

@@ -50,6 +50,24 @@ async def test_counts_per_minute_and_day(redis: Redis) -> None:
     assert await read_counters(redis, "team-b", "day", at=STARTED) == UsageCounters()
 
 
+async def test_any_utc_form_of_started_at_lands_in_the_same_buckets(redis: Redis) -> None:
+    """Records as Sentinel writes them and the other UTC forms a spool file may hold (no
+    fraction, microseconds, an explicit +00:00) are counted in the same minute and day."""
+    forms = (
+        "2025-01-31T12:30:45.123Z",
+        "2025-01-31T12:30:45Z",
+        "2025-01-31T12:30:59.999999Z",
+        "2025-01-31T12:30:00+00:00",
+        "2025-01-31T12:30:45.123000+00:00",
+    )
+    batch = [replace(make_record(n), started_at=at) for n, at in enumerate(forms)]
+    batch.append(replace(make_record(9), started_at="2025-01-31T12:31:00.000Z"))
+    await RedisCounterSink(redis).deliver(batch)
+    assert (await read_counters(redis, "team-a", "minute", at=STARTED)).requests == len(forms)
+    assert (await read_counters(redis, "team-a", "minute", at=STARTED + 15)).requests == 1
+    assert (await read_counters(redis, "team-a", "day", at=STARTED)).requests == len(forms) + 1
+
+
 async def test_replay_never_counts_twice(redis: Redis) -> None:
     """The same records delivered again, alone or mixed with new ones, count only once."""
     sink = RedisCounterSink(redis)

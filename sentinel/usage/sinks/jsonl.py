@@ -52,7 +52,7 @@ class JsonlSink:
 
     async def deliver(self, batch: Sequence[UsageRecord]) -> None:
         """Append ``batch`` (rotating first if it would not fit) and fsync the file."""
-        data = b"".join(record.to_json() + b"\n" for record in batch)
+        data = b"\n".join([record.to_json() for record in batch]) + b"\n" if batch else b""
         async with self._queue_lock:
             try:
                 await asyncio.to_thread(self._write, data)
