@@ -132,10 +132,10 @@ class StreamAccumulator:
                     return chunk
                 end = chunk.rfind(b"\n\n", 0, first)  # of the event before the one at first
                 start = end + 2 if end >= 0 else 0
+                datas = whole_data(chunk[start:])
                 if start:
                     self._pending.append(_Framed(chunk[:start]))
-                    self._events += chunk.count(b"\n", 0, start) // 2  # two LFs each
-                datas = whole_data(chunk[start:])
+                    self._events += whole - len(datas)  # _read_datas counts the rest
                 stripped = self._read_datas(datas, None)
                 self._read_if_too_much_pending()
                 if not self._strip or not stripped:
