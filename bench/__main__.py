@@ -1,6 +1,7 @@
 """``python -m bench``: run the benchmark matrix, print the table, save the raw results.
 
-python -m bench [--duration S] [--warmup S] [--only direct,bare,sentinel,routed,accounting,policy]
+python -m bench [--duration S] [--warmup S] [--rounds N]
+                [--only direct,bare,sentinel,routed,accounting,policy]
                 [--scenarios json,stream] [--connections 1,16] [--counting-runs N]
                 [--quick] [--results-dir DIR]
 
@@ -34,6 +35,9 @@ _QUICK_COUNTING_RUNS = 3
 _COUNTING_RUNS = 100
 _MAX_CONNECTIONS = 1024
 _MAX_COUNTING_RUNS = 100_000
+_ROUNDS = 3
+_DURATION_S = 3.0
+_MAX_ROUNDS = 100
 
 
 def _names(allowed: tuple[str, ...]) -> Callable[[str], tuple[str, ...]]:
@@ -67,6 +71,16 @@ def _runs(text: str) -> int:
     return value
 
 
+def _rounds(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("expected a whole number") from None
+    if not 1 <= value <= _MAX_ROUNDS:
+        raise argparse.ArgumentTypeError(f"expected 1-{_MAX_ROUNDS}")
+    return value
+
+
 def _seconds(text: str) -> float:
     try:
         value = float(text)
@@ -79,8 +93,11 @@ def _seconds(text: str) -> float:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
-    parser.add_argument("--duration", type=_seconds, help="seconds measured per scenario (5)")
+    parser.add_argument("--duration", type=_seconds, help="seconds measured per scenario (3)")
     parser.add_argument("--warmup", type=_seconds, help="seconds of warm-up per scenario (1)")
+    parser.add_argument(
+        "--rounds", type=_rounds, help="times the matrix runs; each scenario keeps its best (3)"
+    )
     parser.add_argument("--only", type=_names(MODES), default=MODES, help="targets to run")
     parser.add_argument("--scenarios", type=_names(KINDS), default=KINDS, help="request kinds")
     parser.add_argument("--connections", type=_counts, help="concurrent connections (1,16)")
@@ -88,7 +105,9 @@ def _parser() -> argparse.ArgumentParser:
         "--counting-runs", type=_runs, help="prompt counts timed per size (100; 0: skip)"
     )
     parser.add_argument(
-        "--quick", action="store_true", help="tiny durations, 1,2 connections, 3 counts (tests)"
+        "--quick",
+        action="store_true",
+        help="tiny durations, one round, 1,2 connections, 3 counts (tests)",
     )
     parser.add_argument("--results-dir", type=Path, default=_RESULTS, help="where JSON goes")
     return parser
@@ -105,9 +124,12 @@ def _options(args: argparse.Namespace) -> Options:
         connections=args.connections or (_QUICK_CONNECTIONS if quick else (1, 16)),
         warmup_s=args.warmup if args.warmup is not None else (_QUICK_WARMUP_S if quick else 1.0),
         duration_s=(
-            args.duration if args.duration is not None else (_QUICK_DURATION_S if quick else 5.0)
+            args.duration
+            if args.duration is not None
+            else (_QUICK_DURATION_S if quick else _DURATION_S)
         ),
         counting_runs=counting_runs,
+        rounds=args.rounds or (1 if quick else _ROUNDS),
     )
 
 

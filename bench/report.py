@@ -15,7 +15,7 @@ from typing import Any
 from bench.children import CpuPlan
 from bench.goals import Key, verdicts
 from bench.measurement import CountCost, Measurement
-from bench.runner import Options, Outcome, Results
+from bench.runner import Options, Outcome, Results, UsageKept
 from bench.targets import USAGE_MODES
 
 __all__ = ["render", "save_json"]
@@ -80,7 +80,7 @@ def _table(outcomes: Sequence[Outcome]) -> list[str]:
     return lines
 
 
-def _summary(outcomes: Sequence[Outcome], usage_records: Mapping[str, int]) -> list[str]:
+def _summary(outcomes: Sequence[Outcome], usage: Mapping[str, UsageKept]) -> list[str]:
     found = _index(outcomes)
     lines = [line for kind in _kinds(outcomes) if (line := _latency_line(found, kind))]
     rss = {
@@ -95,7 +95,7 @@ def _summary(outcomes: Sequence[Outcome], usage_records: Mapping[str, int]) -> l
     if rss:
         listed = ", ".join(f"{mode} {size / 2**20:.0f} MB" for mode, size in rss.items())
         lines.append(f"- RSS at most: {listed}")
-    lines += _store_costs(outcomes, usage_records)
+    lines += _store_costs(outcomes, usage)
     lines += _side_costs(outcomes)
     lines += _background(outcomes)
     failed = sum(1 for o in outcomes if o.measurement is None or o.measurement.errors)
@@ -125,7 +125,7 @@ def _latency_line(found: Mapping[Key, Measurement], kind: str) -> str | None:
     return f"- {kind}, p50 added to direct at 1 connection: " + ", ".join(parts) if parts else None
 
 
-def _store_costs(outcomes: Sequence[Outcome], usage_records: Mapping[str, int]) -> list[str]:
+def _store_costs(outcomes: Sequence[Outcome], usage: Mapping[str, UsageKept]) -> list[str]:
     """The Redis CPU of the targets keeping usage (outside their CPU column), and the usage
     records each wrote."""
     lines = []
@@ -137,11 +137,11 @@ def _store_costs(outcomes: Sequence[Outcome], usage_records: Mapping[str, int]) 
                 f"- {mode}'s redis-server CPU per request: {min(store):.0f}-{max(store):.0f} µs "
                 "(not in its CPU µs/req column)"
             )
-        if mode in usage_records:
-            responses = sum(sum(m.statuses.values()) for m in ran)
+        if mode in usage:
+            kept = usage[mode]
             lines.append(
-                f"- {mode} wrote {usage_records[mode]} usage records for {responses} responses "
-                "(warm-up included)"
+                f"- {mode} wrote {kept.records} usage records for {kept.responses} responses "
+                "(warm-up and every round included)"
             )
     return lines
 
@@ -220,9 +220,11 @@ def _counting_row(cost: CountCost) -> str:
 def render(results: Results, options: Options, plan: CpuPlan) -> str:
     """The markdown table, a short summary, the targets and the counting cost."""
     pinning = plan.describe()
+    rounds = f", best of {options.rounds} rounds" if options.rounds > 1 else ""
     header = (
         f"Sentinel benchmark: {options.warmup_s:g} s warm-up + {options.duration_s:g} s per "
-        f"scenario; CPUs proxy={pinning['proxy']} load={pinning['load']} mock={pinning['mock']}"
+        f"scenario{rounds}; CPUs proxy={pinning['proxy']} load={pinning['load']} "
+        f"mock={pinning['mock']}"
     )
     outcomes = results.outcomes
     body = [
@@ -230,7 +232,7 @@ def render(results: Results, options: Options, plan: CpuPlan) -> str:
         "",
         *_table(outcomes),
         "",
-        *_summary(outcomes, results.usage_records),
+        *_summary(outcomes, results.usage),
         *_targets(outcomes),
         *_counting(results),
     ]
@@ -256,7 +258,7 @@ def save_json(results: Results, options: Options, plan: CpuPlan, directory: Path
             }
             for o in results.outcomes
         ],
-        "usage_records": results.usage_records,
+        "usage": {mode: asdict(kept) for mode, kept in results.usage.items()},
         "targets": [asdict(verdict) for verdict in verdicts(_index(results.outcomes))],
         "counting": [cost.to_dict() for cost in results.counting],
         "counting_failure": results.counting_failure,

@@ -2,6 +2,12 @@
 
 The cost of counting a prompt is measured first, in a process of its own (``bench.counting``)
 on the proxy's CPU: no proxy runs yet, and the mock starts meanwhile on its own CPUs.
+
+With ``rounds`` above one the whole matrix runs that many times, every target in turn each
+round, and each scenario keeps its best round (the most requests per second): on a shared
+machine other tenants only ever slow a round down, and interleaving the targets exposes each
+to the same conditions. A round that failed or saw errors is kept instead, so that no error is
+hidden by a better round.
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ from bench.targets import (
 )
 from bench.window import Watched
 
-__all__ = ["Options", "Outcome", "Results", "run_benchmark"]
+__all__ = ["Options", "Outcome", "Results", "UsageKept", "best_rounds", "run_benchmark"]
 
 _LOAD_GRACE_S = 30.0
 _COUNTING_GRACE_S = 60.0
@@ -45,6 +51,8 @@ class Options:
     duration_s: float
     counting_runs: int = 0
     """Counts timed per prompt size; 0 skips the counting cost."""
+    rounds: int = 1
+    """Times the whole matrix runs; each scenario keeps its best round."""
 
 
 @dataclass(frozen=True)
@@ -57,14 +65,22 @@ class Outcome:
 
 
 @dataclass(frozen=True)
+class UsageKept:
+    """What a target keeping usage wrote against what it answered, over every round."""
+
+    records: int
+    responses: int
+
+
+@dataclass(frozen=True)
 class Results:
     """Everything one benchmark run measured."""
 
     outcomes: list[Outcome]
     counting: list[CountCost] = field(default_factory=list)
     counting_failure: str | None = None
-    usage_records: dict[str, int] = field(default_factory=dict)
-    """Usage records each target keeping usage wrote, by mode (those that ran)."""
+    usage: dict[str, UsageKept] = field(default_factory=dict)
+    """What each target keeping usage wrote, by mode (those that ran)."""
 
     @property
     def has_failed(self) -> bool:
@@ -87,7 +103,7 @@ class _Run:
 
 def run_benchmark(options: Options, plan: CpuPlan, progress: Callable[[str], None]) -> Results:
     """Run every scenario of ``options``; every process started here is stopped on return."""
-    outcomes: list[Outcome] = []
+    rounds: list[list[Outcome]] = []
     with tempfile.TemporaryDirectory(prefix="sentinel-bench-") as work, ExitStack() as stack:
         workdir = Path(work)
         counting = None
@@ -98,14 +114,39 @@ def run_benchmark(options: Options, plan: CpuPlan, progress: Callable[[str], Non
         stack.callback(mock.child.stop)
         costs, failure = _counted(counting, options.counting_runs, progress)
         run = _Run(options, plan, workdir, mock, progress)
-        for mode in options.modes:
-            outcomes.extend(_run_mode(run, mode))
+        for number in range(1, options.rounds + 1):
+            if options.rounds > 1:
+                progress(f"round {number} of {options.rounds}")
+            rounds.append([o for mode in options.modes for o in _run_mode(run, mode)])
         usage = {
-            mode: _usage_records(usage_dir(workdir, mode))
+            mode: UsageKept(_usage_records(usage_dir(workdir, mode)), _responses(rounds, mode))
             for mode in USAGE_MODES
             if mode in options.modes
         }
-    return Results(outcomes, costs, failure, usage)
+    return Results(best_rounds(rounds), costs, failure, usage)
+
+
+def best_rounds(rounds: Sequence[Sequence[Outcome]]) -> list[Outcome]:
+    """Each scenario's outcome over the rounds (each round lists the same scenarios, in the
+    same order): the first that failed or saw errors, else the one with the most req/s."""
+    best: list[Outcome] = []
+    for outcomes in zip(*rounds, strict=True):
+        troubled = [o for o in outcomes if o.measurement is None or o.measurement.errors]
+        if troubled:
+            best.append(troubled[0])
+        else:
+            best.append(max(outcomes, key=lambda o: o.measurement.rps if o.measurement else 0))
+    return best
+
+
+def _responses(rounds: Sequence[Sequence[Outcome]], mode: str) -> int:
+    """Every response ``mode`` gave in every round, warm-up included."""
+    return sum(
+        sum(o.measurement.statuses.values())
+        for outcomes in rounds
+        for o in outcomes
+        if o.scenario.mode == mode and o.measurement is not None
+    )
 
 
 def _run_mode(run: _Run, mode: str) -> list[Outcome]:

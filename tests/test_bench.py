@@ -11,6 +11,7 @@ import subprocess
 import sys
 import tomllib
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -29,7 +30,8 @@ from bench.procstat import (
     rss_bytes,
 )
 from bench.report import render
-from bench.runner import Options, Outcome, Results
+from bench.__main__ import _options, _parser, main
+from bench.runner import Options, Outcome, Results, UsageKept, best_rounds
 from bench.scenarios import MODES, Scenario, build_request, request_body
 from bench.targets import (
     POLICY_LIMITS,
@@ -211,7 +213,9 @@ def test_report_compares_the_gateways_with_bare_and_direct() -> None:
     ]
     options = Options(MODES, ("json",), (1,), 0.0, 1.0)
     text = render(
-        Results(outcomes, usage_records={"policy": 400}), options, CpuPlan(None, None, None)
+        Results(outcomes, usage={"policy": UsageKept(400, 400)}),
+        options,
+        CpuPlan(None, None, None),
     )
     assert cells_of(text, "| sentinel | json") == [
         "sentinel",
@@ -232,8 +236,40 @@ def test_report_compares_the_gateways_with_bare_and_direct() -> None:
         "sentinel +1.75 ms (1.00 over bare), policy +2.25 ms (1.50 over bare)"
     ) in text
     assert "policy wrote 400 usage records for 400 responses" in text
+    assert "best of" not in text
     assert "**failed to start: boom**" in text
     assert "1 scenario(s) failed or had errors" in text
+
+
+def test_each_scenario_keeps_its_best_round_unless_one_went_wrong() -> None:
+    """Over the rounds a scenario keeps the round with the most req/s; a round that failed or
+    saw errors is kept instead, so that a better round never hides it."""
+    json, stream, policy = (
+        Scenario("sentinel", "json", 1),
+        Scenario("sentinel", "stream", 1),
+        Scenario("policy", "json", 1),
+    )
+    erring = replace(measured(900, 1.0), errors=3)
+    rounds = [
+        [Outcome(json, measured(500, 2.0)), Outcome(stream, measured(400, 2.0)),
+         Outcome(policy, measured(300, 3.0))],
+        [Outcome(json, measured(700, 1.5)), Outcome(stream, erring),
+         Outcome(policy, None, "failed to start: boom")],
+        [Outcome(json, measured(600, 1.2)), Outcome(stream, measured(450, 1.8)),
+         Outcome(policy, measured(350, 2.5))],
+    ]  # fmt: skip
+    best = best_rounds(rounds)
+    assert [o.scenario for o in best] == [json, stream, policy]
+    assert best[0].measurement is not None and best[0].measurement.rps == 700
+    assert best[1].measurement is erring
+    assert best[2].measurement is None and best[2].failure == "failed to start: boom"
+
+
+def test_report_names_the_rounds() -> None:
+    """With more than one round the header says each figure is the best of them."""
+    options = Options(("direct",), ("json",), (1,), 1.0, 3.0, rounds=3)
+    text = render(Results([]), options, CpuPlan(None, None, None))
+    assert text.startswith("Sentinel benchmark: 1 s warm-up + 3 s per scenario, best of 3 rounds")
 
 
 def test_report_checks_the_targets() -> None:
@@ -511,8 +547,22 @@ def test_quick_benchmark_runs_every_target(tmp_path: Path) -> None:
     for mode in ("accounting", "policy"):
         keeping = [s for s in scenarios if s["mode"] == mode]
         assert all(s["store_cpu_seconds"] is not None for s in keeping)
-        assert document["usage_records"][mode] == sum(s["statuses"]["200"] for s in keeping)
+        assert document["usage"][mode]["records"] == document["usage"][mode]["responses"]
+        assert document["usage"][mode]["responses"] == sum(s["statuses"]["200"] for s in keeping)
     assert [c["target_tokens"] for c in document["counting"]] == [1_000, 32_000]
     for cost, row in zip(document["counting"], counting, strict=True):
         assert cost["tokens"] > 0.9 * cost["target_tokens"] and row[1] == str(cost["tokens"])
         assert cost["median_us"] > 0 and cost["tokens_per_s"] > 0
+
+
+def test_a_full_run_takes_the_best_of_three_rounds_and_quick_one() -> None:
+    """``make bench`` runs the matrix three times (3 s each); ``--quick`` once; ``--rounds``
+    outside 1-100 is refused like any bad argument."""
+    full = _options(_parser().parse_args([]))
+    assert (full.rounds, full.duration_s, full.warmup_s) == (3, 3.0, 1.0)
+    assert _options(_parser().parse_args(["--quick"])).rounds == 1
+    assert _options(_parser().parse_args(["--rounds", "5"])).rounds == 5
+    for bad in ("0", "101", "two"):
+        with pytest.raises(SystemExit) as refused:
+            main(["--rounds", bad])
+        assert refused.value.code == 2
