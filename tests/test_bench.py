@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.__main__ import _options, _parser, main
 from bench.children import REPO_ROOT, ChildError, CpuPlan, Finishing
 from bench.counting import chat_body, measure
 from bench.goals import verdicts
@@ -30,7 +31,6 @@ from bench.procstat import (
     rss_bytes,
 )
 from bench.report import render
-from bench.__main__ import _options, _parser, main
 from bench.runner import Options, Outcome, Results, UsageKept, best_rounds
 from bench.scenarios import MODES, Scenario, build_request, request_body
 from bench.targets import (
