@@ -1,13 +1,14 @@
-"""Running the matrix: the mock once, each proxy in turn, one load generator per target.
+"""Running the matrix: the mock and every target started once, then the scenarios in rounds.
 
 The cost of counting a prompt is measured first, in a process of its own (``bench.counting``)
-on the proxy's CPU: no proxy runs yet, and the mock starts meanwhile on its own CPUs.
+on the proxy's CPU: no proxy runs yet, and the mock starts meanwhile on its own CPUs. Then
+every target starts (each proxy on the proxy's CPUs, idle until its turn) and each round
+measures every scenario on every target in turn, one load generator per measurement: the
+targets of one scenario are measured back to back, under the same conditions.
 
-With ``rounds`` above one the whole matrix runs that many times, every target in turn each
-round, and each scenario keeps its best round (the most requests per second): on a shared
-machine other tenants only ever slow a round down, and interleaving the targets exposes each
-to the same conditions. A round that failed or saw errors is kept instead, so that no error is
-hidden by a better round.
+Each scenario keeps its best round (the most requests per second): on a shared machine other
+tenants only ever slow a measurement down. A round that failed or saw errors is kept instead,
+so that no error is hidden by a better round.
 """
 
 from __future__ import annotations
@@ -104,26 +105,40 @@ class _Run:
 def run_benchmark(options: Options, plan: CpuPlan, progress: Callable[[str], None]) -> Results:
     """Run every scenario of ``options``; every process started here is stopped on return."""
     rounds: list[list[Outcome]] = []
-    with tempfile.TemporaryDirectory(prefix="sentinel-bench-") as work, ExitStack() as stack:
+    with tempfile.TemporaryDirectory(prefix="sentinel-bench-") as work:
         workdir = Path(work)
-        counting = None
-        if options.counting_runs:
-            argv = python_argv("bench.counting", "--runs", str(options.counting_runs))
-            counting = stack.enter_context(Finishing(argv, plan.proxy))
-        mock = start_mock(workdir, plan.mock)
-        stack.callback(mock.child.stop)
-        costs, failure = _counted(counting, options.counting_runs, progress)
-        run = _Run(options, plan, workdir, mock, progress)
-        for number in range(1, options.rounds + 1):
-            if options.rounds > 1:
-                progress(f"round {number} of {options.rounds}")
-            rounds.append([o for mode in options.modes for o in _run_mode(run, mode)])
+        with ExitStack() as stack:  # every child stopped (usage drained) before it is counted
+            counting = None
+            if options.counting_runs:
+                argv = python_argv("bench.counting", "--runs", str(options.counting_runs))
+                counting = stack.enter_context(Finishing(argv, plan.proxy))
+            mock = start_mock(workdir, plan.mock)
+            stack.callback(mock.child.stop)
+            costs, failure = _counted(counting, options.counting_runs, progress)
+            run = _Run(options, plan, workdir, mock, progress)
+            started = {mode: _start(run, mode, stack) for mode in options.modes}
+            for number in range(1, options.rounds + 1):
+                if options.rounds > 1:
+                    progress(f"round {number} of {options.rounds}")
+                rounds.append(_round(run, started))
         usage = {
             mode: UsageKept(_usage_records(usage_dir(workdir, mode)), _responses(rounds, mode))
             for mode in USAGE_MODES
             if mode in options.modes
         }
     return Results(best_rounds(rounds), costs, failure, usage)
+
+
+def _round(run: _Run, started: dict[str, _Started]) -> list[Outcome]:
+    """Every scenario once, the targets of each back to back; in the matrix's order."""
+    options = run.options
+    measured: dict[Scenario, Outcome] = {}
+    for kind in options.kinds:
+        for connections in options.connections:
+            for mode in options.modes:
+                scenario = Scenario(mode, kind, connections)
+                measured[scenario] = _measure(run, scenario, started[mode])
+    return [measured[s] for s in matrix(options.modes, options.kinds, options.connections)]
 
 
 def best_rounds(rounds: Sequence[Sequence[Outcome]]) -> list[Outcome]:
@@ -149,24 +164,42 @@ def _responses(rounds: Sequence[Sequence[Outcome]], mode: str) -> int:
     )
 
 
-def _run_mode(run: _Run, mode: str) -> list[Outcome]:
-    scenarios = matrix((mode,), run.options.kinds, run.options.connections)
+@dataclass(frozen=True)
+class _Started:
+    """A target ready for load (its port and the processes to watch), or why it is not."""
+
+    port: int = 0
+    watched: Watched = field(default_factory=Watched)
+    failure: str | None = None
+
+
+def _start(run: _Run, mode: str, stack: ExitStack) -> _Started:
+    """Start ``mode``'s proxy (and its Redis), stopped by ``stack``: the proxy first."""
     if mode == "direct":
-        return _run_scenarios(run, scenarios, run.mock.port, Watched(mock=run.mock.child.pid))
-    with ExitStack() as stack:  # stops the proxy first, then its Redis
-        try:
-            redis = start_redis(run.workdir, run.plan.mock) if mode in USAGE_MODES else None
-            if redis is not None:
-                stack.callback(redis.child.stop)
-            proxy = start_proxy(mode, run.workdir, run.mock.base_url, run.plan.proxy, redis)
-        except ChildError as error:
-            log = _tail(run.workdir / f"{mode}.log") or _tail(run.workdir / "redis.log")
-            run.progress(f"{mode}: failed to start: {error}\n    " + "\n    ".join(log))
-            return [Outcome(s, None, f"failed to start: {error}") for s in scenarios]
-        stack.callback(proxy.child.stop)
-        store = None if redis is None else redis.child.pid
-        watched = Watched(proxy.child.pid, run.mock.child.pid, store)
-        return _run_scenarios(run, scenarios, proxy.port, watched)
+        return _Started(run.mock.port, Watched(mock=run.mock.child.pid))
+    try:
+        redis = (
+            start_redis(run.workdir, run.plan.mock, f"{mode}-redis")
+            if mode in USAGE_MODES
+            else None
+        )
+        if redis is not None:
+            stack.callback(redis.child.stop)
+        proxy = start_proxy(mode, run.workdir, run.mock.base_url, run.plan.proxy, redis)
+    except ChildError as error:
+        log = _tail(run.workdir / f"{mode}.log") or _tail(run.workdir / f"{mode}-redis.log")
+        run.progress(f"{mode}: failed to start: {error}\n    " + "\n    ".join(log))
+        return _Started(failure=f"failed to start: {error}")
+    stack.callback(proxy.child.stop)
+    store = None if redis is None else redis.child.pid
+    return _Started(proxy.port, Watched(proxy.child.pid, run.mock.child.pid, store))
+
+
+def _measure(run: _Run, scenario: Scenario, target: _Started) -> Outcome:
+    if target.failure is not None:
+        return Outcome(scenario, None, target.failure)
+    [outcome] = _run_scenarios(run, [scenario], target.port, target.watched)
+    return outcome
 
 
 def _tail(log: Path, lines: int = 15) -> list[str]:

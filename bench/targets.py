@@ -80,8 +80,10 @@ def start_mock(workdir: Path, cpus: frozenset[int] | None) -> Target:
     return Target(child, port)
 
 
-def start_redis(workdir: Path, cpus: frozenset[int] | None) -> Target:
-    """Start a private ``redis-server`` on a free port, persisting nothing; wait for PONG."""
+def start_redis(workdir: Path, cpus: frozenset[int] | None, name: str = "redis") -> Target:
+    """Start a private ``redis-server`` on a free port, persisting nothing; wait for PONG.
+
+    It logs to ``<name>.log`` in ``workdir``."""
     binary = shutil.which("redis-server")
     if binary is None:
         raise ChildError("redis-server not found on PATH (the policy target needs it)")
@@ -94,7 +96,7 @@ def start_redis(workdir: Path, cpus: frozenset[int] | None) -> Target:
         "--appendonly", "no",
         "--dir", str(workdir),
     ]  # fmt: skip
-    child = Child("redis-server", argv, workdir / "redis.log", cpus)
+    child = Child("redis-server", argv, workdir / f"{name}.log", cpus)
     try:
         child.wait_until(lambda: _pongs(port), port)
     except BaseException:
