@@ -61,24 +61,19 @@ def _counts(text: str) -> tuple[int, ...]:
     return counts
 
 
-def _runs(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError("expected a whole number") from None
-    if not 0 <= value <= _MAX_COUNTING_RUNS:
-        raise argparse.ArgumentTypeError(f"expected 0-{_MAX_COUNTING_RUNS}")
-    return value
+def _whole(least: int, most: int) -> Callable[[str], int]:
+    """A parser of whole numbers from ``least`` to ``most``."""
 
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError("expected a whole number") from None
+        if not least <= value <= most:
+            raise argparse.ArgumentTypeError(f"expected {least}-{most}")
+        return value
 
-def _rounds(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError("expected a whole number") from None
-    if not 1 <= value <= _MAX_ROUNDS:
-        raise argparse.ArgumentTypeError(f"expected 1-{_MAX_ROUNDS}")
-    return value
+    return parse
 
 
 def _seconds(text: str) -> float:
@@ -96,13 +91,17 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--duration", type=_seconds, help="seconds measured per scenario (3)")
     parser.add_argument("--warmup", type=_seconds, help="seconds of warm-up per scenario (1)")
     parser.add_argument(
-        "--rounds", type=_rounds, help="times the matrix runs; each scenario keeps its best (3)"
+        "--rounds",
+        type=_whole(1, _MAX_ROUNDS),
+        help="times the matrix runs; each scenario keeps its best (3)",
     )
     parser.add_argument("--only", type=_names(MODES), default=MODES, help="targets to run")
     parser.add_argument("--scenarios", type=_names(KINDS), default=KINDS, help="request kinds")
     parser.add_argument("--connections", type=_counts, help="concurrent connections (1,16)")
     parser.add_argument(
-        "--counting-runs", type=_runs, help="prompt counts timed per size (100; 0: skip)"
+        "--counting-runs",
+        type=_whole(0, _MAX_COUNTING_RUNS),
+        help="prompt counts timed per size (100; 0: skip)",
     )
     parser.add_argument(
         "--quick",
