@@ -57,14 +57,11 @@ async def _awaited(reply: Awaitable[object] | object) -> object:
 
 def _keys(record: UsageRecord) -> tuple[str, str, str]:
     at = record.started_at
-    if len(at) == 24 and at[-1] == "Z":  # as records are written: 2025-01-31T12:30:45.123Z
+    if len(at) == 24 and at[-1] == "Z" and at[4] == "-" and at[13] == ":":
+        # As Sentinel writes it (2025-01-31T12:30:45.123Z): the buckets are in the text.
         day = f"{at[0:4]}{at[5:7]}{at[8:10]}"
         prefix = f"sentinel:{{{record.key}}}:usage:"
-        return (
-            f"{prefix}seen:{record.request_id}",
-            f"{prefix}m:{day}{at[11:13]}{at[14:16]}",
-            f"{prefix}d:{day}",
-        )
+        return (_seen_key(record), f"{prefix}m:{day}{at[11:13]}{at[14:16]}", f"{prefix}d:{day}")
     started = datetime.fromisoformat(at)  # any other UTC form a spool file may hold
     return (
         _seen_key(record),
