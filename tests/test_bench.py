@@ -436,7 +436,7 @@ def test_finishing_child_streams_its_lines_and_reports_failure() -> None:
     failing = [sys.executable, "-c", "import sys; print('x'); sys.exit('boom')"]
     with Finishing(failing, None) as child, pytest.raises(ChildError, match="exited with 1: boom"):
         child.result(30)
-    hanging = [sys.executable, "-c", "import time; time.sleep(60)"]
+    hanging = [sys.executable, "-c", "import threading; threading.Event().wait()"]  # never set
     with Finishing(hanging, None) as child, pytest.raises(ChildError, match="ran over"):
         child.result(0.2)
 

@@ -28,30 +28,27 @@ async def test_a_block_in_time_is_untouched_and_later_awaits_run() -> None:
     await asyncio.sleep(0.08)  # past the deadline: nothing fires any more
 
 
-async def test_another_cancellation_is_not_turned_into_a_timeout() -> None:
-    """A client that leaves cancels the task: that must stay a CancelledError."""
+@pytest.mark.parametrize(
+    ("deadline_s", "cancel_after_s"),
+    [
+        pytest.param(10, 0.01, id="well-before-the-deadline"),
+        # Expiry and an outside cancel in the same loop turn: the outside one wins, as with
+        # asyncio.timeout, so a shutdown is never mistaken for a slow upstream.
+        pytest.param(0.02, 0.02, id="racing-the-deadline"),
+    ],
+)
+async def test_another_cancellation_stays_a_cancellation(
+    deadline_s: float, cancel_after_s: float
+) -> None:
+    """A client that leaves cancels the task: that must stay a CancelledError, never become
+    a TimeoutError."""
 
     async def waits() -> None:
-        with Deadline(_in(10)):
+        with Deadline(_in(deadline_s)):
             await asyncio.Event().wait()  # never set
 
     task = asyncio.create_task(waits())
-    await asyncio.sleep(0.01)
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
-
-
-async def test_a_cancellation_racing_the_deadline_stays_a_cancellation() -> None:
-    """Expiry and an outside cancel in the same loop turn: the outside one wins, as with
-    asyncio.timeout, so a shutdown is never mistaken for a slow upstream."""
-
-    async def waits() -> None:
-        with Deadline(_in(0.02)):
-            await asyncio.Event().wait()  # never set
-
-    task = asyncio.create_task(waits())
-    await asyncio.sleep(0.02)
+    await asyncio.sleep(cancel_after_s)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task

@@ -83,21 +83,14 @@ class SSEParser:
             del buf[:start]
         return events
 
-    def feed_whole(self, chunk: bytes) -> list[bytes] | None:
-        """Take ``chunk`` if it is whole events of one ``data: `` line each, ended by LF, and
-        return their data; None, having taken nothing, when it is anything else.
-
-        This is how LLM streams are framed, and it lets a chunk be split in a few calls instead
-        of line by line. ``feed`` must be given a chunk this declines; one it takes returns
-        the same events as ``feed`` would, each with the data given and no name.
-        """
-        return None if self.whole_events(chunk) is None else whole_data(chunk)
-
     def whole_events(self, chunk: bytes) -> int | None:
-        """``feed_whole`` without the split: how many events ``chunk`` holds when it takes it.
+        """How many events ``chunk`` holds, taking it, if it is whole events of one ``data: ``
+        line each, ended by LF; None, having taken nothing, when it is anything else.
 
-        A few C-level counts decide it: every LF of the chunk must be in a blank line that
-        ends an event and is followed by the next ``data: `` line, or ends the chunk.
+        This is how LLM streams are framed, and it lets a chunk be taken in a few calls instead
+        of line by line (``whole_data`` splits it); ``feed`` must be given a chunk this
+        declines. A few C-level counts decide it: every LF of the chunk must be in a blank line
+        that ends an event and is followed by the next ``data: `` line, or ends the chunk.
         """
         if (
             self._buf

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sentinel.streaming.sse import SSEEvent, SSEParser
+from sentinel.streaming.sse import SSEEvent, SSEParser, whole_data
 
 RECORDED = Path(__file__).parent / "recorded"
 STREAMS = sorted(p.name for p in RECORDED.glob("*.sse"))
@@ -324,14 +324,19 @@ def test_arbitrary_bytes_never_lose_a_byte(chunks: list[bytes]) -> None:
     frame(chunks)
 
 
+def take_whole(parser: SSEParser, chunk: bytes) -> list[bytes] | None:
+    """As the accumulator does: the data of a chunk ``whole_events`` takes, None if declined."""
+    return None if parser.whole_events(chunk) is None else whole_data(chunk)
+
+
 def frame_whole(chunks: list[bytes]) -> tuple[list[Framed], int]:
-    """Frame as the accumulator does: ``feed_whole`` first, ``feed`` for a chunk it declines;
-    also return how many chunks ``feed_whole`` took."""
+    """Frame as the accumulator does: whole events first, ``feed`` for a chunk declined;
+    also return how many chunks were taken whole."""
     parser = SSEParser()
     events: list[Framed] = []
     taken = 0
     for chunk in chunks:
-        datas = parser.feed_whole(chunk)
+        datas = take_whole(parser, chunk)
         if datas is None:
             events += framed(parser.feed(chunk))
             continue
@@ -343,10 +348,10 @@ def frame_whole(chunks: list[bytes]) -> tuple[list[Framed], int]:
     return events + framed([last] if last is not None else []), taken
 
 
-def test_feed_whole_takes_data_only_events() -> None:
+def test_whole_events_takes_data_only_events() -> None:
     """A chunk of whole one-line data events is taken, and its data returned in order."""
     parser = SSEParser()
-    assert parser.feed_whole(b'data: {"a":1}\n\ndata:  x\n\ndata: [DONE]\n\n') == [
+    assert take_whole(parser, b'data: {"a":1}\n\ndata:  x\n\ndata: [DONE]\n\n') == [
         b'{"a":1}',
         b" x",
         b"[DONE]",
@@ -370,28 +375,28 @@ def test_feed_whole_takes_data_only_events() -> None:
         b"",
     ],
 )
-def test_feed_whole_declines_anything_else(chunk: bytes) -> None:
+def test_whole_events_declines_anything_else(chunk: bytes) -> None:
     """Any other chunk is declined untouched, and ``feed`` then frames it as usual."""
     parser = SSEParser()
-    assert parser.feed_whole(chunk) is None
+    assert take_whole(parser, chunk) is None
     assert framed(parser.feed(chunk)) + framed([e for e in [parser.close()] if e]) == reference(
         chunk
     )
 
 
-def test_feed_whole_declines_while_an_event_is_buffered() -> None:
+def test_whole_events_declines_while_an_event_is_buffered() -> None:
     """A chunk of whole events is declined while an earlier event is incomplete, or after a CR."""
     parser = SSEParser()
     parser.feed(b"data: x")
-    assert parser.feed_whole(b"data: y\n\n") is None
+    assert take_whole(parser, b"data: y\n\n") is None
     parser = SSEParser()
     parser.feed(b"data: x\r\r")
-    assert parser.feed_whole(b"data: y\n\n") is None
+    assert take_whole(parser, b"data: y\n\n") is None
 
 
 @given(chunkings())
 def test_random_streams_framed_whole_match_reference(case: tuple[bytes, list[bytes]]) -> None:
-    """Using ``feed_whole`` where it takes a chunk frames any stream as the reference does."""
+    """Taking whole chunks where ``whole_events`` does frames any stream as the reference does."""
     stream, chunks = case
     assert frame_whole(chunks)[0] == reference(stream)
 
