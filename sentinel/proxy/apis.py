@@ -170,7 +170,7 @@ class ApiEndpoint:
                     # The text is only counted when the provider sent no usage; reading it
                     # decodes every chunk the accumulator has kept as bytes.
                     outcome.text = tap.text if outcome.usage is None else ""
-                    outcome.produced = tap.events > 0
+                    outcome.produced = tap.has_events
             else:
                 await _send_whole(response, ctx, send, target.name, deadline, outcome)
         except SentinelError:

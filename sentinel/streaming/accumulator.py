@@ -28,7 +28,7 @@ from typing import Any, Literal
 import orjson
 
 from sentinel.streaming.reply_text import ReplyText
-from sentinel.streaming.sse import SSEEvent, SSEParser, whole_data
+from sentinel.streaming.sse import SSEEvent, SSEParser
 from sentinel.streaming.usage_bytes import first_usage_or_done, may_carry_usage
 from sentinel.usage.counts import Usage
 
@@ -79,12 +79,17 @@ def _index(obj: dict[str, Any], key: str) -> int:
 
 
 class _Framed:
-    """Whole events kept for later as they came (``data: …`` LF LF each), split when read."""
+    """Whole events kept for later as they came, framed when read (``SSEParser.events_of``)."""
 
-    __slots__ = ("events",)
+    __slots__ = ("events", "opening")
 
-    def __init__(self, events: bytes) -> None:
+    def __init__(self, events: bytes, opening: bool) -> None:
         self.events = events
+        self.opening = opening  # they began the stream (a BOM may lead them)
+
+    def data_events(self) -> list[SSEEvent]:
+        """The events that have data, in order."""
+        return [e for e in SSEParser.events_of(self.events, self.opening) if e.has_data]
 
 
 # A data event kept for later: its data alone, or with its event name and its JSON if decoded;
@@ -119,38 +124,38 @@ class StreamAccumulator:
             if not self._escaped and b"\\" in chunk and (b"\\u" in chunk or chunk.endswith(b"\\")):
                 self._escaped = True
             self._pending_bytes += len(chunk)
-            whole = self._parser.whole_events(chunk) if self._api != "responses" else None
-            if whole is not None:  # the usual chunk: whole data-only events
-                # Events wholly before the first thing worth reading are only kept for later,
-                # framed as they came: all of them when there is none (every usage is null
-                # and no [DONE]). They are split into events only if they are ever read.
+            parser = self._parser
+            if self._api != "responses" and parser.ends_events(chunk):
+                # The usual chunk: whole events. Those wholly before the first thing worth
+                # reading are only kept for later, as they came: all of them when there is
+                # none (every usage is null and the stream does not end here). They are framed
+                # and read only if they are ever asked for.
                 first = first_usage_or_done(chunk, self._escaped)
                 if first == len(chunk):
-                    self._pending.append(_Framed(chunk))
-                    self._events += whole
+                    self._pending.append(_Framed(chunk, parser.pass_whole(chunk)))
                     self._read_if_too_much_pending()
                     return chunk
                 end = chunk.rfind(b"\n\n", 0, first)  # of the event before the one at first
                 start = end + 2 if end >= 0 else 0
-                datas = whole_data(chunk[start:])
                 if start:
-                    self._pending.append(_Framed(chunk[:start]))
-                    self._events += whole - len(datas)  # _read_datas counts the rest
-                stripped = self._read_datas(datas, None)
+                    kept = chunk[:start]
+                    self._pending.append(_Framed(kept, parser.pass_whole(kept)))
+                events = parser.feed(chunk[start:] if start else chunk)
+                stripped = self._read_events(events)
                 self._read_if_too_much_pending()
                 if not self._strip or not stripped:
                     return chunk
-                # Each event was exactly "data: " + data + LF LF, so this is the chunk less the
-                # stripped ones: the events before ``start`` as they are, then the rest.
-                kept = [b"data: " + d + b"\n\n" for i, d in enumerate(datas) if i not in stripped]
-                return chunk[:start] + b"".join(kept)
-            held = self._parser.buffered  # bytes fed before but not yet returned
-            events = self._parser.feed(chunk)
+                # The events before ``start`` as they came, then the rest less the stripped.
+                return chunk[:start] + b"".join(
+                    [e.raw for e in events if all(e is not s for s in stripped)]
+                )
+            held = parser.buffered  # bytes fed before but not yet returned
+            events = parser.feed(chunk)
             stripped_events = self._read_events(events) if events else []
             self._read_if_too_much_pending()
             if not self._strip:
                 return chunk  # relayed byte for byte, even when it ends mid-event
-            if not stripped_events and not held and not self._parser.buffered:
+            if not stripped_events and not held and not parser.buffered:
                 return chunk  # exactly the complete events it holds
             return b"".join([e.raw for e in events if all(e is not s for s in stripped_events)])
 
@@ -219,7 +224,18 @@ class StreamAccumulator:
     @property
     def events(self) -> int:
         """Data events read (``[DONE]`` and bad ones included; comment-only events not)."""
-        return self._events
+        with self._lock:
+            return self._events + sum(
+                len(item.data_events()) for item in self._pending if type(item) is _Framed
+            )
+
+    @property
+    def has_events(self) -> bool:
+        """Whether any data event has arrived (``events`` > 0, usually without framing any)."""
+        with self._lock:
+            return self._events > 0 or any(
+                item.data_events() for item in self._pending if type(item) is _Framed
+            )
 
     @property
     def bad_events(self) -> int:
@@ -306,8 +322,13 @@ class StreamAccumulator:
             if type(item) is bytes:
                 self._read_data(None, item, None)
             elif isinstance(item, _Framed):
-                for data in whole_data(item.events):
-                    self._read_data(None, data, None)
+                for event in item.data_events():
+                    self._events += 1
+                    data = event.data
+                    if data[:1] == b"[" and data.strip() == _DONE:
+                        self._complete = True  # one before the [DONE] that was read at once
+                    else:
+                        self._read_data(event.event, data, None)
             else:
                 self._read_data(*item)
 

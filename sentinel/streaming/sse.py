@@ -21,7 +21,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-__all__ = ["SSEEvent", "SSEParser", "whole_data"]
+__all__ = ["SSEEvent", "SSEParser"]
 
 _BOM = b"\xef\xbb\xbf"
 _EOL = re.compile(rb"[\r\n]")
@@ -83,28 +83,33 @@ class SSEParser:
             del buf[:start]
         return events
 
-    def whole_events(self, chunk: bytes) -> int | None:
-        """How many events ``chunk`` holds, taking it, if it is whole events of one ``data: ``
-        line each, ended by LF; None, having taken nothing, when it is anything else.
+    def ends_events(self, chunk: bytes) -> bool:
+        """Whether ``chunk`` is whole events that parse the same on their own, later: nothing is
+        buffered, no CR has been or is in it (lines end in LF only), and it ends in a blank line.
 
-        This is how LLM streams are framed, and it lets a chunk be taken in a few calls instead
-        of line by line (``whole_data`` splits it); ``feed`` must be given a chunk this
-        declines. A few C-level counts decide it: every LF of the chunk must be in a blank line
-        that ends an event and is followed by the next ``data: `` line, or ends the chunk.
+        This is how LLM streams arrive, and it lets the caller keep such a chunk, or its first
+        events up to an LF LF, as bytes (``pass_whole``) and frame them only if they are ever
+        read (``SSEParser.events_of``), instead of framing them now. One C-level search (for a
+        CR) decides it.
         """
-        if (
-            self._buf
-            or self._cr
-            or not chunk.endswith(b"\n\n")
-            or not chunk.startswith(b"data: ")
-            or _CR in chunk
-        ):
-            return None
-        lines = chunk.count(b"\n")
-        if lines % 2 or chunk.count(b"\n\ndata: ") != lines // 2 - 1:
-            return None
-        self._fresh = False
-        return lines // 2
+        return not self._buf and not self._cr and chunk.endswith(b"\n\n") and _CR not in chunk
+
+    def pass_whole(self, events: bytes) -> bool:
+        """The caller took ``events`` (whole events, or the first of a chunk ``ends_events``
+        accepted, up to an LF LF) without feeding them; return whether they open the stream,
+        for ``events_of``."""
+        opening = self._fresh
+        if events:
+            self._fresh = False
+        return opening
+
+    @staticmethod
+    def events_of(events: bytes, opening: bool) -> list[SSEEvent]:
+        """Frame whole events that ``pass_whole`` let through, as feeding them would have
+        (``opening``: they began the stream, so a leading BOM is skipped)."""
+        parser = SSEParser()
+        parser._fresh = opening
+        return parser.feed(events)
 
     @property
     def buffered(self) -> int:
@@ -246,9 +251,3 @@ def _line_end(buf: bytes | bytearray, scan: int, *, eof: bool) -> tuple[int, int
         return eol, eol + 2 if buf[eol + 1] == _LF else eol + 1
     # A CR as the last byte so far: it may be half of a CRLF, so wait for the next byte.
     return (eol, eol + 1) if eof else (-1, eol)
-
-
-def whole_data(chunk: bytes) -> list[bytes]:
-    """The data of each event of a chunk that ``SSEParser.whole_events`` took (each event is
-    ``data: `` + data + LF LF, with no other LF)."""
-    return [part[6:] for part in chunk.split(b"\n\n")[:-1]]

@@ -14,15 +14,22 @@ __all__ = ["first_usage_or_done", "may_carry_usage"]
 
 
 def first_usage_or_done(chunk: bytes, escaped: bool) -> int:
-    """Where in ``chunk`` the first ``[DONE]`` or ``"usage"`` key that is not null is; 0 when
-    escaped keys may hide one anywhere; ``len(chunk)`` when there is neither.
+    """Where in ``chunk``, a chunk of whole events, the first thing worth reading at once is: a
+    ``"usage"`` key that is not null, or the end of the stream; 0 when escaped keys may hide a
+    usage anywhere; ``len(chunk)`` when there is neither.
 
-    No event that ends before it can end the stream or carry a usage."""
+    No event that ends before it carries a usage. The end of the stream is the chunk's last
+    event when that is ``[DONE]`` (found without a search: a ``[DONE]`` before it can only
+    repeat it), else the first ``[DONE]``.
+    """
     if escaped and b"\\u00" in chunk:
         return 0
-    first = chunk.find(b"[DONE]")
-    if first < 0:
-        first = len(chunk)
+    if chunk.endswith(_DONE_EVENT) and (len(chunk) == len(_DONE_EVENT) or chunk.endswith(_AFTER)):
+        first = len(chunk) - len(_DONE_EVENT)
+    else:
+        first = chunk.find(b"[DONE]")
+        if first < 0:
+            first = len(chunk)
     usage = _NOT_NULL_USAGE.search(chunk, 0, first)
     return first if usage is None else usage.start()
 
@@ -39,5 +46,7 @@ def may_carry_usage(data: bytes) -> bool:
     return data.find(b"\\") >= 0 and (b"\\u006" in data or b"\\u007" in data)
 
 
+_DONE_EVENT = b"data: [DONE]\n\n"
+_AFTER = b"\n\n" + _DONE_EVENT  # the same, as an event of its own after another
 _NOT_NULL_USAGE = re.compile(rb'"usage"(?!: ?null)')
 """A ``"usage"`` key (or text) not followed by a null value; one C-level scan finds the first."""

@@ -607,3 +607,37 @@ def test_whole_chunk_strips_a_usage_chunk_between_others() -> None:
     assert forwarded == b"".join([*before, *after])
     assert acc.usage is not None and acc.usage.completion_tokens == 5
     assert acc.text == "a0a1a2z" and acc.is_complete and acc.events == 6
+
+
+def test_whole_chunk_of_mixed_events_is_read_later_as_sent() -> None:
+    """Comments, named and multi-line events kept whole before the usage chunk are framed
+    when read: their text, error and count are what reading them at once gives."""
+    content = chunk({"choices": [{"index": 0, "delta": {"content": "a"}}], "usage": None})
+    error = b'event: error\ndata: {"message":"slow down"}\n\n'
+    multi = b'data: {"choices":[{"index":0,\ndata: "delta":{"content":"b"}}]}\n\n'
+    usage = chunk({"choices": [], "usage": {"prompt_tokens": 4, "completion_tokens": 2}})
+    whole = b"".join([b": ping\n\n", content, error, multi, usage, b"data: [DONE]\n\n"])
+    acc = StreamAccumulator("chat", strip_usage_chunk=True)
+    assert acc.feed(whole) == whole.replace(usage, b"")
+    assert acc.usage is not None and acc.is_complete and acc.has_events
+    assert acc.events == 5 and acc.text == "ab" and acc.bad_events == 0
+    assert acc.upstream_error == {"message": "slow down"}
+
+
+def test_an_earlier_done_in_a_chunk_ending_with_done_is_no_bad_event() -> None:
+    """A chunk that ends with ``[DONE]`` after an earlier one: the stream is complete, and the
+    earlier one, read later, is a data event, not a bad one."""
+    content = chunk({"choices": [{"index": 0, "delta": {"content": "x"}}]})
+    acc = StreamAccumulator("chat", strip_usage_chunk=False)
+    acc.feed(content + b"data: [DONE]\n\n" + content + b"data: [DONE]\n\n")
+    assert acc.is_complete and acc.events == 4
+    assert acc.bad_events == 0 and acc.text == "xx"
+
+
+def test_has_events_counts_data_events_only() -> None:
+    """``has_events`` is ``events > 0``: comments alone are none, a kept chunk is some."""
+    acc = StreamAccumulator("chat", strip_usage_chunk=True)
+    acc.feed(b": keep-alive\n\n")
+    assert not acc.has_events
+    acc.feed(chunk({"choices": [{"index": 0, "delta": {"content": "x"}}], "usage": None}))
+    assert acc.has_events and acc.events == 1

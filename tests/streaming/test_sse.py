@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sentinel.streaming.sse import SSEEvent, SSEParser, whole_data
+from sentinel.streaming.sse import SSEEvent, SSEParser
 
 RECORDED = Path(__file__).parent / "recorded"
 STREAMS = sorted(p.name for p in RECORDED.glob("*.sse"))
@@ -324,39 +324,55 @@ def test_arbitrary_bytes_never_lose_a_byte(chunks: list[bytes]) -> None:
     frame(chunks)
 
 
-def take_whole(parser: SSEParser, chunk: bytes) -> list[bytes] | None:
-    """As the accumulator does: the data of a chunk ``whole_events`` takes, None if declined."""
-    return None if parser.whole_events(chunk) is None else whole_data(chunk)
+def take_whole(parser: SSEParser, chunk: bytes, cut: int | None = None) -> list[Framed] | None:
+    """As the accumulator does: a chunk ``ends_events`` accepts is passed whole up to ``cut``
+    (an LF LF of it; default all of it), framed later with ``events_of``, and the rest fed.
+    None when it is declined."""
+    if not parser.ends_events(chunk):
+        return None
+    cut = len(chunk) if cut is None else cut
+    kept = chunk[:cut]
+    opening = parser.pass_whole(kept)
+    return framed(SSEParser.events_of(kept, opening)) + framed(parser.feed(chunk[cut:]))
 
 
-def frame_whole(chunks: list[bytes]) -> tuple[list[Framed], int]:
-    """Frame as the accumulator does: whole events first, ``feed`` for a chunk declined;
-    also return how many chunks were taken whole."""
+def frame_whole(chunks: list[bytes], cuts: list[int] | None = None) -> tuple[list[Framed], int]:
+    """Frame as the accumulator does: chunks of whole events passed, ``feed`` for a chunk
+    declined; also return how many chunks were passed. ``cuts`` picks, for each chunk, which
+    of its LF LF ends the part passed whole (by index, wrapping; default: all of it)."""
     parser = SSEParser()
     events: list[Framed] = []
     taken = 0
-    for chunk in chunks:
-        datas = take_whole(parser, chunk)
-        if datas is None:
+    for index, chunk in enumerate(chunks):
+        cut = None
+        if cuts:
+            ends = [m.end() for m in re.finditer(b"\n\n", chunk)] or [len(chunk)]
+            cut = ends[cuts[index % len(cuts)] % len(ends)]
+        whole = take_whole(parser, chunk, cut)
+        if whole is None:
             events += framed(parser.feed(chunk))
             continue
         taken += 1
-        raws = [b"data: " + data + b"\n\n" for data in datas]
-        assert b"".join(raws) == chunk
-        events += [(raw, None, data, True) for raw, data in zip(raws, datas, strict=True)]
+        assert b"".join(raw for raw, *_ in whole) == chunk
+        events += whole
     last = parser.close()
     return events + framed([last] if last is not None else []), taken
 
 
-def test_whole_events_takes_data_only_events() -> None:
-    """A chunk of whole one-line data events is taken, and its data returned in order."""
+def test_whole_events_are_framed_later_as_now() -> None:
+    """A chunk of whole events is accepted; framed later it gives what feeding it gives."""
+    chunk = b'data: {"a":1}\n\n: ping\n\nevent: delta\ndata:  x\ndata: y\n\ndata: [DONE]\n\n'
     parser = SSEParser()
-    assert take_whole(parser, b'data: {"a":1}\n\ndata:  x\n\ndata: [DONE]\n\n') == [
-        b'{"a":1}',
-        b" x",
-        b"[DONE]",
-    ]
+    assert take_whole(parser, chunk) == reference(chunk)
     assert parser.tail() == b""
+
+
+def test_a_leading_bom_is_skipped_only_at_the_start() -> None:
+    """Passed whole at the start of a stream, a BOM is skipped; anywhere later it is not."""
+    chunk = b"\xef\xbb\xbfdata: x\n\n"
+    assert frame_whole([chunk])[0] == reference(chunk)
+    assert frame_whole([chunk, chunk])[0] == reference(chunk + chunk)
+    assert frame_whole([chunk, chunk], cuts=[0])[0] == reference(chunk + chunk)
 
 
 @pytest.mark.parametrize(
@@ -365,17 +381,12 @@ def test_whole_events_takes_data_only_events() -> None:
         b"data: x\n\ndata: y",  # the last event is incomplete
         b"data: x\n",
         b"data: x\r\n\r\n",
-        b": ping\n\ndata: x\n\n",
-        b"event: delta\ndata: x\n\n",
-        b"data: x\ndata: y\n\n",
-        b"data: x\n\n\ndata: y\n\n",
-        b"data:x\n\n",
-        b"\xef\xbb\xbfdata: x\n\n",
-        b"\n\n",
+        b"data: x\n\r\n",
+        b"data: x\n\n\r",
         b"",
     ],
 )
-def test_whole_events_declines_anything_else(chunk: bytes) -> None:
+def test_anything_but_whole_lf_events_is_declined(chunk: bytes) -> None:
     """Any other chunk is declined untouched, and ``feed`` then frames it as usual."""
     parser = SSEParser()
     assert take_whole(parser, chunk) is None
@@ -384,7 +395,7 @@ def test_whole_events_declines_anything_else(chunk: bytes) -> None:
     )
 
 
-def test_whole_events_declines_while_an_event_is_buffered() -> None:
+def test_whole_events_are_declined_while_an_event_is_buffered() -> None:
     """A chunk of whole events is declined while an earlier event is incomplete, or after a CR."""
     parser = SSEParser()
     parser.feed(b"data: x")
@@ -394,19 +405,22 @@ def test_whole_events_declines_while_an_event_is_buffered() -> None:
     assert take_whole(parser, b"data: y\n\n") is None
 
 
-@given(chunkings())
-def test_random_streams_framed_whole_match_reference(case: tuple[bytes, list[bytes]]) -> None:
-    """Taking whole chunks where ``whole_events`` does frames any stream as the reference does."""
+@given(chunkings(), st.lists(st.integers(min_value=0, max_value=8), max_size=5))
+def test_random_streams_passed_whole_match_reference(
+    case: tuple[bytes, list[bytes]], cuts: list[int]
+) -> None:
+    """Passing whole chunks, whole or in part, where ``ends_events`` accepts them frames any
+    stream as the reference does."""
     stream, chunks = case
-    assert frame_whole(chunks)[0] == reference(stream)
+    assert frame_whole(chunks, cuts)[0] == reference(stream)
 
 
 _DATA_EVENT = _TEXT.map(lambda v: b"data: " + v + b"\n\n")
 
 
 @given(st.lists(st.lists(_DATA_EVENT, max_size=4).map(b"".join), max_size=6))
-def test_event_aligned_chunks_are_taken_whole(chunks: list[bytes]) -> None:
-    """An LLM-like stream, chunked at event boundaries, is taken whole and framed correctly."""
+def test_event_aligned_chunks_are_passed_whole(chunks: list[bytes]) -> None:
+    """An LLM-like stream, chunked at event boundaries, is passed whole and framed correctly."""
     events, taken = frame_whole(chunks)
     assert events == reference(b"".join(chunks))
     assert taken == sum(1 for chunk in chunks if chunk)
