@@ -1,15 +1,16 @@
 """The composition root: ``create_app(config)`` assembles Sentinel; the lifespan owns resources.
 
-Middleware order, outermost first:
+Layers, outermost first:
 
-1. Starlette's ``ServerErrorMiddleware`` — last-resort 500 for bugs in Sentinel's own layer.
-2. ``RequestContextMiddleware`` — puts a ``RequestContext`` in ``scope["sentinel.context"]``,
+1. ``RequestContextMiddleware`` — puts a ``RequestContext`` in ``scope["sentinel.context"]``,
    adds ``x-request-id`` to every response, maps ``SentinelError`` to OpenAI's error shape (or
-   an in-band SSE error after a stream started) and logs one canonical line per request.
-   It calls the four read APIs (POST) itself, past layers 3 and 4, which would otherwise wrap
+   an in-band SSE error after a stream started), answers any other exception with OpenAI's
+   500 (the last resort: Starlette's ``ServerErrorMiddleware`` is left out, as it would wrap
+   every send and answer a bug in plain text) and logs one canonical line per request.
+   It calls the four read APIs (POST) itself, past layers 2 and 3, which would otherwise wrap
    every send of every stream.
-3. Starlette's ``ExceptionMiddleware`` — renders routing 404/405 in OpenAI's shape.
-4. The router: ``/healthz``, ``/readyz``, the four read APIs, ``/v1/models``,
+2. Starlette's ``ExceptionMiddleware`` — renders routing 404/405 in OpenAI's shape.
+3. The router: ``/healthz``, ``/readyz``, the four read APIs, ``/v1/models``,
    ``/admin/v1/upstreams``, then every other ``/v1/*`` path as a pass-through.
 
 The lifespan opens the one aiohttp session, the Redis client (with ``[redis]``), the limit
@@ -29,7 +30,7 @@ from contextlib import asynccontextmanager
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.middleware import Middleware
+from starlette.middleware.exceptions import ExceptionMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -39,6 +40,7 @@ from sentinel.auth.keys import KeyRing
 from sentinel.config import Config
 from sentinel.errors import MethodNotAllowed, NotFound, SentinelError
 from sentinel.health import Healthz, Readyz
+from sentinel.http.asgi import ASGIApp
 from sentinel.http.context import RequestContextMiddleware
 from sentinel.limits import GuardedStore, LimitStore, MemoryStore, RedisStore
 from sentinel.limits.gate import Gate, keep_recovering
@@ -76,7 +78,14 @@ async def _routing_error(request: Request, exc: Exception) -> Response:
     return Response(error.as_json(), status_code=error.status, media_type="application/json")
 
 
-def create_app(config: Config, encodings: Encodings) -> Starlette:
+class _Routes(Starlette):
+    """Starlette with its exception layer only: the routes behind ``RequestContextMiddleware``."""
+
+    def build_middleware_stack(self) -> ASGIApp:
+        return ExceptionMiddleware(self.router, handlers=self.exception_handlers)
+
+
+def create_app(config: Config, encodings: Encodings) -> ASGIApp:
     """Build the ASGI app for ``config``; nothing is opened until the lifespan starts.
 
     ``encodings`` are loaded by the caller (≈0.5 s, once per process) so that a missing or
@@ -179,16 +188,14 @@ def create_app(config: Config, encodings: Encodings) -> Starlette:
         Route("/admin/v1/upstreams", AdminUpstreams(), methods=["GET"]),
         Route("/v1/{path:path}", PassthroughEndpoint()),
     ]
-    return Starlette(
+    app = _Routes(
         routes=routes,
-        middleware=[
-            Middleware(
-                RequestContextMiddleware,
-                on_finished=metrics.request_finished,
-                tracing=telemetry.tracing,
-                direct={("POST", route): endpoint for route, endpoint in apis.items()},
-            )
-        ],
         exception_handlers={HTTPException: _routing_error},
         lifespan=lifespan,
+    )
+    return RequestContextMiddleware(
+        app,
+        on_finished=metrics.request_finished,
+        tracing=telemetry.tracing,
+        direct={("POST", route): endpoint for route, endpoint in apis.items()},
     )

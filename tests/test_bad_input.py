@@ -9,12 +9,15 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
+import aiohttp
 import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sentinel.mock import MockSettings, serve
+from sentinel.proxy.apis import ApiEndpoint
+from sentinel.proxy.models import ModelsEndpoint
 from tests.conftest import CLIENT_KEY, Gateway, make_config, running_gateway
 
 ENDPOINTS = ["/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/responses"]
@@ -258,3 +261,34 @@ def test_random_bytes_never_500(threaded: ThreadedGateway, path: str, raw: bytes
     status, _, payload = threaded.request("POST", path, raw, AUTH)
     if status >= 400:
         assert_openai_error(status, payload)
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "endpoint"),
+    [
+        ("POST", "/v1/chat/completions", ApiEndpoint),  # called straight from the middleware
+        ("GET", "/v1/models", ModelsEndpoint),  # through Starlette's router
+    ],
+)
+async def test_a_bug_answers_openais_500_without_a_traceback(
+    gateway: Gateway,
+    http: aiohttp.ClientSession,
+    monkeypatch: pytest.MonkeyPatch,
+    method: str,
+    path: str,
+    endpoint: type,
+) -> None:
+    """An exception Sentinel did not expect, on any route, is OpenAI's 500 with the request's
+    id; its text and traceback stay in the log."""
+
+    async def broken(self: object, scope: object, receive: object, send: object) -> None:
+        raise RuntimeError("secret internals")
+
+    monkeypatch.setattr(endpoint, "__call__", broken)
+    body = orjson.dumps({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "x"}]})
+    async with http.request(method, gateway.url + path, data=body, headers=AUTH) as response:
+        text = await response.text()
+        assert response.status == 500
+        assert response.headers["x-request-id"].startswith("req_")
+    assert json.loads(text)["error"]["code"] == "internal_error"
+    assert "secret internals" not in text and "Traceback" not in text

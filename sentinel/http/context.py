@@ -129,7 +129,9 @@ def _span_attributes(ctx: RequestContext) -> dict[str, str | int | bool]:
 
 
 def _ms(ns: int) -> float:
-    return round(ns / 1_000_000, 3)
+    """Nanoseconds as milliseconds to the microsecond, by integer division (float ``round`` with
+    digits is ten times slower)."""
+    return (ns + 500) // 1000 / 1000
 
 
 def _request_id(headers: list[tuple[bytes, bytes]]) -> tuple[str, bool]:
@@ -185,8 +187,6 @@ class RequestContextMiddleware:
         )
         scope[CONTEXT_KEY] = ctx
         span = None
-        if self._tracing is not None:
-            span, ctx.traceparent = self._tracing.start(scope["headers"], scope["method"])
         request_id_header = (b"x-request-id", ctx.request_id.encode("ascii"))
         started = False
         ended = False
@@ -210,6 +210,8 @@ class RequestContextMiddleware:
             await send(message)
 
         try:
+            if self._tracing is not None:
+                span, ctx.traceparent = self._tracing.start(scope["headers"], scope["method"])
             app = self._direct.get((scope["method"], scope["path"]), self.app)
             await app(scope, receive, send_with_id)
         except SentinelError as error:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 
 import orjson
@@ -9,7 +10,12 @@ import structlog
 import structlog.testing
 
 from sentinel.config import TelemetryConfig
-from sentinel.telemetry.logging import LineLogger, SecretRedactor, configure_logging
+from sentinel.telemetry.logging import (
+    LineLogger,
+    RedactingJSONRenderer,
+    SecretRedactor,
+    configure_logging,
+)
 
 
 def test_redactor_scrubs_configured_and_shaped_secrets() -> None:
@@ -111,3 +117,48 @@ def test_line_logger_honours_the_level_and_capture_logs() -> None:
     with structlog.testing.capture_logs() as logs:
         line.info("request_finished", {"status": 200})
     assert [entry["event"] for entry in logs] == ["request_finished"] and loud.getvalue() == b""
+
+
+def test_secrets_shaped_like_markers_are_still_scrubbed() -> None:
+    """A configured secret holding ``sk-`` or ``bearer`` is found through the marker's own
+    search (it is not searched for again), and still scrubbed from the line."""
+    buffer = io.BytesIO()
+    redactor = SecretRedactor(["sk-up", "my-Bearer-x", "plain-admin-token"])
+    renderer = RedactingJSONRenderer(redactor, buffer)
+    for value in ("sk-up", "my-Bearer-x", "plain-admin-token"):
+        renderer.write_info("request_finished", {"detail": f"key {value}!"})
+    lines = buffer.getvalue().decode()
+    assert lines.count("[REDACTED]") == 3
+    assert not any(s in lines for s in ("sk-up", "my-Bearer-x", "plain-admin-token"))
+
+
+class _CountingBuffer(io.BytesIO):
+    """Bytes written, and how many times they were flushed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.flushes = 0
+
+    def flush(self) -> None:
+        self.flushes += 1
+
+
+async def test_lines_of_one_loop_turn_are_flushed_together() -> None:
+    """In the event loop, the lines written in one turn are flushed once, at its end."""
+    buffer = _CountingBuffer()
+    renderer = RedactingJSONRenderer(SecretRedactor([]), buffer)
+    renderer.write_info("request_finished", {"n": 1})
+    renderer.write_info("request_finished", {"n": 2})
+    assert buffer.flushes == 0
+    await asyncio.sleep(0)
+    assert buffer.flushes == 1 and len(buffer.getvalue().splitlines()) == 2
+    renderer.write_info("request_finished", {"n": 3})
+    await asyncio.sleep(0)
+    assert buffer.flushes == 2
+
+
+def test_with_no_loop_running_each_line_is_flushed_at_once() -> None:
+    """Outside an event loop (a CLI command), a line is flushed as it is written."""
+    buffer = _CountingBuffer()
+    RedactingJSONRenderer(SecretRedactor([]), buffer).write_info("x", {})
+    assert buffer.flushes == 1
