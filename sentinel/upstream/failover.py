@@ -160,15 +160,16 @@ class Failover:
             except SentinelError as failure:
                 health.in_flight -= 1
                 health.record(candidate.model, failed=True, now_ms=self.board.clock.now_ms())
-                ctx.attempts.append(_attempt(candidate, None, failure.code, started))
+                elapsed_ns = time.perf_counter_ns() - started
+                ctx.attempts.append(_attempt(candidate, None, failure.code, elapsed_ns))
                 error, wait_asked = failure, None
                 continue
             except BaseException:
                 health.in_flight -= 1
                 raise
-            ms = (time.perf_counter_ns() - started) / 1_000_000
-            health.observe_latency(ms)
-            ctx.attempts.append(_attempt(candidate, response.status, None, started))
+            elapsed_ns = time.perf_counter_ns() - started
+            health.observe_latency(elapsed_ns / 1_000_000)
+            ctx.attempts.append(_attempt(candidate, response.status, None, elapsed_ns))
             served = Served(candidate, response, health, self.board)
             if held is not None:
                 held.response.close()
@@ -213,12 +214,12 @@ class Failover:
 
 
 def _attempt(
-    candidate: Candidate, status: int | None, code: str | None, started: int
+    candidate: Candidate, status: int | None, code: str | None, elapsed_ns: int
 ) -> dict[str, object]:
     entry: dict[str, object] = {
         "upstream": candidate.name,
         "status": status,
-        "ms": round((time.perf_counter_ns() - started) / 1_000_000, 3),
+        "ms": (elapsed_ns + 500) // 1000 / 1000,  # to the microsecond, by integer division
     }
     if code is not None:
         entry["code"] = code
