@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -60,7 +60,8 @@ class RequestContext:
     upstream_wait_ns: int = 0
     request_bytes: int = 0
     response_bytes: int = 0
-    is_sse: bool = False
+    sent_headers: list[tuple[bytes, bytes]] | None = None
+    """The headers of the response start, once sent."""
     dropped_headers: list[str] = field(default_factory=list)
     response_headers: list[tuple[bytes, bytes]] = field(default_factory=list)
     """Added to the response whatever it turns out to be (rate-limit headers)."""
@@ -134,6 +135,11 @@ def _ms(ns: int) -> float:
     return (ns + 500) // 1000 / 1000
 
 
+def _is_event_stream(headers: Iterable[tuple[bytes, bytes]]) -> bool:
+    """Whether a response with ``headers`` is an SSE stream (looked at only when it failed)."""
+    return any(n == b"content-type" and v.startswith(b"text/event-stream") for n, v in headers)
+
+
 def _request_id(headers: list[tuple[bytes, bytes]]) -> tuple[str, bool]:
     """The client's ``x-request-id`` when it is sane, else a new one; and which it was."""
     for name, value in headers:
@@ -201,9 +207,7 @@ class RequestContextMiddleware:
                 headers.append(request_id_header)
                 if ctx.response_headers:
                     headers.extend(ctx.response_headers)
-                ctx.is_sse = (b"content-type", b"text/event-stream") in headers or any(
-                    n == b"content-type" and v.startswith(b"text/event-stream") for n, v in headers
-                )
+                ctx.sent_headers = headers
             else:
                 ctx.response_bytes += len(message.get("body", b""))
                 ended = not message.get("more_body", False)
@@ -258,7 +262,7 @@ class RequestContextMiddleware:
             return
         if ended:
             return
-        if ctx.is_sse:
+        if _is_event_stream(ctx.sent_headers or ()):
             # After http.response.start the status cannot change: say it in-band, then end.
             await send({"type": "http.response.body", "body": error.as_sse(), "more_body": True})
             await send({"type": "http.response.body", "body": b"", "more_body": False})
