@@ -1,12 +1,12 @@
 """Calls of a Lua script, sent to Redis together: one round trip per batch.
 
-Every request makes two calls of ``limits.lua`` (admit, settle) and, through the usage
-tracker, one of ``usage_counters.lua``; with many requests in flight most of a call's cost is
-the client's own work per round trip. ``ScriptBatcher`` queues the calls, and one task sends
-whatever is queued as one pipelined write on a connection of its own (not a transaction:
-each call is atomic on its own, as when sent alone), reads the replies in order, and goes
-again while calls are waiting. A lone call goes out at the next loop turn, without waiting;
-calls made while a batch is in flight form the next one.
+Every request makes two calls of ``limits.lua`` (admit, settle), and the usage tracker one
+call of ``usage_counters.lua`` per batch and minute; with many requests in flight most of a
+call's cost is the client's own work per round trip. ``ScriptBatcher`` queues the calls,
+and one task sends whatever is queued as one pipelined write on a connection of its own
+(not a transaction: each call is atomic on its own, as when sent alone), reads the replies
+in order, and goes again while calls are waiting. A lone call goes out at the next loop
+turn, without waiting; calls made while a batch is in flight form the next one.
 
 The connection is one of the client's pool (with its auth, TLS and reply parser), held
 until it fails; only the one command is encoded here, and a caller whose keys repeat (the

@@ -79,6 +79,34 @@ async def test_replay_never_counts_twice(redis: Redis) -> None:
     assert (sink.counted, sink.duplicates) == (7, 7)
 
 
+async def test_a_batch_is_counted_in_calls_of_a_bucket_each(redis: Redis) -> None:
+    """A batch larger than one call takes, over two keys and two minutes, with duplicates in it
+    and across calls: every bucket gets each request once, and the sink says which counted."""
+    next_minute = STARTED + 60
+    batch = [
+        *records(600),
+        *[replace(make_record(n), key="team-b") for n in range(3)],
+        *[make_record(n, started_at=next_minute) for n in range(1000, 1005)],
+        records(1, start=599)[0],  # a duplicate, in another call than its first
+    ]
+    sink = RedisCounterSink(redis)
+    await sink.deliver(batch)
+    assert await read_counters(redis, "team-a", "minute", at=STARTED) == _sums(600)
+    assert (await read_counters(redis, "team-a", "minute", at=next_minute)).requests == 5
+    assert (await read_counters(redis, "team-a", "day", at=STARTED)).requests == 605
+    assert (await read_counters(redis, "team-b", "day", at=STARTED)).requests == 3
+    assert (sink.counted, sink.duplicates) == (608, 1)
+
+
+async def test_counts_past_double_precision_stay_exact(redis: Redis) -> None:
+    """Token counts are added as the integers sent, however large."""
+    huge = 2**62 + 1
+    record = replace(make_record(1), prompt_tokens=huge, total_tokens=huge + 3)
+    await RedisCounterSink(redis).deliver([record, make_record(2)])
+    counters = await read_counters(redis, "team-a", "minute", at=STARTED)
+    assert counters.prompt_tokens == huge + make_record(2).prompt_tokens
+
+
 async def test_keys_are_separate_and_expire(redis: Redis) -> None:
     """Each key has its own buckets, and every bucket and dedupe marker has a TTL."""
     sink = RedisCounterSink(redis, minute_ttl_s=120, day_ttl_s=86_400, dedupe_ttl_s=600)

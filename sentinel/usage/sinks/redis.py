@@ -55,19 +55,38 @@ async def _awaited(reply: Awaitable[object] | object) -> object:
     return await reply if isinstance(reply, Awaitable) else reply
 
 
-def _keys(record: UsageRecord) -> tuple[str, str, str]:
+def _buckets(record: UsageRecord) -> tuple[str, str]:
+    """The minute and day hashes ``record`` is counted in."""
     at = record.started_at
     if len(at) == 24 and at[-1] == "Z" and at[4] == "-" and at[13] == ":":
         # As Sentinel writes it (2025-01-31T12:30:45.123Z): the buckets are in the text.
         day = f"{at[0:4]}{at[5:7]}{at[8:10]}"
         prefix = f"sentinel:{{{record.key}}}:usage:"
-        return (_seen_key(record), f"{prefix}m:{day}{at[11:13]}{at[14:16]}", f"{prefix}d:{day}")
+        return f"{prefix}m:{day}{at[11:13]}{at[14:16]}", f"{prefix}d:{day}"
     started = datetime.fromisoformat(at)  # any other UTC form a spool file may hold
-    return (
-        _seen_key(record),
-        counter_key(record.key, "minute", started),
-        counter_key(record.key, "day", started),
-    )
+    return counter_key(record.key, "minute", started), counter_key(record.key, "day", started)
+
+
+def _calls(batch: Sequence[UsageRecord], ttls: str) -> list[tuple[tuple[str, ...], str]]:
+    """The script calls counting ``batch``: one per minute bucket (a key's records share its
+    hash tag), of at most ``_MAX_PER_CALL`` records each, as (keys, packed argument)."""
+    groups: dict[tuple[str, str], list[UsageRecord]] = {}
+    for record in batch:
+        groups.setdefault(_buckets(record), []).append(record)
+    calls = []
+    for buckets, records in groups.items():
+        for start in range(0, len(records), _MAX_PER_CALL):
+            part = records[start : start + _MAX_PER_CALL]
+            keys = (*buckets, *(_seen_key(record) for record in part))
+            counts = " ".join(
+                f"{r.prompt_tokens} {r.completion_tokens} {r.total_tokens}" for r in part
+            )
+            calls.append((keys, f"{ttls} {counts}"))
+    return calls
+
+
+_MAX_PER_CALL = 256
+"""Records counted by one script call: Redis runs a call to its end before anything else."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,7 +100,8 @@ class UsageCounters:
 
 
 class RedisCounterSink:
-    """Counts each record once into its key's minute and day buckets (one script call each).
+    """Counts each record once into its key's minute and day buckets: one script call for the
+    records of a batch that share a minute bucket (up to ``_MAX_PER_CALL`` of them).
 
     A batch goes out as one pipelined write on a single server (``ScriptBatcher``), or call by
     call to each slot's node on a cluster, bounded by ``timeout_s``; a batch that times out
@@ -135,7 +155,8 @@ class RedisCounterSink:
         self.duplicates += len(results) - counted
 
     async def _count(self, batch: Sequence[UsageRecord]) -> list[object]:
-        calls = [(_keys(record), self._arg(record)) for record in batch]
+        """One reply per record of ``batch``: 1 counted, 0 counted before."""
+        calls = _calls(batch, self._ttls)
         if self._batcher is not None:
             batched = self._batcher.call
             replies = await asyncio.gather(
@@ -151,15 +172,12 @@ class RedisCounterSink:
                 *(_awaited(evalsha(self._sha, len(keys), *keys, arg)) for keys, arg in calls),
                 return_exceptions=True,
             )
+        results: list[object] = []
         for reply in replies:
             if isinstance(reply, BaseException):
                 raise reply
-        return list(replies)
-
-    def _arg(self, record: UsageRecord) -> str:
-        return (
-            f"{record.prompt_tokens} {record.completion_tokens} {record.total_tokens} " + self._ttls
-        )
+            results.extend(reply)
+        return results
 
 
 async def read_counters(

@@ -1,28 +1,37 @@
--- Count one request's usage into its key's minute and day hashes, at most once per request id.
+-- Count requests' usage into one key's minute and day hashes, each request at most once.
 --
--- KEYS[1]  dedupe marker   sentinel:{<key>}:usage:seen:<request_id>
--- KEYS[2]  minute hash     sentinel:{<key>}:usage:m:<yyyymmddHHMM>
--- KEYS[3]  day hash        sentinel:{<key>}:usage:d:<yyyymmdd>
--- ARGV[1]  six integers joined by single spaces (one argument is cheaper to send than six):
---   1 prompt tokens, 2 completion tokens, 3 total tokens (each >= 0),
---   4 minute hash TTL, 5 day hash TTL, 6 dedupe marker TTL (seconds)
--- Returns 1 when counted, 0 when this request id was already counted (a replay).
--- Every key shares the {<key>} hash tag, so the script is valid on Redis Cluster.
+-- KEYS[1]     minute hash      sentinel:{<key>}:usage:m:<yyyymmddHHMM>
+-- KEYS[2]     day hash         sentinel:{<key>}:usage:d:<yyyymmdd>
+-- KEYS[2 + i] request i's dedupe marker   sentinel:{<key>}:usage:seen:<request_id>
+-- ARGV[1]  integers joined by single spaces (one argument is cheaper to send than many):
+--   the minute hash TTL, the day hash TTL and the dedupe marker TTL (seconds), then for each
+--   request in KEYS order its prompt, completion and total tokens (each >= 0)
+-- Returns one integer per request: 1 when counted, 0 when its request id was already
+-- counted (a replay). Every key shares the {<key>} hash tag, so the script is valid on
+-- Redis Cluster. Counts are added by HINCRBY as the digits sent, so they stay exact.
 
-local ARGV = (function(packed)
-  local fields = {}
-  for field in string.gmatch(packed, '%d+') do fields[#fields + 1] = field end
-  return fields
-end)(ARGV[1])
+local fields = {}
+for field in string.gmatch(ARGV[1], '%d+') do fields[#fields + 1] = field end
 
-if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[6]) then
-  return 0
+local counted = {}
+local any = false
+for i = 3, #KEYS do
+  if redis.call('SET', KEYS[i], '1', 'NX', 'EX', fields[3]) then
+    local at = 3 + (i - 3) * 3
+    for hash = 1, 2 do
+      redis.call('HINCRBY', KEYS[hash], 'requests', 1)
+      redis.call('HINCRBY', KEYS[hash], 'prompt_tokens', fields[at + 1])
+      redis.call('HINCRBY', KEYS[hash], 'completion_tokens', fields[at + 2])
+      redis.call('HINCRBY', KEYS[hash], 'total_tokens', fields[at + 3])
+    end
+    counted[#counted + 1] = 1
+    any = true
+  else
+    counted[#counted + 1] = 0
+  end
 end
-for i = 2, 3 do
-  redis.call('HINCRBY', KEYS[i], 'requests', 1)
-  redis.call('HINCRBY', KEYS[i], 'prompt_tokens', ARGV[1])
-  redis.call('HINCRBY', KEYS[i], 'completion_tokens', ARGV[2])
-  redis.call('HINCRBY', KEYS[i], 'total_tokens', ARGV[3])
-  redis.call('EXPIRE', KEYS[i], ARGV[i + 2])
+if any then
+  redis.call('EXPIRE', KEYS[1], fields[1])
+  redis.call('EXPIRE', KEYS[2], fields[2])
 end
-return 1
+return counted
