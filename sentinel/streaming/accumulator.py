@@ -137,8 +137,8 @@ class StreamAccumulator:
                     return chunk
                 end = chunk.rfind(b"\n\n", 0, first)  # of the event before the one at first
                 start = end + 2 if end >= 0 else 0
-                if start:
-                    kept = chunk[:start]
+                kept = chunk[:start]
+                if kept:
                     self._pending.append(_Framed(kept, parser.pass_whole(kept)))
                 events = parser.feed(chunk[start:] if start else chunk)
                 stripped = self._read_events(events)
@@ -146,9 +146,7 @@ class StreamAccumulator:
                 if not self._strip or not stripped:
                     return chunk
                 # The events before ``start`` as they came, then the rest less the stripped.
-                return chunk[:start] + b"".join(
-                    [e.raw for e in events if all(e is not s for s in stripped)]
-                )
+                return kept + b"".join([e.raw for e in events if all(e is not s for s in stripped)])
             held = parser.buffered  # bytes fed before but not yet returned
             events = parser.feed(chunk)
             stripped_events = self._read_events(events) if events else []
