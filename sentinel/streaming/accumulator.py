@@ -266,7 +266,7 @@ class StreamAccumulator:
         pending, escaped = self._pending, self._escaped
         for index, data in enumerate(datas):
             name = names[index] if names else None
-            if data[:1] == b"[" and data.strip() == _DONE:
+            if _is_done(data):
                 self._complete = True
             elif (
                 name is None
@@ -309,7 +309,7 @@ class StreamAccumulator:
         """Read one Responses API data event at once; always False (nothing is stripped)."""
         self._events += 1
         data = event.data
-        if not (data == _DONE or (data[:1] == b"[" and data.strip() == _DONE)):
+        if not _is_done(data):
             self._read_data(event.event, data, None)
         return False
 
@@ -323,7 +323,7 @@ class StreamAccumulator:
                 for event in item.data_events():
                     self._events += 1
                     data = event.data
-                    if data[:1] == b"[" and data.strip() == _DONE:
+                    if _is_done(data):
                         self._complete = True  # one before the [DONE] that was read at once
                     else:
                         self._read_data(event.event, data, None)
@@ -433,6 +433,11 @@ class StreamAccumulator:
             self._finish[0] = status
         if kind == "response.failed":
             self._note_error(response.get("error"), response)
+
+
+def _is_done(data: bytes) -> bool:
+    """Whether an event's data is ``[DONE]`` (spaces around it allowed); one byte test first."""
+    return data[:1] == b"[" and data.strip() == _DONE
 
 
 def _is_usage_chunk(obj: dict[str, Any]) -> bool:
