@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import structlog
 from redis.asyncio import Redis, RedisCluster
 from redis.backoff import NoBackoff
-from redis.retry import Retry
+from redis.asyncio.retry import Retry
 
 if TYPE_CHECKING:  # the config imports the limits, which import hash_tag from here
     from sentinel.config import RedisConfig
