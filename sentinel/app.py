@@ -10,8 +10,13 @@ Layers, outermost first:
    It calls the four read APIs (POST) itself, past layers 2 and 3, which would otherwise wrap
    every send of every stream.
 2. Starlette's ``ExceptionMiddleware`` — renders routing 404/405 in OpenAI's shape.
-3. The router: ``/healthz``, ``/readyz``, the four read APIs, ``/v1/models``,
-   ``/admin/v1/upstreams``, then every other ``/v1/*`` path as a pass-through.
+3. The router: ``/healthz``, ``/readyz``, ``/metrics``, ``/v1/models``,
+   ``/admin/v1/upstreams``, then every other ``/v1/*`` path as a pass-through, which forwards
+   only the families ``[passthrough]`` enables (``GET /v1/chat/completions`` is the stored
+   completions family: the read APIs are matched by method and path).
+
+Before any layer dispatches, a target that is not canonical (``sentinel.http.paths``) is a
+404: a path in another spelling never reaches a handler.
 
 The lifespan opens the one aiohttp session, the Redis client (with ``[redis]``), the limit
 store, the usage tracker, the upstream health checks and (with ``[redis]``) the sharing of
@@ -53,6 +58,7 @@ from sentinel.shared_state import open_redis, warm_up
 from sentinel.streaming.drain import Drainer
 from sentinel.telemetry.otel import Telemetry
 from sentinel.telemetry.scrape import MetricsEndpoint
+from sentinel.tenancy import MemoryOwners, OwnerIndex, RedisOwners
 from sentinel.tokens import Encodings, PromptCounter
 from sentinel.upstream.checks import HealthChecker
 from sentinel.upstream.client import open_session
@@ -118,6 +124,11 @@ def create_app(config: Config, encodings: Encodings) -> ASGIApp:
             if config.redis is not None and redis is not None
             else None
         )
+        owners: OwnerIndex = (
+            RedisOwners(redis, config.redis.timeout_ms)
+            if config.redis is not None and redis is not None
+            else MemoryOwners()
+        )
         services = Services(
             config=config,
             keys=KeyRing(config.keys, config.limits),
@@ -135,6 +146,7 @@ def create_app(config: Config, encodings: Encodings) -> ASGIApp:
             ),
             health=board,
             failover=Failover(config.routing, board),
+            owners=owners,
         )
         if redis is not None:
             await warm_up(redis)
@@ -183,7 +195,6 @@ def create_app(config: Config, encodings: Encodings) -> ASGIApp:
         Route("/healthz", Healthz(), methods=["GET"]),
         Route("/readyz", Readyz(), methods=["GET"]),
         Route("/metrics", MetricsEndpoint(telemetry, config.admin.token), methods=["GET"]),
-        *(Route(route, endpoint, methods=["POST"]) for route, endpoint in apis.items()),
         Route("/v1/models", ModelsEndpoint(), methods=["GET"]),
         Route("/admin/v1/upstreams", AdminUpstreams(), methods=["GET"]),
         Route("/v1/{path:path}", PassthroughEndpoint()),

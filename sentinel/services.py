@@ -12,6 +12,7 @@ from sentinel.http.asgi import Scope
 from sentinel.limits.gate import Gate
 from sentinel.proxy.recording import UsageRecorder
 from sentinel.streaming.drain import Drainer
+from sentinel.tenancy import OwnerIndex
 from sentinel.tokens import PromptCounter
 from sentinel.upstream.failover import Failover
 from sentinel.upstream.health import HealthBoard
@@ -40,6 +41,7 @@ class Services:
     drainer: Drainer | None  # with [usage] drain_on_disconnect
     health: HealthBoard  # breakers, latency and in-flight calls per upstream
     failover: Failover
+    owners: OwnerIndex  # who owns each object created through the gateway
 
 
 def services_of(scope: Scope) -> Services:

@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING
 
 import structlog
 from redis.asyncio import Redis, RedisCluster
-from redis.backoff import NoBackoff
 from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 if TYPE_CHECKING:  # the config imports the limits, which import hash_tag from here
     from sentinel.config import RedisConfig

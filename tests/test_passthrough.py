@@ -66,27 +66,46 @@ async def test_json_passthrough_routes_and_echoes(
     assert paths == ["/v1/images/generations", "/v1/moderations"]
 
 
+async def _upload(http: aiohttp.ClientSession, gateway: Gateway) -> dict[str, object]:
+    form = aiohttp.FormData()
+    form.add_field("purpose", "batch")
+    form.add_field("file", b'{"custom_id": "1"}\n', filename="in.jsonl")
+    async with http.post(f"{gateway.base_url}/files", data=form, headers=AUTH) as r:
+        assert r.status == 200, await r.text()
+        created: dict[str, object] = await r.json()
+    return created
+
+
 async def test_other_methods_and_query_pass_through(
     gateway: Gateway, upstream: Upstream, http: aiohttp.ClientSession
 ) -> None:
-    """GET with a query string and DELETE reach the upstream unchanged."""
+    """GET with a query string and DELETE reach the upstream unchanged; the list of files is
+    the key's own, answered by Sentinel."""
+    created = await _upload(http, gateway)
     async with http.get(f"{gateway.base_url}/files?purpose=batch&limit=2", headers=AUTH) as r:
         assert r.status == 200
-    async with http.delete(f"{gateway.base_url}/vector_stores/vs_1", headers=AUTH) as r:
+        listed = await r.json()
+    assert [entry["id"] for entry in listed["data"]] == [created["id"]]
+    url = f"{gateway.base_url}/files/{created['id']}"
+    async with http.get(f"{url}/content?format=raw", headers=AUTH) as r:
+        assert r.status == 200
+    assert (await upstream.requests(1))[0]["query"] == "format=raw"
+    async with http.delete(url, headers=AUTH) as r:
         assert r.status == 200
         echoed = await r.json()
-    assert echoed["method"] == "DELETE" and echoed["path"] == "/v1/vector_stores/vs_1"
-    first = (await upstream.requests(2))[0]
-    assert first["query"] == "purpose=batch&limit=2"
+    assert echoed["method"] == "DELETE" and echoed["path"] == f"/v1/files/{created['id']}"
+    async with http.get(url, headers=AUTH) as r:
+        assert r.status == 404  # deleted: released from the owner index
 
 
-async def test_get_on_chat_completions_is_passed_through(
-    gateway: Gateway, upstream: Upstream, http: aiohttp.ClientSession
+async def test_get_on_chat_completions_is_the_stored_completions_family(
+    gateway: Gateway, http: aiohttp.ClientSession
 ) -> None:
-    """GET /v1/chat/completions (stored completions) is not a 405: it goes upstream."""
+    """GET /v1/chat/completions is not a 405: it is the stored-completions family, which is
+    not enabled by default."""
     async with http.get(f"{gateway.base_url}/chat/completions", headers=AUTH) as r:
-        assert r.status == 200
-    assert (await upstream.requests(1))[0]["method"] == "GET"
+        assert r.status == 404
+        assert (await r.json())["error"]["code"] == "endpoint_not_enabled"
 
 
 async def test_passthrough_requires_a_key(gateway: Gateway, http: aiohttp.ClientSession) -> None:

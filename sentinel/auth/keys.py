@@ -22,19 +22,51 @@ __all__ = ["KeyRing", "Principal", "presented_key"]
 _MAX_KEY_BYTES = 512
 
 
+_TOKEN_DIMENSIONS = (Dimension.TOKENS, Dimension.DAY, Dimension.WEEK, Dimension.MONTH)
+
+
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """The authenticated caller: its name, its limits and the models it may use."""
+    """The authenticated caller: its name, its limits and the models it may use.
+
+    ``id`` is stable and namespaced by where the key comes from (``cfg:<name>`` for the
+    config file's keys): object ownership is keyed by it, never by a display name.
+    """
 
     name: str
     limits: LimitSpec
     models: tuple[str, ...] | None = None  # globs; None allows every model
+    id: str = ""  # default: cfg:<name>
+    is_admin: bool = False  # sees every tenant's objects
+    passthrough: frozenset[str] = frozenset()  # spending families allowed despite token limits
     is_limited: bool = field(init=False)
     """Whether any limit applies (an unlimited key never touches the limit store)."""
+    has_token_limits: bool = field(init=False)
+    """Whether a token rate or quota applies: endpoints whose tokens go uncounted would
+    bypass it."""
 
     def __post_init__(self) -> None:
+        # Worked out once, not per request.
         limited = any(self.limits.limit(dimension) is not None for dimension in Dimension)
-        object.__setattr__(self, "is_limited", limited)  # worked out once, not per request
+        object.__setattr__(self, "is_limited", limited)
+        tokens = any(self.limits.limit(dimension) is not None for dimension in _TOKEN_DIMENSIONS)
+        object.__setattr__(self, "has_token_limits", tokens)
+        if not self.id:
+            object.__setattr__(self, "id", f"cfg:{self.name}")
+
+    def may_spend_through(self, family: str) -> bool:
+        """Whether this key may call a token-spending ``family`` whose tokens its limits
+        cannot see: always without token limits, else only when the key names it."""
+        return not self.has_token_limits or family in self.passthrough
+
+    def check_spending(self, family: str) -> None:
+        """Raise 403 ``endpoint_not_allowed`` unless ``may_spend_through(family)``."""
+        if not self.may_spend_through(family):
+            raise PermissionDenied(
+                f"This key has token limits, and the '{family}' endpoints spend tokens "
+                "that the limits cannot see; ask an administrator to allow them for this key.",
+                code="endpoint_not_allowed",
+            )
 
     def may_use(self, model: str | None) -> bool:
         """Whether the allow-list (if any) admits ``model``; no model passes only without one."""
@@ -71,7 +103,16 @@ class KeyRing:
     def __init__(self, keys: tuple[KeyConfig, ...], defaults: LimitDefaults | None = None) -> None:
         defaults = defaults or LimitDefaults()
         self._by_digest: dict[bytes, tuple[bytes, Principal]] = {
-            k.key_sha256: (k.key_sha256, Principal(k.name, k.limits(defaults), k.models))
+            k.key_sha256: (
+                k.key_sha256,
+                Principal(
+                    k.name,
+                    k.limits(defaults),
+                    k.models,
+                    is_admin=k.admin,
+                    passthrough=frozenset(k.passthrough),
+                ),
+            )
             for k in keys
         }
 

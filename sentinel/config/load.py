@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import os
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from sentinel.config.families import FAMILIES, SPENDING_FAMILIES
 from sentinel.config.model import (
     AdminConfig,
     Config,
     KeyConfig,
+    PassthroughConfig,
     RedisConfig,
     ServerConfig,
     TelemetryConfig,
@@ -124,6 +127,7 @@ def _build(root: Table, source: Path) -> Config:
     tokens = _tokens(root.table("tokens"))
     limits = _limits(root.table("limits"))
     usage = _usage(root.table("usage"))
+    passthrough = _passthrough(root.table("passthrough"))
     root.finish()
     if server.workers > 1 and redis is None:
         root.problem(
@@ -142,6 +146,7 @@ def _build(root: Table, source: Path) -> Config:
         usage=usage,
         routing=routing,
         aliases=aliases,
+        passthrough=passthrough,
         source=source,
     )
 
@@ -310,9 +315,50 @@ def _key(t: Table) -> KeyConfig:
         key_sha256=_key_digest(t),
         **_limit_fields(t),
         models=t.string_list("models", ()) or None if t.has("models") else None,
+        admin=t.boolean("admin", False),
+        passthrough=_names(t, "passthrough", SPENDING_FAMILIES),
     )
     t.finish()
     return key
+
+
+def _names(t: Table, key: str, known: frozenset[str]) -> tuple[str, ...]:
+    """A list of names from ``known``; each unknown one is a problem with a suggestion."""
+    names = t.string_list(key, ())
+    for i, name in enumerate(names):
+        if name not in known:
+            t.problem(f"{key}[{i}]", _unknown(name, known))
+    return tuple(n for n in names if n in known)
+
+
+def _unknown(name: str, known: Iterable[str]) -> str:
+    close = difflib.get_close_matches(name, sorted(known), n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return f"unknown {name!r}{hint}; expected one of {', '.join(sorted(known))}"
+
+
+def _passthrough(t: Table) -> PassthroughConfig:
+    """``[passthrough.<family>] methods = [...]``: families not named keep their defaults."""
+    enabled = dict(PassthroughConfig().enabled)
+    for name in t.keys():
+        family = FAMILIES.get(name)
+        table = t.table(name)
+        if family is None:
+            t.problem(name, _unknown(name, FAMILIES))
+            continue
+        methods = table.take("methods")
+        if methods is None:
+            enabled[name] = family.methods
+        elif not isinstance(methods, list) or not all(isinstance(m, str) for m in methods):
+            table.problem("methods", "expected an array of HTTP methods (empty: not forwarded)")
+        else:
+            bad = [m for m in methods if m.upper() not in family.methods]
+            for method in bad:
+                table.problem("methods", _unknown(method, family.methods))
+            if not bad:
+                enabled[name] = frozenset(m.upper() for m in methods)
+        table.finish()
+    return PassthroughConfig(tuple((n, m) for n, m in enabled.items() if m))
 
 
 def _key_digest(t: Table) -> bytes:

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
+from sentinel.config.families import DEFAULT_FAMILIES, FAMILIES
 from sentinel.limits.settings import LimitDefaults
 from sentinel.limits.spec import LimitSpec
 from sentinel.usage.settings import UsageSettings
@@ -107,6 +108,8 @@ class KeyConfig:
     tokens_per_week: int | None = None
     tokens_per_month: int | None = None
     models: tuple[str, ...] | None = None  # allow-list of globs; None allows every model
+    admin: bool = False  # sees every tenant's objects (files, batches, responses, ...)
+    passthrough: tuple[str, ...] = ()  # token-spending families allowed despite token limits
 
     def limits(self, defaults: LimitDefaults) -> LimitSpec:
         """This key's limits: what it sets, else ``[limits]``'s defaults."""
@@ -118,6 +121,22 @@ class KeyConfig:
             tokens_per_week=self.tokens_per_week,
             tokens_per_month=self.tokens_per_month,
         )
+
+
+@dataclass(frozen=True, slots=True)
+class PassthroughConfig:
+    """``[passthrough.<family>]``: the pass-through families forwarded, each with its methods."""
+
+    enabled: tuple[tuple[str, frozenset[str]], ...] = tuple(
+        (name, FAMILIES[name].methods) for name in DEFAULT_FAMILIES
+    )
+
+    def methods(self, family: str) -> frozenset[str]:
+        """The methods ``family`` is forwarded with (empty: not enabled)."""
+        for name, methods in self.enabled:
+            if name == family:
+                return methods
+        return frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,6 +175,7 @@ class Config:
     usage: UsageSettings = field(default_factory=UsageSettings)
     routing: RoutingConfig = field(default_factory=RoutingConfig)
     aliases: tuple[ModelAlias, ...] = ()
+    passthrough: PassthroughConfig = field(default_factory=PassthroughConfig)
     source: Path | None = None  # the file it came from; None for embedded defaults
 
     def secrets(self) -> tuple[str, ...]:

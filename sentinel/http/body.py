@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -106,4 +108,46 @@ def parse_json_object(body: bytes, content_encoding: bytes | None) -> dict[str, 
         raise InvalidRequest(
             "The request body must be a JSON object.", code="invalid_type", param="body"
         )
+    if _key_count(body) != _key_count(orjson.dumps(parsed)):
+        # A parser that keeps the first of two values would run what Sentinel never judged.
+        where = _first_duplicate(json.loads(body, object_pairs_hook=_Pairs), "")
+        raise InvalidRequest(
+            f"The JSON body repeats the key {where or 'of an object'!r}; "
+            "each key may appear only once in an object.",
+            code="duplicate_key",
+            param=where,
+        )
     return parsed
+
+
+# In valid JSON every colon outside a string separates a key from its value, so a body whose
+# parse (which keeps one value per key) re-serializes with fewer colons repeated a key.
+_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
+
+
+def _key_count(body: bytes) -> int:
+    return _STRING.sub(b"", body).count(b":")
+
+
+class _Pairs(list[tuple[str, Any]]):
+    """A JSON object with every key it was written with, in order (for the error's path)."""
+
+
+def _first_duplicate(value: Any, path: str) -> str | None:
+    """The JSON path of the first repeated key under ``value`` (``a.b[2].c``), or None."""
+    if isinstance(value, _Pairs):
+        seen: set[str] = set()
+        for key, item in value:
+            where = f"{path}.{key}" if path else key
+            if key in seen:
+                return where
+            seen.add(key)
+            found = _first_duplicate(item, where)
+            if found is not None:
+                return found
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            found = _first_duplicate(item, f"{path}[{i}]")
+            if found is not None:
+                return found
+    return None

@@ -18,9 +18,10 @@ from typing import Any
 import structlog
 from opentelemetry.trace import Span
 
-from sentinel.errors import SentinelError
+from sentinel.errors import NotFound, SentinelError
 from sentinel.http.asgi import ASGIApp, Message, Receive, Scope, Send
 from sentinel.http.body import ClientGone
+from sentinel.http.paths import is_canonical
 from sentinel.telemetry.logging import LineLogger
 from sentinel.telemetry.otel import Tracing
 from sentinel.usage.counts import Usage
@@ -135,6 +136,11 @@ def _ms(ns: int) -> float:
     return (ns + 500) // 1000 / 1000
 
 
+def _shown(raw_path: bytes) -> str:
+    """A client's path for an error message: printable ASCII only, at most 200 characters."""
+    return "".join(c if " " < c < "\x7f" else "?" for c in raw_path[:200].decode("latin-1"))
+
+
 def _is_event_stream(headers: Iterable[tuple[bytes, bytes]]) -> bool:
     """Whether a response with ``headers`` is an SSE stream (looked at only when it failed)."""
     return any(n == b"content-type" and v.startswith(b"text/event-stream") for n, v in headers)
@@ -216,6 +222,10 @@ class RequestContextMiddleware:
         try:
             if self._tracing is not None:
                 span, ctx.traceparent = self._tracing.start(scope["headers"], scope["method"])
+            raw_path: bytes = scope.get("raw_path") or scope["path"].encode("utf-8")
+            if not is_canonical(raw_path, scope["query_string"]):
+                # Before any handler: a path in another spelling never reaches one.
+                raise NotFound(f"Unknown request URL: {ctx.method} {_shown(raw_path)}.")
             app = self._direct.get((scope["method"], scope["path"]), self.app)
             await app(scope, receive, send_with_id)
         except SentinelError as error:

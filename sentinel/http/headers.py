@@ -3,9 +3,12 @@
 Requests: the client's credential, cookies, hop-by-hop headers and headers that only make
 sense between the client and Sentinel are dropped; everything else (User-Agent, X-Stainless-*,
 OpenAI-Beta, Idempotency-Key, traceparent, …) is forwarded. A value with control bytes or
-invalid UTF-8 is refused with a 400 naming the header. Responses: hop-by-hop headers, cookies
-and headers the server sets itself are dropped, as is any value that cannot be relayed (logged
-by the caller); the upstream's ``x-request-id`` is kept as ``x-upstream-request-id``.
+invalid UTF-8 is refused with a 400 naming the header. Responses: hop-by-hop headers, cookies,
+headers the server sets itself and headers that describe the provider account every key
+shares (``openai-organization``, ``openai-project``, its ``x-ratelimit-*``, Azure's deployment
+names) are dropped, as is any value that cannot be relayed (logged by the caller); timing such
+as ``openai-processing-ms`` is kept; the upstream's ``x-request-id`` is kept as
+``x-upstream-request-id``.
 """
 
 from __future__ import annotations
@@ -44,7 +47,9 @@ _NOT_FORWARDED = HOP_BY_HOP | {
     b"openai-project",
     b"x-request-id",
 }
-# Set by hypercorn or by Sentinel itself on the way back.
+# Set by hypercorn or by Sentinel itself on the way back, or naming the provider account that
+# every key shares (its organization, project, deployment and its own rate limits: Sentinel
+# answers with the key's).
 _NOT_RELAYED = HOP_BY_HOP | {
     b"set-cookie",
     b"cookie",
@@ -53,7 +58,13 @@ _NOT_RELAYED = HOP_BY_HOP | {
     b"server",
     b"alt-svc",
     b"x-request-id",
+    b"openai-organization",
+    b"openai-project",
+    b"x-ms-deployment-name",
+    b"azureml-model-deployment",
+    b"apim-request-id",
 }
+_PROVIDER_LIMITS = b"x-ratelimit-"
 _CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 _UPSTREAM_REQUEST_ID = b"x-upstream-request-id"
 
@@ -130,6 +141,8 @@ def relay_headers(
             dropped.append(name.decode("latin-1"))
             continue
         lowered = name.lower()
+        if lowered.startswith(_PROVIDER_LIMITS):
+            continue
         if lowered in _NOT_RELAYED:
             if lowered == b"x-request-id":
                 relayed.append((_UPSTREAM_REQUEST_ID, value))

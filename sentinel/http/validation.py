@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from sentinel.errors import InvalidRequest
 
-__all__ = ["Api", "ApiRequest", "validate"]
+__all__ = ["RESERVED", "Api", "ApiRequest", "validate"]
 
 Api = Literal["chat", "completions", "embeddings", "responses"]
 
@@ -104,12 +104,14 @@ _FIELDS: dict[Api, dict[str, _Check]] = {
         "max_tokens": _counter(0),
         "max_completion_tokens": _counter(0),
         "n": _counter(1),
+        "store": _bool,
         **_STREAMING,
     },
     "completions": {
         "prompt": _string_or_array,
         "max_tokens": _counter(0),
         "n": _counter(1),
+        "best_of": _counter(1),
         **_STREAMING,
     },
     "embeddings": {"input": _string_or_array},
@@ -118,8 +120,18 @@ _FIELDS: dict[Api, dict[str, _Check]] = {
         "instructions": _string,
         "max_output_tokens": _counter(0),
         "stream": _bool,
+        "background": _bool,
+        "store": _bool,
     },
 }
+RESERVED: dict[Api, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "chat": (("max_completion_tokens", "max_tokens"), ("n",)),
+    "completions": (("max_tokens",), ("n", "best_of")),
+    "embeddings": ((), ()),
+    "responses": (("max_output_tokens",), ()),
+}
+"""Each API's own completion caps and choice counts, the only fields its reservation reads
+(no caps: the API completes nothing)."""
 _REQUIRED: dict[Api, tuple[str, ...]] = {
     "chat": ("model", "messages"),
     "completions": ("model",),

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Mapping
+from dataclasses import replace
 
 import structlog
 
@@ -19,7 +20,7 @@ from sentinel.limits.decision import Decision, Reservation
 from sentinel.limits.guarded import GuardedStore
 from sentinel.limits.headers import refusal_error
 from sentinel.limits.settings import LimitDefaults
-from sentinel.limits.spec import Admission, LimitSpec, reservation_tokens
+from sentinel.limits.spec import Admission, Dimension, LimitSpec, reservation_tokens
 from sentinel.limits.store import LimitStore
 from sentinel.telemetry.metrics import Metrics
 
@@ -27,6 +28,9 @@ __all__ = ["Gate", "keep_recovering"]
 
 RECOVERY_INTERVAL_S = 0.25
 """How often a degraded store is offered a probe (the breaker decides whether it runs)."""
+_MAX_REFUSED = 100_000
+"""Keys remembered as refused at once; beyond it (expired ones dropped first) the store is
+asked again, which is only slower."""
 
 log = structlog.get_logger("sentinel.limits")
 
@@ -48,20 +52,59 @@ class Gate:
         self._clock = clock or SystemClock()
         self._settling: set[asyncio.Task[None]] = set()
         self._held: dict[str, Reservation] = {}  # by id: leases renewed while requests run
+        # Keys refused for their request rate, until when: refused again before their prompt
+        # is counted (the cheap check), since only time can free a request window.
+        self._refused: dict[str, tuple[int, Decision]] = {}
         self._renewer: asyncio.Task[None] | None = None
 
-    def tokens_to_reserve(self, prompt_tokens: int, body: Mapping[str, object] | None) -> int:
-        """Prompt plus completion cap; ``body`` None means the API produces no completion."""
-        if body is None:
+    def tokens_to_reserve(
+        self,
+        prompt_tokens: int,
+        body: Mapping[str, object],
+        caps: tuple[str, ...],
+        choices: tuple[str, ...],
+    ) -> int:
+        """Prompt plus completion cap times choices (no ``caps``: the API completes nothing)."""
+        if not caps:
             return max(0, prompt_tokens)
-        return reservation_tokens(prompt_tokens, body, self._reserve)
+        return reservation_tokens(prompt_tokens, body, self._reserve, caps=caps, choices=choices)
+
+    def refuse_early(self, key_name: str) -> None:
+        """Raise the 429 again for a key its request rate refused until later, before the
+        request's body is read or counted; nothing is asked of the store."""
+        refused = self._refused.get(key_name)
+        if refused is None:
+            return
+        until_ms, decision = refused
+        now_ms = self._clock.now_ms()
+        if now_ms >= until_ms:
+            del self._refused[key_name]
+            return
+        if decision.refusal is not None:
+            refusal = replace(decision.refusal, retry_after_ms=until_ms - now_ms)
+            raise refusal_error(replace(decision, refusal=refusal), 0)
+
+    def _remember_refusal(self, key_name: str, decision: Decision, now_ms: int) -> None:
+        refusal = decision.refusal
+        if refusal is None or refusal.dimension is not Dimension.REQUESTS or decision.degraded:
+            # Tokens, quotas and leases can free early or depend on the request; the local
+            # share of a degraded store gives way to the shared window when Redis returns.
+            return
+        if refusal.exceeds_limit or refusal.retry_after_ms <= 0:
+            return
+        if len(self._refused) >= _MAX_REFUSED:
+            self._refused = {k: v for k, v in self._refused.items() if v[0] > now_ms}
+            if len(self._refused) >= _MAX_REFUSED:
+                return
+        self._refused[key_name] = (now_ms + refusal.retry_after_ms, decision)
 
     async def admit(self, key_name: str, spec: LimitSpec, request_id: str, tokens: int) -> Decision:
         """An allowed decision holding a reservation; the 429 (``RateLimited``) otherwise."""
         admission = Admission(key_name=key_name, request_id=request_id, tokens=tokens)
         started = time.perf_counter()
+        now_ms = self._clock.now_ms()
         try:
-            decision = await self.store.admit(spec, admission, self._clock.now_ms())
+            decision = await self.store.admit(spec, admission, now_ms)
         finally:
             if self._metrics is not None:
                 self._metrics.store_call("admit", time.perf_counter() - started)
@@ -70,6 +113,7 @@ class Gate:
             verdict = "denied" if refusal else "degraded" if decision.degraded else "allowed"
             self._metrics.limit_decision(verdict, str(refusal.dimension) if refusal else None)
         if decision.reservation is None:
+            self._remember_refusal(key_name, decision, now_ms)
             raise refusal_error(decision, tokens)
         return decision
 

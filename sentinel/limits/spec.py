@@ -141,26 +141,24 @@ class Admission:
     reservation_id: str = field(default_factory=_new_reservation_id)
 
 
-_CAP_FIELDS = ("max_completion_tokens", "max_tokens", "max_output_tokens")
-
-
 def reservation_tokens(
-    prompt_tokens: int, body: Mapping[str, object], default_completion_reserve: int
+    prompt_tokens: int,
+    body: Mapping[str, object],
+    default_completion_reserve: int,
+    *,
+    caps: tuple[str, ...],
+    choices: tuple[str, ...],
 ) -> int:
-    """Tokens to reserve for a request: prompt + completion cap, times ``n`` choices.
+    """Tokens to reserve for a request: prompt + completion cap, times the choices asked for.
 
-    The cap is the first of ``max_completion_tokens``, ``max_tokens`` and ``max_output_tokens``
-    that is a whole number >= 0, else ``default_completion_reserve``; ``n`` counts only when it
-    is a whole number >= 1 (chat and completions bill each choice's output).
+    Only the API's own fields count (a field another API has cannot lower the reservation):
+    the cap is the largest of ``caps`` that is a whole number >= 0, else
+    ``default_completion_reserve``; the choices are the largest of ``choices`` that is a whole
+    number >= 1 (chat's ``n``; completions' ``n`` and ``best_of``, each choice billed).
     """
-    cap = default_completion_reserve
-    for name in _CAP_FIELDS:
-        value = body.get(name)
-        if _is_count(value, low=0):
-            cap = value
-            break
-    choices = body.get("n")
-    count = choices if _is_count(choices, low=1) else 1
+    found = [value for name in caps if _is_count(value := body.get(name), low=0)]
+    cap = max(found) if found else default_completion_reserve
+    count = max((value for name in choices if _is_count(value := body.get(name), low=1)), default=1)
     return max(0, prompt_tokens) + cap * count
 
 

@@ -14,6 +14,7 @@ from sentinel.http.asgi import Receive, Scope, Send
 from sentinel.http.context import CONTEXT_KEY, RequestContext
 from sentinel.http.headers import scan_request_headers
 from sentinel.services import Services, services_of
+from sentinel.tenancy import ObjectRef
 from sentinel.upstream.call import open_upstream, upstream_url
 from sentinel.upstream.client import upstream_errors
 from sentinel.upstream.routing import UpstreamTarget
@@ -54,6 +55,11 @@ class ModelsEndpoint:
                     seen.setdefault(entry["id"], entry)
         if failures and len(failures) == len(targets):
             raise failures[0]
+        if not principal.is_admin:
+            # A fine-tuned model belongs to the key whose job made it, like any other object.
+            for name in [name for name in seen if name.startswith("ft:")]:
+                if await services.owners.owner_of(ObjectRef("model", name)) != principal.id:
+                    del seen[name]
         for alias in services.router.aliases:
             if principal.may_use(alias):
                 seen.setdefault(

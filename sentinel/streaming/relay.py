@@ -70,10 +70,13 @@ async def relay(
     tap: StreamTap | None,
     keep_length: bool,
     after_disconnect: Callable[[], Awaitable[object]] | None = None,
+    before_start: Callable[[bytes], Awaitable[object]] | None = None,
 ) -> None:
     """Forward ``response`` to the client; ``tap`` sees every chunk and may rewrite it.
 
-    ``after_disconnect`` runs when the client left mid-relay (to drain the stream for usage).
+    ``after_disconnect`` runs when the client left mid-relay (to drain the stream for usage);
+    ``before_start`` sees the first chunk before the client gets anything (to claim the
+    object it names).
     """
     headers, ctx.dropped_headers = relay_headers(response.raw_headers, keep_length=keep_length)
     start = {"type": "http.response.start", "status": response.status, "headers": headers}
@@ -84,7 +87,7 @@ async def relay(
             watchers.append(DisconnectWatcher(receive))
 
     try:
-        await _pump(response, ctx, send, start, tap, watch)
+        await _pump(response, ctx, send, start, tap, watch, before_start)
     except asyncio.CancelledError:
         if not (watchers and watchers[0].disconnected):
             raise
@@ -106,6 +109,7 @@ async def _pump(
     start: Message,
     tap: StreamTap | None,
     watch: Callable[[], None],
+    before_start: Callable[[bytes], Awaitable[object]] | None,
 ) -> None:
     content = response.content
     started = False
@@ -126,6 +130,8 @@ async def _pump(
                     break
                 out = tap.feed(chunk) if tap is not None else chunk
                 if not started:
+                    if before_start is not None:
+                        await before_start(chunk)
                     await send(start)
                     started = True
                 if out:

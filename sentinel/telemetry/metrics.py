@@ -53,12 +53,13 @@ class BoundedLabel:
         self._limit = limit
         self._seen: set[str] = set()
 
-    def __call__(self, value: str | None) -> str:
+    def __call__(self, value: str | None, *, admit: bool = True) -> str:
+        """``value`` as a label; a value not seen yet becomes one only when ``admit``."""
         if not value:
             return "none"
         if value in self._seen:
             return value
-        if len(self._seen) < self._limit:
+        if admit and len(self._seen) < self._limit:
             self._seen.add(value)
             return value
         return "other"
@@ -147,7 +148,9 @@ class Metrics:
         operation = _API_OPERATIONS.get(route)
         if operation is None:
             return
-        model = self.model(ctx.model)
+        # A model name becomes a label only once a request for it succeeded: names the
+        # allow-list, the router or the provider refused never use up the label budget.
+        model = self.model(ctx.model, admit=ctx.status < 400)
         self._duration.record(duration_ns / 1e9, operation, model, error)
         if ctx.stream and ctx.ttfb_ns is not None and ctx.status == 200:
             self._ttft.record((ctx.ttfb_ns - ctx.started_ns) / 1e9, operation, model)

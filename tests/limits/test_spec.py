@@ -21,36 +21,54 @@ def test_local_share_never_exceeds_the_full_limit() -> None:
     assert local_share(spec, -3) == spec
 
 
+CHAT = {"caps": ("max_completion_tokens", "max_tokens"), "choices": ("n",)}
+COMPLETIONS = {"caps": ("max_tokens",), "choices": ("n", "best_of")}
+RESPONSES: dict[str, tuple[str, ...]] = {"caps": ("max_output_tokens",), "choices": ()}
+
+
 def test_reservation_is_prompt_plus_completion_cap() -> None:
     """max_tokens is the completion cap when no newer field is set."""
-    assert reservation_tokens(120, {"max_tokens": 300}, 4096) == 420
+    assert reservation_tokens(120, {"max_tokens": 300}, 4096, **CHAT) == 420
 
 
-def test_reservation_prefers_max_completion_tokens() -> None:
-    """max_completion_tokens wins over the deprecated max_tokens."""
+def test_reservation_takes_the_largest_of_two_caps() -> None:
+    """With both of chat's caps set, the larger is reserved: which one a provider honours is
+    not Sentinel's to guess, and guessing low would let a request overshoot its budget."""
     body = {"max_tokens": 300, "max_completion_tokens": 50}
-    assert reservation_tokens(10, body, 4096) == 60
+    assert reservation_tokens(10, body, 4096, **CHAT) == 310
 
 
 def test_reservation_reads_the_responses_api_cap() -> None:
     """The Responses API's max_output_tokens is a completion cap too."""
-    assert reservation_tokens(10, {"max_output_tokens": 90}, 4096) == 100
+    assert reservation_tokens(10, {"max_output_tokens": 90}, 4096, **RESPONSES) == 100
+
+
+def test_reservation_ignores_another_apis_cap() -> None:
+    """A chat request cannot lower its reservation with the Responses API's field."""
+    body = {"max_output_tokens": 0}
+    assert reservation_tokens(10, body, 4096, **CHAT) == 4106
 
 
 def test_reservation_uses_the_default_without_a_cap() -> None:
     """A request with no cap reserves the configured default completion."""
-    assert reservation_tokens(10, {}, 4096) == 4106
+    assert reservation_tokens(10, {}, 4096, **CHAT) == 4106
 
 
 def test_reservation_ignores_malformed_caps() -> None:
     """Booleans, strings and negative numbers are not caps."""
     body = {"max_completion_tokens": True, "max_tokens": "9", "max_output_tokens": -1}
-    assert reservation_tokens(10, body, 500) == 510
+    assert reservation_tokens(10, body, 500, **CHAT) == 510
 
 
 def test_reservation_multiplies_the_cap_by_n_choices() -> None:
     """n=3 can produce three completions, so three caps are reserved."""
-    assert reservation_tokens(10, {"max_tokens": 100, "n": 3}, 4096) == 310
+    assert reservation_tokens(10, {"max_tokens": 100, "n": 3}, 4096, **CHAT) == 310
+
+
+def test_reservation_multiplies_by_best_of() -> None:
+    """Completions bill every one of best_of candidates, however small n is."""
+    body = {"max_tokens": 100, "n": 1, "best_of": 5}
+    assert reservation_tokens(10, body, 4096, **COMPLETIONS) == 510
 
 
 def test_spec_reports_every_bad_field() -> None:

@@ -1,0 +1,207 @@
+"""The one request sequence every proxy endpoint shares.
+
+    authenticate      the key, or one 401 for any bad key
+    refuse early      a key its request rate refused stays refused, before any body is read
+    prepare           the endpoint reads and judges the request (size, JSON, duplicate keys,
+                      fields, model allow-list, endpoint policy, object ownership, prompt count)
+    route             candidates whose breakers let calls through; 503 before any reservation
+    admit             one reservation: the request, its prompt and its completion cap
+    fail over         candidates in turn until one answers (``Failover.open``)
+    deliver           the endpoint relays the answer and notes the usage it reports
+    settle            the reservation, once, with the usage of the attempt that answered
+    record            the usage record, when the response has ended (``ctx.on_finish``)
+
+An endpoint supplies ``prepare`` and ``deliver``; everything else happens here, in this order,
+on every way out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import aiohttp
+
+from sentinel.auth.keys import Principal, presented_key
+from sentinel.errors import SentinelError
+from sentinel.http.asgi import Receive, Scope, Send
+from sentinel.http.body import BodyStream
+from sentinel.http.context import CONTEXT_KEY, RequestContext
+from sentinel.http.headers import RequestHeaders, relay_headers, scan_request_headers
+from sentinel.limits.decision import Reservation
+from sentinel.limits.headers import rate_limit_header_pairs
+from sentinel.services import Services, services_of
+from sentinel.tenancy import ObjectKind, ObjectRef
+from sentinel.tokens import ModelCounter
+from sentinel.upstream.failover import Served
+from sentinel.upstream.routing import Candidate
+from sentinel.usage.counts import Usage
+from sentinel.usage.estimate import settle_usage
+
+__all__ = ["Endpoint", "Exchange", "Outcome", "Plan", "run_exchange", "send_whole"]
+
+Body = bytes | AsyncIterator[bytes] | None
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What the upstream produced: its usage if it said, the completion text seen, and whether
+    it produced anything that counts as a request served."""
+
+    usage: Usage | None = None
+    text: str = ""
+    produced: bool = False
+
+
+@dataclass(slots=True)
+class Plan:
+    """What ``prepare`` decided: where the request may go, what to send and what to reserve."""
+
+    candidates: list[Candidate]
+    headers: dict[str, str]
+    body: Callable[[Candidate], Body]
+    tokens: int = 0
+    replayable: bool = True
+    upload: BodyStream | None = None  # a body streamed as it arrives (sent once)
+    counter: ModelCounter | None = None  # estimates the usage the upstream did not report
+
+
+@dataclass(slots=True)
+class Exchange:
+    """One request on its way through the sequence."""
+
+    scope: Scope
+    receive: Receive
+    send: Send
+    ctx: RequestContext
+    services: Services
+    headers: RequestHeaders
+    principal: Principal
+    outcome: Outcome = field(default_factory=Outcome)
+    strip_usage: bool = False  # the stream's usage chunk was asked for by Sentinel: hide it
+    stored: ObjectKind | None = None  # what the provider keeps from this call, for the key
+    claim: ObjectKind | None = None  # the kind of object a successful reply shows, claimed
+    release: ObjectRef | None = None  # the object a successful DELETE removes
+    meter: bool = False  # a token-spending pass-through: its JSON reply's usage is charged
+
+
+class Endpoint(Protocol):
+    """A proxy endpoint: the two steps of the sequence that differ between endpoints."""
+
+    route: str
+
+    async def prepare(self, exchange: Exchange) -> Plan | None:
+        """Read and judge the request; None when it was answered without an upstream."""
+        ...
+
+    async def deliver(self, exchange: Exchange, served: Served) -> None:
+        """Send the upstream's answer to the client, noting in ``exchange.outcome`` what it
+        produced."""
+        ...
+
+
+async def run_exchange(endpoint: Endpoint, scope: Scope, receive: Receive, send: Send) -> None:
+    """Serve one request through ``endpoint`` (see the module docstring)."""
+    ctx: RequestContext = scope[CONTEXT_KEY]
+    ctx.route = endpoint.route
+    services = services_of(scope)
+    headers = scan_request_headers(scope["headers"])
+    principal = services.keys.authenticate(presented_key(headers.authorization, headers.api_key))
+    ctx.key = principal.name
+    ctx.on_finish = services.record_usage
+    if principal.is_limited:
+        services.gate.refuse_early(principal.name)
+    exchange = Exchange(scope, receive, send, ctx, services, headers, principal)
+    plan = await endpoint.prepare(exchange)
+    if plan is None:
+        return
+    candidates = services.failover.usable(plan.candidates)
+    ctx.upstream = candidates[0].name
+    reservation = await _admit(exchange, plan.tokens)
+    try:
+        with services.gate.holding(reservation):
+            served = await _open(exchange, plan, candidates)
+            interrupted = False
+            try:
+                await endpoint.deliver(exchange, served)
+            except SentinelError:
+                interrupted = True  # the upstream failed after it answered: too late to retry
+                raise
+            finally:
+                served.response.close()
+                served.finish(interrupted=interrupted)
+    finally:
+        await _settle(exchange, plan, reservation)
+
+
+async def _admit(exchange: Exchange, tokens: int) -> Reservation | None:
+    """Admit the request or raise its 429; the reservation to settle (None for a key with no
+    limits, which never touches the store). Every response then carries the rate-limit
+    headers, and ``x-sentinel-degraded`` when the local share decided."""
+    principal, ctx = exchange.principal, exchange.ctx
+    if not principal.is_limited:
+        return None
+    gate = exchange.services.gate
+    decision = await gate.admit(principal.name, principal.limits, ctx.request_id, tokens)
+    ctx.degraded = decision.degraded
+    ctx.response_headers = rate_limit_header_pairs(decision)
+    return decision.reservation
+
+
+async def _open(exchange: Exchange, plan: Plan, candidates: list[Candidate]) -> Served:
+    """Fail over until an upstream answers; an upload that stopped early says why itself."""
+    ctx, services, scope = exchange.ctx, exchange.services, exchange.scope
+    plan.headers["x-request-id"] = ctx.request_id
+    try:
+        served = await services.failover.open(
+            services.session,
+            ctx,
+            candidates,
+            method=scope["method"],
+            path=scope["path"],
+            query=scope["query_string"],
+            headers=plan.headers,
+            body=plan.body,
+            replayable=plan.replayable and plan.upload is None,
+        )
+    except SentinelError:
+        failure = plan.upload.failure() if plan.upload is not None else None
+        if failure is not None:
+            raise failure from None
+        raise
+    if plan.upload is not None:
+        ctx.request_bytes = plan.upload.size
+    return served
+
+
+async def _settle(exchange: Exchange, plan: Plan, reservation: Reservation | None) -> None:
+    """Decide the request's usage (the provider's, else an estimate when anything was
+    produced and the endpoint can count), then settle the reservation with it."""
+    ctx, outcome, services = exchange.ctx, exchange.outcome, exchange.services
+    counter = plan.counter
+    if counter is not None and (outcome.usage is not None or outcome.produced):
+        ctx.usage, ctx.usage_source = await settle_usage(
+            outcome.usage, ctx.prompt_estimate or 0, outcome.text, counter
+        )
+        if outcome.usage is not None and ctx.prompt_estimate is not None and ctx.model:
+            services.drift.observe(ctx.model, ctx.prompt_estimate, outcome.usage.prompt_tokens)
+    elif outcome.usage is not None:
+        ctx.usage, ctx.usage_source = outcome.usage, "provider"
+    if reservation is not None:
+        usage = ctx.usage
+        await services.gate.settle(
+            reservation,
+            usage.total_tokens if usage is not None else 0,
+            produced=usage is not None or outcome.produced,
+        )
+
+
+async def send_whole(exchange: Exchange, response: aiohttp.ClientResponse, body: bytes) -> None:
+    """Send an upstream reply that was read whole, with its relayable headers."""
+    headers, exchange.ctx.dropped_headers = relay_headers(response.raw_headers, keep_length=False)
+    headers.append((b"content-length", str(len(body)).encode("ascii")))
+    await exchange.send(
+        {"type": "http.response.start", "status": response.status, "headers": headers}
+    )
+    await exchange.send({"type": "http.response.body", "body": body, "more_body": False})
