@@ -4,6 +4,9 @@ sentinel serve [--config PATH] [--bind HOST:PORT] [--workers N]
 sentinel check-config [--config PATH]
 sentinel mock-upstream [--bind HOST:PORT] [--chunks N] [--chunk-delay-ms MS] ...
 sentinel keys hash            (key on stdin → sha256:<hex>)
+
+``serve`` prints one line per problem that stops it starting and exits 2; ``check-config``
+lists its problems and exits 1.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import dataclasses
 import secrets
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from sentinel.config import (
     Config,
@@ -23,6 +27,8 @@ from sentinel.config import (
     load_config,
     resolve_config_path,
 )
+from sentinel.config.environment import environment_problems
+from sentinel.config.table import bind_problem
 from sentinel.tokens import TokenizerError
 
 __all__ = ["main"]
@@ -63,17 +69,34 @@ def _load(cli_path: str | None) -> tuple[Config, str | None]:
     return embedded_config(None, dev_key), dev_key
 
 
-def _serve(args: argparse.Namespace) -> int:
-    from sentinel.server import serve
+_STARTUP_FAILED = 2  # serve's exit status for a config or environment that stops it starting
 
-    config, dev_key = _load(args.config)
-    server = config.server
-    if args.bind:
-        server = dataclasses.replace(server, bind=args.bind)
-    if args.workers is not None:
-        if args.workers < 1 or (args.workers > 1 and config.redis is None):
-            return _fail("--workers: more than one worker needs [redis]; at least 1")
-        server = dataclasses.replace(server, workers=args.workers)
+
+def _refuse(problems: Sequence[str]) -> int:
+    for problem in problems:
+        print(f"sentinel: {problem}", file=sys.stderr)
+    return _STARTUP_FAILED
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from sentinel.server import StartupError, serve
+
+    problems = _option_problems(args)
+    try:
+        config, dev_key = _load(args.config)
+    except ConfigError as error:
+        path = resolve_config_path(args.config)
+        return _refuse(problems + [_in_file(path, p) for p in error.problems])
+    if args.workers is not None and args.workers > 1 and config.redis is None:
+        problems.append("--workers: more than one worker needs [redis]")
+    problems += [_in_file(config.source, p) for p in environment_problems(config)]
+    if problems:
+        return _refuse(problems)
+    server = dataclasses.replace(
+        config.server,
+        bind=args.bind or config.server.bind,
+        workers=config.server.workers if args.workers is None else args.workers,
+    )
     config = dataclasses.replace(config, server=server)
     if dev_key is not None:
         print(
@@ -82,15 +105,37 @@ def _serve(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     print(f"sentinel: serving on http://{server.bind}", file=sys.stderr)
-    serve(config)
+    try:
+        serve(config)
+    except StartupError as error:
+        return _refuse([f"cannot start: {error}"])
     return 0
+
+
+def _option_problems(args: argparse.Namespace) -> list[str]:
+    """Problems with ``serve``'s command-line options, checked as the config checks its own."""
+    problems: list[str] = []
+    if args.bind is not None and (problem := bind_problem(args.bind)) is not None:
+        problems.append(f"--bind: {problem}")
+    if args.workers is not None and args.workers < 1:
+        problems.append(f"--workers: must be at least 1, got {args.workers}")
+    return problems
+
+
+def _in_file(path: Path | None, problem: str) -> str:
+    """``problem`` prefixed with the config file it is about, unless it names the file already."""
+    if path is None or problem.startswith(f"{path}:"):
+        return problem
+    return f"{path}: {problem}"
 
 
 def _check(args: argparse.Namespace) -> int:
     path = resolve_config_path(args.config)
     if path is None:
         return _fail("no config file: pass --config, set SENTINEL_CONFIG or add ./sentinel.toml")
-    load_config(path)
+    problems = environment_problems(load_config(path))
+    if problems:
+        raise ConfigError(problems)
     print(f"{path}: ok")
     return 0
 

@@ -18,20 +18,21 @@ Layers, outermost first:
 Before any layer dispatches, a target that is not canonical (``sentinel.http.paths``) is a
 404: a path in another spelling never reaches a handler.
 
-The lifespan opens the one aiohttp session, the Redis client (with ``[redis]``), the limit
+The lifespan opens the Redis client (with ``[redis]``), the one aiohttp session, the limit
 store, the usage tracker, the upstream health checks and (with ``[redis]``) the sharing of
-breaker state across replicas, closes them in reverse order at
-shutdown (the tracker is drained before the session and Redis it writes through go away), and yields
-``{"services": Services}`` as lifespan state, which reaches every request as
-``scope["state"]``.
+breaker state across replicas, closes them in reverse order at shutdown (the tracker is
+drained before the session and Redis it writes through go away; the exporters are flushed
+before Redis closes), and yields ``{"services": Services}`` as lifespan state, which reaches
+every request as ``scope["state"]``. A failure at any step of startup closes what the steps
+before it opened and is raised as ``StartupError``, one line naming the step.
 """
 
 from __future__ import annotations
 
 import asyncio
 import gc
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -40,7 +41,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from sentinel.admin import AdminUpstreams
+from sentinel.admin import AdminUpstreams, MetricsEndpoint
 from sentinel.auth.keys import KeyRing
 from sentinel.config import Config
 from sentinel.errors import MethodNotAllowed, NotFound, SentinelError
@@ -57,7 +58,6 @@ from sentinel.services import SERVICES_KEY, Services
 from sentinel.shared_state import open_redis, warm_up
 from sentinel.streaming.drain import Drainer
 from sentinel.telemetry.otel import Telemetry
-from sentinel.telemetry.scrape import MetricsEndpoint
 from sentinel.tenancy import MemoryOwners, OwnerIndex, RedisOwners
 from sentinel.tokens import Encodings, PromptCounter
 from sentinel.upstream.checks import HealthChecker
@@ -69,7 +69,20 @@ from sentinel.upstream.shared import SharedBreakers
 from sentinel.usage.estimate import DriftStats
 from sentinel.usage.pipeline import build_tracker
 
-__all__ = ["create_app"]
+__all__ = ["StartupError", "create_app"]
+
+
+class StartupError(Exception):
+    """Serving could not start: one line naming the step that failed and why (no traceback)."""
+
+
+@contextmanager
+def _step(name: str) -> Iterator[None]:
+    """Name the startup step an error comes from, for the one line ``sentinel serve`` prints."""
+    try:
+        yield
+    except Exception as error:  # startup's boundary: any failure here ends it, with its step
+        raise StartupError(f"{name}: {error or type(error).__name__}") from error
 
 
 async def _routing_error(request: Request, exc: Exception) -> Response:
@@ -102,88 +115,91 @@ def create_app(config: Config, encodings: Encodings) -> ASGIApp:
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Services]]:
-        session = open_session(max(u.max_connections for u in config.upstreams))
-        redis = open_redis(config.redis) if config.redis is not None else None
-        timing = config.limits.timing
-        store: LimitStore = MemoryStore(timing)
-        if config.redis is not None and redis is not None:
-            store = GuardedStore(
-                RedisStore(redis, config.redis.timeout_ms, timing=timing),
-                MemoryStore(timing),
-                replicas=config.redis.replicas,
-                on_unavailable=config.redis.on_unavailable,
-            )
-        tracker = build_tracker(config.usage, session=session, redis=redis)
-        router = Router(config.upstreams, config.aliases)
-        board = HealthBoard(
-            tuple(u.name for u in config.upstreams), breaker_settings(config.routing)
-        )
-        checker = HealthChecker(session, router.targets, board)
-        shared = (
-            SharedBreakers(redis, board, config.redis.timeout_ms)
-            if config.redis is not None and redis is not None
-            else None
-        )
-        owners: OwnerIndex = (
-            RedisOwners(redis, config.redis.timeout_ms)
-            if config.redis is not None and redis is not None
-            else MemoryOwners()
-        )
-        services = Services(
-            config=config,
-            keys=KeyRing(config.keys, config.limits),
-            router=router,
-            session=session,
-            tokens=PromptCounter(encodings, config.tokens.default_encoding),
-            drift=DriftStats(),
-            gate=Gate(store, config.limits, metrics=metrics),
-            tracker=tracker,
-            record_usage=UsageRecorder(tracker),
-            drainer=(
-                Drainer(config.usage.max_drains, config.usage.drain_timeout_ms)
-                if config.usage.drain_on_disconnect
-                else None
-            ),
-            health=board,
-            failover=Failover(config.routing, board),
-            owners=owners,
-        )
-        if redis is not None:
-            await warm_up(redis)
-        metrics.observe_tracker(tracker)
-        metrics.observe_drift(services.drift)
-        metrics.observe_upstreams(board)
-        if isinstance(store, GuardedStore):
-            metrics.observe_limits(lambda: store.is_degraded)
-        tracker.start()
-        checker.start()
-        if shared is not None:
-            shared.start()
-        recovery = (
-            asyncio.create_task(keep_recovering(store), name="limits-recovery")
-            if isinstance(store, GuardedStore)
-            else None
-        )
-        # What startup built (modules, config, encodings, clients) lives as long as the
-        # process: frozen, it is left out of every later collection, so a full collection
-        # walks only what requests made instead of pausing for tens of milliseconds.
-        gc.collect()
-        gc.freeze()
-        gc.set_threshold(10_000, 20, 20)
-        try:
-            yield {SERVICES_KEY: services}
-        finally:
-            if recovery is not None:
-                recovery.cancel()
-            await checker.aclose()
-            if shared is not None:
-                await shared.aclose()
-            await services.gate.drain()
-            await tracker.aclose()  # flushes to the sinks, spools what they cannot take
-            await session.close()
-            await asyncio.to_thread(telemetry.shutdown)  # flush the exporters last
+        # Each close is registered as soon as its resource exists, so that a failure at any
+        # later step closes what came before; the stack unwinds in the order shown at the end.
+        async with AsyncExitStack() as stack:
+            with _step("redis"):
+                redis = open_redis(config.redis) if config.redis is not None else None
             if redis is not None:
-                await redis.aclose()
+                stack.push_async_callback(redis.aclose)
+            stack.push_async_callback(asyncio.to_thread, telemetry.shutdown)  # flush exporters
+            session = open_session(max(u.max_connections for u in config.upstreams))
+            stack.push_async_callback(session.close)
+            timing = config.limits.timing
+            store: LimitStore = MemoryStore(timing)
+            if config.redis is not None and redis is not None:
+                store = GuardedStore(
+                    RedisStore(redis, config.redis.timeout_ms, timing=timing),
+                    MemoryStore(timing),
+                    replicas=config.redis.replicas,
+                    on_unavailable=config.redis.on_unavailable,
+                )
+            with _step("usage tracker"):
+                tracker = build_tracker(config.usage, session=session, redis=redis)
+            # flushes to the sinks and spools what they cannot take, before session and Redis go
+            stack.push_async_callback(tracker.aclose)
+            router = Router(config.upstreams, config.aliases)
+            board = HealthBoard(
+                tuple(u.name for u in config.upstreams), breaker_settings(config.routing)
+            )
+            checker = HealthChecker(session, router.targets, board)
+            shared = (
+                SharedBreakers(redis, board, config.redis.timeout_ms)
+                if config.redis is not None and redis is not None
+                else None
+            )
+            owners: OwnerIndex = (
+                RedisOwners(redis, config.redis.timeout_ms)
+                if config.redis is not None and redis is not None
+                else MemoryOwners()
+            )
+            services = Services(
+                config=config,
+                keys=KeyRing(config.keys, config.limits),
+                router=router,
+                session=session,
+                tokens=PromptCounter(encodings, config.tokens.default_encoding),
+                drift=DriftStats(),
+                gate=Gate(store, config.limits, metrics=metrics),
+                tracker=tracker,
+                record_usage=UsageRecorder(tracker),
+                drainer=(
+                    Drainer(config.usage.max_drains, config.usage.drain_timeout_ms)
+                    if config.usage.drain_on_disconnect
+                    else None
+                ),
+                health=board,
+                failover=Failover(config.routing, board),
+                owners=owners,
+            )
+            stack.push_async_callback(services.gate.drain)
+            if shared is not None:
+                stack.push_async_callback(shared.aclose)
+            stack.push_async_callback(checker.aclose)
+            if redis is not None:
+                await warm_up(redis)
+            metrics.observe_tracker(tracker)
+            metrics.observe_drift(services.drift)
+            metrics.observe_upstreams(board)
+            if isinstance(store, GuardedStore):
+                metrics.observe_limits(lambda: store.is_degraded)
+            with _step("usage tracker"):
+                tracker.start()
+            checker.start()
+            if shared is not None:
+                shared.start()
+            if isinstance(store, GuardedStore):
+                recovery = asyncio.create_task(keep_recovering(store), name="limits-recovery")
+                stack.callback(recovery.cancel)
+            # What startup built (modules, config, encodings, clients) lives as long as the
+            # process: frozen, it is left out of every later collection, so a full collection
+            # walks only what requests made instead of pausing for tens of milliseconds.
+            gc.collect()
+            gc.freeze()
+            gc.set_threshold(10_000, 20, 20)
+            # At shutdown: recovery, health checks, shared breakers, the gate's settlements, the
+            # tracker, the session, the exporters, then Redis.
+            yield {SERVICES_KEY: services}
 
     apis = {
         "/v1/chat/completions": ApiEndpoint("chat", "/v1/chat/completions"),
@@ -209,4 +225,5 @@ def create_app(config: Config, encodings: Encodings) -> ASGIApp:
         on_finished=metrics.request_finished,
         tracing=telemetry.tracing,
         direct={("POST", route): endpoint for route, endpoint in apis.items()},
+        max_in_flight=config.server.max_client_connections,
     )

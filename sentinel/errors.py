@@ -11,6 +11,7 @@ logged but never sent::
     ├── PermissionDenied             403 invalid_request_error
     ├── NotFound                     404 invalid_request_error
     ├── MethodNotAllowed             405 invalid_request_error  method_not_allowed
+    ├── RequestTimeout               408 invalid_request_error  request_timeout
     ├── PayloadTooLarge              413 invalid_request_error  request_too_large
     ├── UnsupportedMediaType         415 invalid_request_error
     ├── RateLimited                  429 requests / tokens
@@ -36,6 +37,7 @@ __all__ = [
     "PayloadTooLarge",
     "PermissionDenied",
     "RateLimited",
+    "RequestTimeout",
     "SentinelError",
     "ServiceUnavailable",
     "UnsupportedMediaType",
@@ -131,6 +133,15 @@ class MethodNotAllowed(SentinelError):
     error_type = "invalid_request_error"
     default_code = "method_not_allowed"
     default_message = "This method is not allowed on this path."
+
+
+class RequestTimeout(SentinelError):
+    """The request body did not arrive within ``server.body_timeout_ms``."""
+
+    status = 408
+    error_type = "invalid_request_error"
+    default_code = "request_timeout"
+    default_message = "The request body did not arrive in time."
 
 
 class PayloadTooLarge(SentinelError):

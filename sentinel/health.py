@@ -1,4 +1,10 @@
-"""``/healthz`` (the process answers) and ``/readyz`` (it can serve proxied requests)."""
+"""``/healthz`` (the process answers) and ``/readyz`` (Sentinel itself can serve requests).
+
+Readiness is about Sentinel, not its upstreams: an upstream whose breaker is open is skipped
+or answered with a 503 per request, and taking every replica out of the load balancer for it
+(or for a breaker one tenant tripped) would turn one upstream's trouble into a full outage.
+The upstreams' breakers are listed in the body for information only.
+"""
 
 from __future__ import annotations
 
@@ -55,8 +61,8 @@ def _store_state(services: Services) -> tuple[str, bool]:
 
 
 class Readyz:
-    """Ready: the outbound session is open, some upstream is usable, the limit store can
-    decide and the usage tracker keeps up; the body names each component's state."""
+    """Ready: the outbound session is open, the limit store can decide and the usage tracker
+    keeps up; the body names each component's state and, for information, each breaker's."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Answer 200 when ready, 503 otherwise."""
@@ -70,7 +76,6 @@ class Readyz:
             else "open"
             for entry in services.health.snapshot()
         }
-        any_usable = services.health.any_usable()
         store, store_ok = _store_state(services)
         tracker = services.tracker
         saturated = tracker.queue_depth >= tracker.capacity
@@ -80,7 +85,7 @@ class Readyz:
             "usage_tracker": "saturated" if saturated else "ok",
             "upstreams": upstreams,
         }
-        ready = session_open and any_usable and store_ok and not saturated
+        ready = session_open and store_ok and not saturated
         await _json(
             send, 200 if ready else 503, {"status": "ready" if ready else "unready", **components}
         )

@@ -1,7 +1,9 @@
 """Serving the app with hypercorn: one worker in-process, or N spawned workers sharing sockets.
 
 Each worker runs uvloop when it is installed, stops accepting on SIGTERM/SIGINT and lets
-in-flight requests finish within ``server.shutdown_grace_s``.
+in-flight requests finish within ``server.shutdown_grace_s``. Whatever stops startup (a port
+that cannot be bound, encodings that do not load, a lifespan step that fails) is raised as one
+``StartupError`` for the command line to print as a single line.
 """
 
 from __future__ import annotations
@@ -10,20 +12,21 @@ import asyncio
 import multiprocessing
 import signal
 from collections.abc import Awaitable, Callable
+from multiprocessing.queues import SimpleQueue
 from multiprocessing.synchronize import Event as ProcessEvent
 from typing import Any
 
 from hypercorn.asyncio.run import worker_serve
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.config import Sockets
-from hypercorn.utils import wrap_app
+from hypercorn.utils import LifespanFailureError, wrap_app
 
-from sentinel.app import create_app
+from sentinel.app import StartupError, create_app
 from sentinel.config import Config
 from sentinel.telemetry.logging import configure_logging
-from sentinel.tokens import Encodings
+from sentinel.tokens import Encodings, TokenizerError
 
-__all__ = ["hypercorn_config", "serve", "serve_app"]
+__all__ = ["StartupError", "hypercorn_config", "serve", "serve_app"]
 
 
 def hypercorn_config(config: Config) -> HypercornConfig:
@@ -34,7 +37,9 @@ def hypercorn_config(config: Config) -> HypercornConfig:
     hc.graceful_timeout = float(config.server.shutdown_grace_s)
     hc.accesslog = None
     hc.errorlog = "-"
-    hc.keep_alive_timeout = 75
+    # hypercorn's idle timer runs from the end of one request until the next one's headers are
+    # complete: it bounds both an idle keep-alive connection and a slow request head.
+    hc.keep_alive_timeout = config.server.header_timeout_ms / 1000
     hc.include_server_header = False
     hc.h11_max_incomplete_size = 64 * 1024
     return hc
@@ -55,10 +60,16 @@ async def serve_app(
     stop: Callable[[], Awaitable[None]] | None,
     encodings: Encodings | None = None,
 ) -> None:
-    """Serve in the running loop until ``stop`` returns (or SIGTERM/SIGINT when it is None)."""
+    """Serve in the running loop until ``stop`` returns (or SIGTERM/SIGINT when it is None).
+
+    A failed startup raises ``StartupError``, after the lifespan closed what it had opened.
+    """
     configure_logging(config.telemetry, config.secrets())
     if encodings is None:
-        encodings = await asyncio.to_thread(Encodings.load)
+        try:
+            encodings = await asyncio.to_thread(Encodings.load)
+        except TokenizerError as error:
+            raise StartupError(_one_line(f"tokens: {error}", config)) from error
     hc = hypercorn_config(config)
     asgi: Any = create_app(config, encodings)  # Starlette's ASGI types are looser than hypercorn's
     app = wrap_app(asgi, hc.wsgi_max_body_size, "asgi")
@@ -72,29 +83,86 @@ async def serve_app(
             await stopping.wait()
 
         stop = wait_stop
-    await worker_serve(app, hc, sockets=sockets, shutdown_trigger=stop)
+    try:
+        await worker_serve(app, hc, sockets=sockets, shutdown_trigger=stop)
+    except LifespanFailureError as error:
+        raise StartupError(_one_line(_lifespan_failure(error), config)) from None
 
 
-def _worker(config: Config, sockets: Sockets, stop_event: ProcessEvent) -> None:
+def _lifespan_failure(error: LifespanFailureError) -> str:
+    """What made the lifespan fail, without the traceback hypercorn's message carries.
+
+    Starlette sends ``lifespan.startup.failed`` from inside its ``except`` block and hypercorn
+    raises on that send, so the lifespan's own error is found along ``__context__``.
+    """
+    cause = error.__context__
+    if isinstance(cause, StartupError):
+        return str(cause)
+    if cause is None:
+        return "startup failed"
+    return f"startup: {type(cause).__name__}: {cause}"
+
+
+def _one_line(message: str, config: Config) -> str:
+    """``message`` on one line, with any secret of ``config`` in it masked."""
+    for secret in config.secrets():
+        message = message.replace(secret, "***")
+    return " ".join(message.split())
+
+
+def _listen(config: Config) -> Sockets:
+    """The listening sockets, bound before anything else opens (``StartupError`` if not)."""
+    try:
+        return hypercorn_config(config).create_sockets()
+    except OSError as error:  # EADDRINUSE, EACCES, an unknown host name
+        reason = error.strerror or str(error)
+        raise StartupError(
+            f"server.bind: cannot listen on {config.server.bind}: {reason}"
+        ) from None
+
+
+def _close(sockets: Sockets) -> None:
+    for sock in (*sockets.secure_sockets, *sockets.insecure_sockets, *sockets.quic_sockets):
+        sock.close()
+
+
+def _worker(
+    config: Config, sockets: Sockets, stop_event: ProcessEvent, failures: SimpleQueue[str]
+) -> None:
     async def wait_stop() -> None:
         await asyncio.to_thread(stop_event.wait)
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-        runner.run(serve_app(config, sockets, wait_stop))
+    try:
+        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+            runner.run(serve_app(config, sockets, wait_stop))
+    except StartupError as error:
+        failures.put(str(error))  # for the parent to raise; this worker's siblings stop too
+        stop_event.set()
 
 
 def serve(config: Config) -> None:
-    """Serve until SIGTERM or SIGINT; returns after a graceful shutdown."""
-    if config.server.workers == 1:
-        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-            runner.run(serve_app(config, None, None))
-        return
-    sockets = hypercorn_config(config).create_sockets()
+    """Serve until SIGTERM or SIGINT; returns after a graceful shutdown.
+
+    Raises ``StartupError`` when serving could not start (in any worker).
+    """
+    sockets = _listen(config)
+    try:
+        if config.server.workers == 1:
+            with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+                runner.run(serve_app(config, sockets, None))
+            return
+        _serve_workers(config, sockets)
+    finally:
+        _close(sockets)
+
+
+def _serve_workers(config: Config, sockets: Sockets) -> None:
     context = multiprocessing.get_context("spawn")
     stop_event = context.Event()
+    failures: SimpleQueue[str] = context.SimpleQueue()
     processes = [
-        context.Process(target=_worker, args=(config, sockets, stop_event), daemon=False)
+        context.Process(target=_worker, args=(config, sockets, stop_event, failures), daemon=False)
         for _ in range(config.server.workers)
     ]
 
@@ -107,3 +175,5 @@ def serve(config: Config) -> None:
         process.start()
     for process in processes:
         process.join()
+    if not failures.empty():
+        raise StartupError(failures.get())

@@ -1,4 +1,5 @@
-"""Failover across real loopback upstreams: refused, stalled, 500, 429, dying mid-stream."""
+"""Failover across real loopback upstreams: refused, stalled, 500, 429, dying mid-stream; and
+breakers that no single tenant can open."""
 
 from __future__ import annotations
 
@@ -23,9 +24,11 @@ from sentinel.config import (
     hash_key,
 )
 from sentinel.mock import MockSettings, serve
-from tests.conftest import CLIENT_KEY, UPSTREAM_KEY, StartGateway, Upstream
+from tests.conftest import CLIENT_KEY, UPSTREAM_KEY, Gateway, StartGateway, Upstream
 
 AUTH = {"Authorization": f"Bearer {CLIENT_KEY}"}
+OTHER_KEY = "sk-test-other-key-9876543210"
+OTHER = {"Authorization": f"Bearer {OTHER_KEY}"}
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 50}
 TPM = 100_000
 ADMIN_TOKEN = "admin-token-0123456789"
@@ -57,14 +60,17 @@ def closed_url() -> str:
 
 
 def config(*upstreams: UpstreamConfig, **routing: Any) -> Config:
-    """Upstreams tried in the order given (priority = position), a key with a tpm limit."""
+    """Upstreams tried in the order given (priority = position), two keys with a tpm limit."""
     ordered = tuple(
         u if u.priority else UpstreamConfig(**{**_fields(u), "priority": i})
         for i, u in enumerate(upstreams)
     )
     return Config(
         upstreams=ordered,
-        keys=(KeyConfig(name="team-a", key_sha256=hash_key(CLIENT_KEY), tpm=TPM),),
+        keys=(
+            KeyConfig(name="team-a", key_sha256=hash_key(CLIENT_KEY), tpm=TPM),
+            KeyConfig(name="team-b", key_sha256=hash_key(OTHER_KEY), tpm=TPM),
+        ),
         server=ServerConfig(bind="127.0.0.1:0"),
         admin=AdminConfig(token=ADMIN_TOKEN),
         routing=RoutingConfig(**{"backoff_ms": 1, "backoff_max_ms": 5, **routing}),
@@ -97,10 +103,19 @@ async def finished(logs: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 async def chat(
-    http: aiohttp.ClientSession, base_url: str, body: dict[str, Any] | None = None
+    http: aiohttp.ClientSession,
+    base_url: str,
+    body: dict[str, Any] | None = None,
+    headers: dict[str, str] = AUTH,
 ) -> tuple[int, CIMultiDictProxy[str], Any]:
-    async with http.post(f"{base_url}/chat/completions", json=body or CHAT, headers=AUTH) as r:
+    async with http.post(f"{base_url}/chat/completions", json=body or CHAT, headers=headers) as r:
         return r.status, r.headers, await r.json()
+
+
+async def readiness(http: aiohttp.ClientSession, gateway: Gateway) -> tuple[int, Any]:
+    """``/readyz``'s status and body."""
+    async with http.get(f"{gateway.url}/readyz") as r:
+        return r.status, await r.json()
 
 
 async def test_refused_connection_fails_over(
@@ -243,20 +258,27 @@ async def test_alias_rewrites_the_model_per_upstream(
 async def test_open_breakers_answer_503_at_once(
     start_mock: StartMock, start_gateway: StartGateway, http: aiohttp.ClientSession
 ) -> None:
-    """Once every candidate's breaker is open, requests get a 503 with retry-after, unsent."""
+    """5xx answers to two keys open the breaker: then 503 at once, and /readyz stays ready."""
     broken = await start_mock("status:500")
     gateway = await start_gateway(
         config(up("a", broken.url), breaker_failures=2, breaker_cooldown_ms=60_000)
     )
-    for _ in range(2):
-        assert (await chat(http, gateway.base_url))[0] == 500
-    status, headers, body = await chat(http, gateway.base_url)
+    for auth in (AUTH, OTHER, AUTH):  # the first counts once a second key has failed
+        assert (await chat(http, gateway.base_url, headers=auth))[0] == 500
+    status, headers, body = await chat(http, gateway.base_url, headers=OTHER)
     assert status == 503 and body["error"]["code"] == "upstreams_unavailable"
     assert 1 <= int(headers["retry-after"]) <= 60
-    assert await calls(broken) == 2
-    async with http.get(f"{gateway.url}/readyz") as r:
-        assert r.status == 503
-        assert (await r.json())["upstreams"] == {"a": "open"}
+    assert await calls(broken) == 3
+    assert await readiness(http, gateway) == (
+        200,
+        {
+            "status": "ready",
+            "upstream_client": "ok",
+            "store": "embedded",
+            "usage_tracker": "ok",
+            "upstreams": {"a": "open"},
+        },
+    )
     admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
     async with http.get(f"{gateway.url}/admin/v1/upstreams", headers=admin) as r:
         assert r.status == 200
@@ -265,6 +287,55 @@ async def test_open_breakers_answer_503_at_once(
     assert entry["recent_failures"] == 2 and entry["error_rate"] == 1.0
     assert entry["in_flight"] == 0 and entry["latency_ms"] is not None
     assert UPSTREAM_KEY not in str(entry)
+
+
+async def test_one_key_flooding_passthrough_500s_cannot_open_the_breaker(
+    start_mock: StartMock, start_gateway: StartGateway, http: aiohttp.ClientSession
+) -> None:
+    """A tenant whose pass-through requests all get 500 leaves the upstream to everyone else."""
+    upstream = await start_mock()
+    gateway = await start_gateway(
+        config(up("a", upstream.url), breaker_failures=2, breaker_cooldown_ms=60_000)
+    )
+    flood = {**AUTH, "x-mock-fault": "status:500"}
+    body = {"model": "omni-moderation-latest", "input": "hi"}
+    for _ in range(10):
+        async with http.post(f"{gateway.base_url}/moderations", json=body, headers=flood) as r:
+            assert r.status == 500
+    assert (await chat(http, gateway.base_url, headers=OTHER))[0] == 200
+    status, ready = await readiness(http, gateway)
+    assert status == 200 and ready["upstreams"] == {"a": "closed"}
+
+
+async def test_a_burst_of_provider_429s_opens_no_breaker(
+    start_mock: StartMock, start_gateway: StartGateway, http: aiohttp.ClientSession
+) -> None:
+    """Provider 429s, even to several keys, count as no failure: the next request is served."""
+    upstream = await start_mock()
+    gateway = await start_gateway(
+        config(up("a", upstream.url), breaker_failures=2, breaker_cooldown_ms=60_000)
+    )
+    for auth in (AUTH, OTHER) * 5:
+        limited = {**auth, "x-mock-fault": "status:429"}
+        assert (await chat(http, gateway.base_url, headers=limited))[0] == 429
+    assert (await chat(http, gateway.base_url, headers=OTHER))[0] == 200
+    status, ready = await readiness(http, gateway)
+    assert status == 200 and ready["upstreams"] == {"a": "closed"}
+
+
+async def test_one_key_meeting_a_dead_upstream_opens_its_breaker(
+    start_mock: StartMock, start_gateway: StartGateway, http: aiohttp.ClientSession
+) -> None:
+    """Refused connections count whoever asked: a request body cannot cause them."""
+    backup = await start_mock()
+    gateway = await start_gateway(
+        config(up("dead", closed_url()), up("backup", backup.url), breaker_failures=2)
+    )
+    for _ in range(3):
+        assert (await chat(http, gateway.base_url))[0] == 200
+    assert await calls(backup) == 3
+    status, ready = await readiness(http, gateway)
+    assert status == 200 and ready["upstreams"] == {"dead": "open", "backup": "closed"}
 
 
 async def test_admin_api_needs_the_token(

@@ -14,7 +14,7 @@ from sentinel.config import RedisConfig
 from sentinel.mock import MockSettings, serve
 from tests.conftest import Gateway, StartGateway, Upstream
 from tests.redis_server import RedisServer
-from tests.test_failover import ADMIN_TOKEN, calls, chat, config, up
+from tests.test_failover import ADMIN_TOKEN, AUTH, OTHER, calls, chat, config, up
 
 COOLDOWN_MS = 1_500
 
@@ -61,7 +61,8 @@ async def test_a_breaker_opened_on_one_gateway_is_skipped_by_the_other(
     start_gateway: StartGateway,
     http: aiohttp.ClientSession,
 ) -> None:
-    """B fails over without calling the primary A saw fail; after the cooldown both probe."""
+    """B fails over without calling the primary A saw fail for two keys; after the cooldown
+    both probe."""
     broken = primary[0]
     settings = config(
         up("primary", broken.url),
@@ -74,13 +75,14 @@ async def test_a_breaker_opened_on_one_gateway_is_skipped_by_the_other(
     a = await start_gateway(settings)
     b = await start_gateway(settings)
 
-    assert (await chat(http, a.base_url))[0] == 200  # primary 500, then the backup
-    assert await calls(broken) == 1
+    for headers in (AUTH, OTHER):  # primary 500, then the backup; the second key opens it
+        assert (await chat(http, a.base_url, headers=headers))[0] == 200
+    assert await calls(broken) == 2
     await until_state(http, b, "open", usable=False)
     status, _, body = await chat(http, b.base_url)
     assert status == 200 and body["usage"]["total_tokens"] > 0
-    assert await calls(broken) == 1  # B never called it
-    assert await calls(upstream) == 2
+    assert await calls(broken) == 2  # B never called it
+    assert await calls(upstream) == 3
 
     await heal(primary)
     for gateway in (a, b):
@@ -88,7 +90,7 @@ async def test_a_breaker_opened_on_one_gateway_is_skipped_by_the_other(
         assert (await chat(http, gateway.base_url))[0] == 200  # the probe, to the primary
         assert await primary_state(http, gateway) == ("closed", True)
     assert (await primary[0].stats())["requests"] == 2  # one probe per gateway
-    assert await calls(upstream) == 2
+    assert await calls(upstream) == 3
     await asyncio.sleep(0.6)  # a sharing round: nothing reopens them
     assert await primary_state(http, a) == ("closed", True)
     assert await primary_state(http, b) == ("closed", True)
@@ -112,8 +114,8 @@ async def test_without_redis_breakers_stay_local_and_clients_see_no_error(
     )
     redis = RedisConfig(url=f"redis://127.0.0.1:{private_redis.port}/0", timeout_ms=100)
     a = await start_gateway(dataclasses.replace(settings, redis=redis))
-    for _ in range(3):
-        assert (await chat(http, a.base_url))[0] == 200
-    assert await calls(broken) == 1  # opened after the first failure, skipped since
+    for headers in (AUTH, OTHER, AUTH):
+        assert (await chat(http, a.base_url, headers=headers))[0] == 200
+    assert await calls(broken) == 2  # opened by the second key's failure, skipped since
     assert await calls(upstream) == 3
     assert await primary_state(http, a) == ("open", False)

@@ -3,7 +3,7 @@
 Every authenticated request leaves exactly one record whose counts equal what the client was
 told; the Redis counters add up to the same; and a webhook receiver that refuses connections,
 answers 429 and 500 and stalls, with Sentinel restarted in the middle, ends up with every
-request's usage exactly once after de-duplicating by ``request_id``.
+request's usage exactly once after de-duplicating by ``record_id``.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import pytest
 
 from sentinel.config import Config, RedisConfig
 from sentinel.usage.records import UsageRecord
-from sentinel.usage.settings import UsageSettings
+from sentinel.usage.settings import UsageSettings, WebhookSettings
 from sentinel.usage.sinks.redis import Period, UsageCounters, read_counters
 from sentinel.usage.spool import Spool
 from tests.conftest import CLIENT_KEY, UPSTREAM_KEY, Gateway, Upstream, make_config, running_gateway
@@ -159,22 +159,54 @@ async def test_jsonl_holds_one_record_per_authenticated_request(
             assert (record.model, record.upstream) == ("", "")
 
 
-async def test_client_request_id_gets_a_unique_suffix(
-    upstream: Upstream, http: aiohttp.ClientSession, tmp_path: Path
+async def test_client_request_id_is_kept_and_each_record_counted(
+    upstream: Upstream,
+    http: aiohttp.ClientSession,
+    private_redis: RedisServer,
+    tmp_path: Path,
 ) -> None:
-    """A client's x-request-id, sent twice, gives two records with distinct suffixed ids."""
+    """A client's x-request-id, sent twice, is both records' request_id unchanged; their
+    record_ids differ, and the Redis counters and the webhook count both."""
     path = tmp_path / "usage.jsonl"
-    usage = UsageSettings(spool_dir=tmp_path / "spool", jsonl_path=path)
+    receiver = WebhookReceiver(free_port())
+    await receiver.start()
+    redis_config = RedisConfig(url=f"redis://127.0.0.1:{private_redis.port}/0", timeout_ms=500)
+    usage = UsageSettings(
+        spool_dir=tmp_path / "spool",
+        jsonl_path=path,
+        webhook=WebhookSettings(url=receiver.url, timeout_ms=2_000),
+    )
+    config = _with_usage(make_config(upstream.url), usage, redis_config)
     body = {"model": MODEL, "messages": MESSAGES}
-    async with running_gateway(_with_usage(make_config(upstream.url), usage)) as gateway:
-        for _ in range(2):
-            headers = {**AUTH, "x-request-id": "client-retry-7"}
-            url = f"{gateway.base_url}/chat/completions"
-            async with http.post(url, json=body, headers=headers) as r:
-                assert r.status == 200 and r.headers["x-request-id"] == "client-retry-7"
-    ids = [UsageRecord.from_json(line).request_id for line in path.read_bytes().splitlines()]
-    assert len(ids) == len(set(ids)) == 2
-    assert all(i.startswith("client-retry-7~") and len(i) > len("client-retry-7~") for i in ids)
+    told: list[int] = []
+    begun = time.time()
+    try:
+        async with running_gateway(config) as gateway:
+            for _ in range(2):
+                headers = {**AUTH, "x-request-id": "client-retry-7"}
+                url = f"{gateway.base_url}/chat/completions"
+                async with http.post(url, json=body, headers=headers) as r:
+                    assert r.status == 200 and r.headers["x-request-id"] == "client-retry-7"
+                    told.append((await r.json())["usage"]["total_tokens"])
+        ended = time.time()
+    finally:
+        await receiver.stop()
+
+    written = [UsageRecord.from_json(line) for line in path.read_bytes().splitlines()]
+    assert [record.request_id for record in written] == ["client-retry-7"] * 2
+    record_ids = {record.record_id for record in written}
+    assert len(record_ids) == 2
+    assert all(i.startswith("rec_") and len(i) == 36 for i in record_ids)
+
+    assert set(receiver.records) == record_ids, "the webhook got both records"
+    assert {r.request_id for r in receiver.records.values()} == {"client-retry-7"}
+
+    redis = private_redis.client()
+    try:
+        counted = await _bucket_sum(redis, "day", begun, ended, 86_400)
+    finally:
+        await redis.aclose()
+    assert (counted.requests, counted.total_tokens) == (2, sum(told))
 
 
 # --- Redis counters -------------------------------------------------------------------------
@@ -363,7 +395,7 @@ async def test_webhook_gets_every_request_exactly_once_across_faults_and_a_resta
                 sent += await _send(port, 12, 6)
                 everything = {s.request_id for s in sent}
                 await _until(
-                    lambda: set(receiver.records) == everything and not _spooled_ids(spool_dir),
+                    lambda: set(receiver.request_ids) == everything and not _spooled_ids(spool_dir),
                     "every record delivered and the spool empty",
                     timeout_s=15,
                 )
@@ -375,10 +407,11 @@ async def test_webhook_gets_every_request_exactly_once_across_faults_and_a_resta
         await receiver.stop()
 
     assert len({s.request_id for s in sent}) == len(sent) == 18
-    assert sorted(receiver.records) == sorted(s.request_id for s in sent)
+    assert receiver.request_ids == sorted(s.request_id for s in sent), "one record each"
     assert receiver.totals() == {f: sum(s.usage[f] for s in sent) for f in TOKEN_FIELDS}
+    by_request = {record.request_id: record for record in receiver.records.values()}
     for request in sent:
-        record = receiver.records[request.request_id]
+        record = by_request[request.request_id]
         assert {f: getattr(record, f) for f in TOKEN_FIELDS} == request.usage
         assert (record.key, record.endpoint, record.status) == ("team-a", request.endpoint, 200)
     assert receiver.duplicates > 0, "the stalled batches arrived again, and were counted once"

@@ -3,7 +3,7 @@
 It answers every POST according to its current ``mode``: ``"429"`` (with ``Retry-After``),
 ``"500"``, ``"stall"`` (take the batch, then answer only after ``stall_s``, longer than the
 sender's timeout, so the sender retries a batch the receiver already has) or ``"ok"``. Records
-are kept de-duplicated by ``request_id``, as a real receiver would; ``copies`` counts how often
+are kept de-duplicated by ``record_id``, as a real receiver would; ``copies`` counts how often
 each one arrived in a batch that the receiver took.
 """
 
@@ -35,7 +35,7 @@ class WebhookReceiver:
         self.stall_s = stall_s
         self.answers: Counter[Mode] = Counter()
         self.answered_at: dict[Mode, list[float]] = {}  # mode → time.monotonic() of each request
-        self.records: dict[str, UsageRecord] = {}
+        self.records: dict[str, UsageRecord] = {}  # by record_id
         self.copies: Counter[str] = Counter()
         self.idempotency_keys: Counter[str] = Counter()
         self._runner: web.AppRunner | None = None
@@ -55,6 +55,11 @@ class WebhookReceiver:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+
+    @property
+    def request_ids(self) -> list[str]:
+        """The de-duplicated records' request ids, sorted (a client's may repeat)."""
+        return sorted(record.request_id for record in self.records.values())
 
     @property
     def duplicates(self) -> int:
@@ -79,8 +84,8 @@ class WebhookReceiver:
         self.idempotency_keys[key] += 1
         for raw in body["records"]:
             record = UsageRecord.from_dict(raw)
-            self.records.setdefault(record.request_id, record)
-            self.copies[record.request_id] += 1
+            self.records.setdefault(record.record_id, record)
+            self.copies[record.record_id] += 1
         if mode == "stall":
             await asyncio.sleep(self.stall_s)  # the sender gave up long ago: its ack is lost
         return web.json_response({"accepted": len(body["records"])})

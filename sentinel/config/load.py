@@ -158,6 +158,12 @@ def _server(t: Table) -> ServerConfig:
         workers=t.integer("workers", d.workers, minimum=1),
         max_body_bytes=t.integer("max_body_bytes", d.max_body_bytes, minimum=1),
         shutdown_grace_s=t.integer("shutdown_grace_s", d.shutdown_grace_s, minimum=0),
+        header_timeout_ms=t.integer("header_timeout_ms", d.header_timeout_ms, minimum=100),
+        body_timeout_ms=t.integer("body_timeout_ms", d.body_timeout_ms, minimum=100),
+        write_timeout_ms=t.integer("write_timeout_ms", d.write_timeout_ms, minimum=100),
+        max_client_connections=t.integer(
+            "max_client_connections", d.max_client_connections, minimum=1
+        ),
     )
     t.finish()
     return server

@@ -21,6 +21,10 @@ class ServerConfig:
     workers: int = 1
     max_body_bytes: int = 10 * 1024 * 1024
     shutdown_grace_s: int = 30
+    header_timeout_ms: int = 30_000  # request line and headers (hypercorn: idle keep-alive too)
+    body_timeout_ms: int = 60_000  # the whole request body: 408 after it
+    write_timeout_ms: int = 30_000  # one write to a client that stopped reading: dropped
+    max_client_connections: int = 10_000  # requests in flight at once: 503 above it
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,4 +1,5 @@
-"""Request bodies: read within ``max_body_bytes``, or stream them through with the same cap."""
+"""Request bodies: read within ``max_body_bytes`` and ``body_timeout_ms``, or streamed through
+with the same caps; JSON bodies parsed strictly (a key repeated in an object is a 400)."""
 
 from __future__ import annotations
 
@@ -9,24 +10,50 @@ from typing import Any
 
 import orjson
 
-from sentinel.errors import InvalidRequest, PayloadTooLarge, UnsupportedMediaType
-from sentinel.http.asgi import Receive
+from sentinel.deadline import Deadline
+from sentinel.errors import InvalidRequest, PayloadTooLarge, RequestTimeout, UnsupportedMediaType
+from sentinel.http.asgi import Message, Receive
 
-__all__ = ["BodyStream", "ClientGone", "parse_json_object", "read_body"]
+__all__ = ["BodyStream", "ClientGone", "ClientStalled", "parse_json_object", "read_body"]
 
 
 class ClientGone(Exception):
     """The client disconnected before Sentinel could answer (logged as status 499)."""
+
+    outcome = "client_disconnected"
+
+
+class ClientStalled(ClientGone):
+    """The client stopped reading: one write waited longer than ``write_timeout_ms``."""
+
+    outcome = "client_stalled"
 
 
 def _too_large(limit: int) -> PayloadTooLarge:
     return PayloadTooLarge(f"The request body is larger than the limit of {limit} bytes.")
 
 
-async def read_body(receive: Receive, limit: int, declared: int | None) -> bytes:
-    """The whole request body; 413 as soon as it is known to exceed ``limit``."""
+def _too_slow() -> RequestTimeout:
+    return RequestTimeout("The request body did not arrive within the time limit.")
+
+
+async def read_body(
+    receive: Receive, limit: int, declared: int | None, deadline: float | None = None
+) -> bytes:
+    """The whole request body; 413 as soon as it is known to exceed ``limit``, 408 when it has
+    not all arrived by ``deadline`` (``loop.time()`` seconds)."""
     if declared is not None and declared > limit:
         raise _too_large(limit)
+    if deadline is None:
+        return await _read_body(receive, limit)
+    try:
+        with Deadline(deadline):
+            return await _read_body(receive, limit)
+    except TimeoutError:
+        raise _too_slow() from None
+
+
+async def _read_body(receive: Receive, limit: int) -> bytes:
     message = await receive()
     if message["type"] == "http.disconnect":
         raise ClientGone()
@@ -53,13 +80,17 @@ async def read_body(receive: Receive, limit: int, declared: int | None) -> bytes
 class BodyStream:
     """A request body forwarded as it arrives, counted against ``limit`` on the way."""
 
-    def __init__(self, receive: Receive, limit: int, prefix: bytes = b"") -> None:
+    def __init__(
+        self, receive: Receive, limit: int, prefix: bytes = b"", deadline: float | None = None
+    ) -> None:
         self._receive = receive
         self._limit = limit
         self._prefix = prefix
+        self._deadline = deadline
         self.size = 0
         self.exceeded = False
         self.client_gone = False
+        self.timed_out = False
 
     async def chunks(self) -> AsyncIterator[bytes]:
         """The body's chunks; stops early (flagging why) on overflow or disconnect."""
@@ -67,7 +98,7 @@ class BodyStream:
             self.size = len(self._prefix)
             yield self._prefix
         while True:
-            message = await self._receive()
+            message = await self._next()
             if message["type"] == "http.disconnect":
                 self.client_gone = True
                 raise ClientGone()
@@ -81,10 +112,22 @@ class BodyStream:
             if not message.get("more_body", False):
                 return
 
+    async def _next(self) -> Message:
+        if self._deadline is None:
+            return await self._receive()
+        try:
+            with Deadline(self._deadline):
+                return await self._receive()
+        except TimeoutError:
+            self.timed_out = True
+            raise _too_slow() from None
+
     def failure(self) -> Exception | None:
         """Why the upload stopped early, if it did: that beats whatever aiohttp reports."""
         if self.exceeded:
             return _too_large(self._limit)
+        if self.timed_out:
+            return _too_slow()
         if self.client_gone:
             return ClientGone()
         return None

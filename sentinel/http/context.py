@@ -18,7 +18,7 @@ from typing import Any
 import structlog
 from opentelemetry.trace import Span
 
-from sentinel.errors import NotFound, SentinelError
+from sentinel.errors import NotFound, SentinelError, ServiceUnavailable
 from sentinel.http.asgi import ASGIApp, Message, Receive, Scope, Send
 from sentinel.http.body import ClientGone
 from sentinel.http.paths import is_canonical
@@ -175,8 +175,11 @@ class RequestContextMiddleware:
         on_finished: Callable[[RequestContext, int], None] | None = None,
         tracing: Tracing | None = None,
         direct: dict[tuple[str, str], ASGIApp] | None = None,
+        max_in_flight: int = 0,
     ) -> None:
         self.app = app
+        self._max_in_flight = max_in_flight  # 0: no cap
+        self._in_flight = 0
         # The hot endpoints by (method, path): called straight from here, past Starlette's
         # router and exception middleware, whose wrappers would otherwise run on every send
         # of every stream. They raise only SentinelError, which this layer renders anyway.
@@ -219,7 +222,14 @@ class RequestContextMiddleware:
                 ended = not message.get("more_body", False)
             await send(message)
 
+        self._in_flight += 1
         try:
+            if self._in_flight > self._max_in_flight > 0 and scope["path"] != "/healthz":
+                raise ServiceUnavailable(
+                    "The gateway is serving as many requests as it may; try again shortly.",
+                    code="server_busy",
+                    headers={"retry-after": "1"},
+                )
             if self._tracing is not None:
                 span, ctx.traceparent = self._tracing.start(scope["headers"], scope["method"])
             raw_path: bytes = scope.get("raw_path") or scope["path"].encode("utf-8")
@@ -230,12 +240,13 @@ class RequestContextMiddleware:
             await app(scope, receive, send_with_id)
         except SentinelError as error:
             await self._fail(ctx, error, send_with_id, started, ended)
-        except ClientGone:
-            ctx.status, ctx.outcome = _CLIENT_CLOSED, "client_disconnected"
+        except ClientGone as gone:
+            ctx.status, ctx.outcome = _CLIENT_CLOSED, gone.outcome
         except Exception as exc:  # the one broad catch: the boundary of the whole gateway
             log.error("unhandled_error", request_id=ctx.request_id, exc_info=exc)
             await self._fail(ctx, SentinelError(), send_with_id, started, ended)
         finally:
+            self._in_flight -= 1
             finished_ns = time.perf_counter_ns()
             self._finish(ctx, finished_ns, span)
             self._line.info("request_finished", ctx.log_fields(finished_ns))

@@ -2,14 +2,13 @@
 
 Pure core: ``spec`` (what a key may use), ``periods`` (calendar quotas), ``window`` (the
 integer arithmetic, the reference for the Lua scripts), ``decision`` (plans, decisions,
-reservations), ``breaker`` and ``headers``. Thin shell: ``MemoryStore``, ``RedisStore`` (the
-``limits.lua``) and ``GuardedStore``, all behind the ``LimitStore`` Protocol.
+reservations) and ``headers``. Thin shell: ``MemoryStore``, ``RedisStore`` (the
+``limits.lua``) and ``GuardedStore`` (its breaker is ``sentinel.breaker``'s, on the
+``REDIS_BREAKER`` policy), all behind the ``LimitStore`` Protocol.
 """
 
-from sentinel.limits.breaker import Breaker, BreakerState
-from sentinel.limits.clock import Clock, SystemClock
 from sentinel.limits.decision import Decision, RateWindow, Refusal, Reservation
-from sentinel.limits.guarded import GuardedStore, GuardStats, OnUnavailable
+from sentinel.limits.guarded import REDIS_BREAKER, GuardedStore, GuardStats, OnUnavailable
 from sentinel.limits.headers import DEGRADED_HEADER, duration, rate_limit_headers, refusal_error
 from sentinel.limits.memory import MemoryStore
 from sentinel.limits.periods import Period, current_period
@@ -21,10 +20,8 @@ from sentinel.limits.window import KeyState, Timing, Usage
 
 __all__ = [
     "DEGRADED_HEADER",
+    "REDIS_BREAKER",
     "Admission",
-    "Breaker",
-    "BreakerState",
-    "Clock",
     "Decision",
     "Dimension",
     "GuardStats",
@@ -42,7 +39,6 @@ __all__ = [
     "Refusal",
     "Reservation",
     "StoreUnavailable",
-    "SystemClock",
     "Timing",
     "Usage",
     "current_period",

@@ -15,7 +15,7 @@ from dataclasses import replace
 
 import structlog
 
-from sentinel.limits.clock import Clock, SystemClock
+from sentinel.clock import Clock, WallClock
 from sentinel.limits.decision import Decision, Reservation
 from sentinel.limits.guarded import GuardedStore
 from sentinel.limits.headers import refusal_error
@@ -49,7 +49,7 @@ class Gate:
         self._metrics = metrics
         self._renew_every_s = defaults.lease_ttl_ms / 3 / 1000
         self._reserve = defaults.default_completion_reserve
-        self._clock = clock or SystemClock()
+        self._clock = clock or WallClock()
         self._settling: set[asyncio.Task[None]] = set()
         self._held: dict[str, Reservation] = {}  # by id: leases renewed while requests run
         # Keys refused for their request rate, until when: refused again before their prompt
@@ -201,7 +201,7 @@ async def keep_recovering(
 ) -> None:
     """Probe a degraded store in the background, so recovery (replaying settlements, writing
     local usage back) does not wait for the next request; runs until cancelled."""
-    clock = clock or SystemClock()
+    clock = clock or WallClock()
     while True:
         await asyncio.sleep(interval_s)
         if not store.is_degraded:

@@ -25,19 +25,24 @@ from typing import Literal
 
 import structlog
 
+from sentinel.breaker import BreakerPolicy, CircuitBreaker
 from sentinel.errors import ServiceUnavailable
-from sentinel.limits.breaker import Breaker
 from sentinel.limits.decision import Decision, Reservation
 from sentinel.limits.memory import MemoryStore
 from sentinel.limits.spec import Admission, Dimension, LimitSpec, local_share
 from sentinel.limits.store import MergingStore, StoreUnavailable
 from sentinel.limits.window import KeyState, Usage
 
-__all__ = ["GuardStats", "GuardedStore", "OnUnavailable"]
+__all__ = ["REDIS_BREAKER", "GuardStats", "GuardedStore", "OnUnavailable"]
 
 log = structlog.get_logger("sentinel.limits")
 
 OnUnavailable = Literal["local", "deny"]
+
+REDIS_BREAKER = BreakerPolicy(failures=1, cooldown_ms=1_000)
+"""Open on the first failure, probe once a second. Only the probe (the write-back) reports a
+success, so only the probe closes it: a late success of a call started before the failure
+cannot skip the write-back."""
 
 
 @dataclass(slots=True)
@@ -78,11 +83,11 @@ class GuardedStore:
         *,
         replicas: int = 1,
         on_unavailable: OnUnavailable = "local",
-        breaker: Breaker | None = None,
+        breaker: CircuitBreaker | None = None,
         max_queued_settlements: int = 10_000,
     ) -> None:
         self.stats = GuardStats()
-        self.breaker = breaker or Breaker()
+        self.breaker = breaker or CircuitBreaker(REDIS_BREAKER)
         self._primary = primary
         self._fallback = fallback or MemoryStore(primary.timing)
         self._replicas = max(1, replicas)
@@ -99,7 +104,7 @@ class GuardedStore:
 
     async def admit(self, spec: LimitSpec, admission: Admission, now_ms: int) -> Decision:
         """Admit against Redis, or against the local share when Redis cannot answer."""
-        if not self.breaker.is_closed and self.breaker.try_probe(now_ms):
+        if not self.breaker.is_closed and self.breaker.try_acquire(now_ms):
             await self._recover(now_ms)
         if self.breaker.is_closed:
             try:
@@ -164,7 +169,7 @@ class GuardedStore:
 
     async def recover(self, now_ms: int) -> bool:
         """Probe Redis now if the breaker allows it; True when the breaker is closed after."""
-        if not self.breaker.is_closed and self.breaker.try_probe(now_ms):
+        if not self.breaker.is_closed and self.breaker.try_acquire(now_ms):
             await self._recover(now_ms)
         return self.breaker.is_closed
 
@@ -257,7 +262,7 @@ class GuardedStore:
             return
         # Nothing local is left and no await separates that check from closing.
         self._local.clear()
-        self.breaker.probe_succeeded()
+        self.breaker.record_success(now_ms)
         self.stats.recoveries += 1
         log.info("limits_recovered", settlements_replayed=replayed, keys_written_back=written)
 

@@ -12,7 +12,6 @@ key before the client sees its id.
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import aiohttp
@@ -22,10 +21,9 @@ from sentinel.deadline import Deadline
 from sentinel.http.asgi import Receive, Scope, Send
 from sentinel.http.body import parse_json_object, read_body
 from sentinel.http.validation import RESERVED, Api, ApiRequest, validate
-from sentinel.proxy.exchange import Exchange, Plan, run_exchange, send_whole
+from sentinel.proxy.exchange import Exchange, Plan, relay_reply, run_exchange, send_whole
 from sentinel.proxy.ownership import check_references, claim_created, claim_streamed
 from sentinel.streaming.accumulator import StreamAccumulator, StreamApi
-from sentinel.streaming.relay import relay
 from sentinel.tenancy import ObjectKind
 from sentinel.upstream.client import upstream_errors
 from sentinel.upstream.failover import Served
@@ -58,7 +56,10 @@ class ApiEndpoint:
         """Read, parse and check the body, count its prompt, and plan the reservation."""
         ctx, services, headers = exchange.ctx, exchange.services, exchange.headers
         raw = await read_body(
-            exchange.receive, services.config.server.max_body_bytes, headers.content_length
+            exchange.receive,
+            services.config.server.max_body_bytes,
+            headers.content_length,
+            exchange.body_deadline,
         )
         ctx.request_bytes = len(raw)
         request = validate(self.api, parse_json_object(raw, headers.content_encoding))
@@ -98,11 +99,9 @@ class ApiEndpoint:
             drainer = services.drainer
             stored = exchange.stored
             try:
-                await relay(
-                    response,
-                    ctx,
-                    exchange.send,
-                    exchange.receive,
+                await relay_reply(
+                    exchange,
+                    served,
                     tap=tap,
                     keep_length=False,
                     after_disconnect=(
@@ -121,8 +120,7 @@ class ApiEndpoint:
                 outcome.text = tap.text if outcome.usage is None else ""
                 outcome.produced = tap.has_events
             return
-        deadline = asyncio.get_running_loop().time() + target.total_s
-        await _send_whole(exchange, response, target.name, deadline)
+        await _send_whole(exchange, response, target.name, exchange.reply_deadline(target))
 
     def _payload(self, request: ApiRequest, raw: bytes) -> tuple[bytes, bool]:
         """The bytes to send upstream, and whether a usage chunk must be hidden from the client."""

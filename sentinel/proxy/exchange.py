@@ -17,14 +17,17 @@ on every way out.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
 import aiohttp
 
 from sentinel.auth.keys import Principal, presented_key
-from sentinel.errors import SentinelError
+from sentinel.deadline import Deadline
+from sentinel.errors import SentinelError, UpstreamTimeout
 from sentinel.http.asgi import Receive, Scope, Send
 from sentinel.http.body import BodyStream
 from sentinel.http.context import CONTEXT_KEY, RequestContext
@@ -32,14 +35,23 @@ from sentinel.http.headers import RequestHeaders, relay_headers, scan_request_he
 from sentinel.limits.decision import Reservation
 from sentinel.limits.headers import rate_limit_header_pairs
 from sentinel.services import Services, services_of
+from sentinel.streaming.relay import StreamTap, relay
 from sentinel.tenancy import ObjectKind, ObjectRef
 from sentinel.tokens import ModelCounter
 from sentinel.upstream.failover import Served
-from sentinel.upstream.routing import Candidate
+from sentinel.upstream.routing import Candidate, UpstreamTarget
 from sentinel.usage.counts import Usage
 from sentinel.usage.estimate import settle_usage
 
-__all__ = ["Endpoint", "Exchange", "Outcome", "Plan", "run_exchange", "send_whole"]
+__all__ = [
+    "Endpoint",
+    "Exchange",
+    "Outcome",
+    "Plan",
+    "relay_reply",
+    "run_exchange",
+    "send_whole",
+]
 
 Body = bytes | AsyncIterator[bytes] | None
 
@@ -84,6 +96,20 @@ class Exchange:
     claim: ObjectKind | None = None  # the kind of object a successful reply shows, claimed
     release: ObjectRef | None = None  # the object a successful DELETE removes
     meter: bool = False  # a token-spending pass-through: its JSON reply's usage is charged
+
+    @property
+    def body_deadline(self) -> float:
+        """When the request body must have arrived (``loop.time()`` seconds): the request's
+        start plus ``[server] body_timeout_ms``."""
+        elapsed_s = (time.perf_counter_ns() - self.ctx.started_ns) / 1e9
+        timeout_s = self.services.config.server.body_timeout_ms / 1000
+        return asyncio.get_running_loop().time() + timeout_s - elapsed_s
+
+    def reply_deadline(self, target: UpstreamTarget) -> float:
+        """When the upstream's whole reply must have been relayed (``loop.time()`` seconds):
+        the request's start plus the upstream's ``timeout_ms``, streams included."""
+        elapsed_s = (time.perf_counter_ns() - self.ctx.started_ns) / 1e9
+        return asyncio.get_running_loop().time() + target.total_s - elapsed_s
 
 
 class Endpoint(Protocol):
@@ -164,6 +190,8 @@ async def _open(exchange: Exchange, plan: Plan, candidates: list[Candidate]) -> 
             headers=plan.headers,
             body=plan.body,
             replayable=plan.replayable and plan.upload is None,
+            key=exchange.principal.id,
+            passthrough=exchange.ctx.route == "/v1/*",
         )
     except SentinelError:
         failure = plan.upload.failure() if plan.upload is not None else None
@@ -205,3 +233,36 @@ async def send_whole(exchange: Exchange, response: aiohttp.ClientResponse, body:
         {"type": "http.response.start", "status": response.status, "headers": headers}
     )
     await exchange.send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+async def relay_reply(
+    exchange: Exchange,
+    served: Served,
+    *,
+    tap: StreamTap | None,
+    keep_length: bool,
+    after_disconnect: Callable[[], Awaitable[object]] | None = None,
+    before_start: Callable[[bytes], Awaitable[object]] | None = None,
+) -> None:
+    """Relay the upstream's reply as it arrives, within the request's deadline (``timeout_ms``,
+    streams included: a stream still running then ends with an in-band error event) and the
+    client's ``write_timeout_ms``."""
+    target = served.candidate.target
+    try:
+        with Deadline(exchange.reply_deadline(target)):
+            await relay(
+                served.response,
+                exchange.ctx,
+                exchange.send,
+                exchange.receive,
+                tap=tap,
+                keep_length=keep_length,
+                after_disconnect=after_disconnect,
+                before_start=before_start,
+                write_timeout_s=exchange.services.config.server.write_timeout_ms / 1000,
+            )
+    except TimeoutError:
+        raise UpstreamTimeout(
+            "The upstream provider did not finish its reply within the request's time limit.",
+            upstream=target.name,
+        ) from None

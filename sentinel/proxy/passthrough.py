@@ -17,7 +17,6 @@ body (multipart uploads) is streamed to the first upstream as it arrives, counte
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -28,7 +27,7 @@ from sentinel.deadline import Deadline
 from sentinel.errors import MethodNotAllowed, NotFound, UpstreamError
 from sentinel.http.asgi import Receive, Scope, Send
 from sentinel.http.body import BodyStream, parse_json_object, read_body
-from sentinel.proxy.exchange import Exchange, Plan, run_exchange, send_whole
+from sentinel.proxy.exchange import Exchange, Plan, relay_reply, run_exchange, send_whole
 from sentinel.proxy.ownership import (
     answer_list,
     check_references,
@@ -36,7 +35,6 @@ from sentinel.proxy.ownership import (
     release_deleted,
     require_owner,
 )
-from sentinel.streaming.relay import relay
 from sentinel.tenancy import ObjectKind, ObjectRef, collection_kind, path_object
 from sentinel.upstream.client import upstream_errors
 from sentinel.upstream.failover import Served
@@ -106,17 +104,17 @@ class PassthroughEndpoint:
     async def deliver(self, exchange: Exchange, served: Served) -> None:
         """Relay the reply as it arrives (metering a token-spending family's JSON usage), or
         read an object reply whole to claim what it shows before the client sees it."""
-        ctx, outcome, response = exchange.ctx, exchange.outcome, served.response
+        outcome, response = exchange.outcome, served.response
         outcome.produced = True  # any answer, even an error, was a request served
         succeeded = response.status < 300
         is_json = response.content_type == "application/json"
         if exchange.claim is not None and succeeded and is_json:
-            body = await _read_object(response, served)
+            body = await _read_object(exchange, response, served)
             await claim_created(exchange, exchange.claim, _parsed(body), body)
             await send_whole(exchange, response, body)
             return
         tap = _UsageTap() if exchange.meter and succeeded and is_json else None
-        await relay(response, ctx, exchange.send, exchange.receive, tap=tap, keep_length=True)
+        await relay_reply(exchange, served, tap=tap, keep_length=True)
         if tap is not None:
             outcome.usage = tap.usage()
         if exchange.release is not None and succeeded:
@@ -160,7 +158,9 @@ async def _read(
         return router.candidates(named), None, None, None
     content_type = headers.content_type or b""
     if content_type.startswith(b"application/json"):
-        raw = await read_body(exchange.receive, limit, headers.content_length)
+        raw = await read_body(
+            exchange.receive, limit, headers.content_length, exchange.body_deadline
+        )
         exchange.ctx.request_bytes = len(raw)
         body = parse_json_object(raw, headers.content_encoding)
         found = body.get("model")
@@ -175,7 +175,7 @@ async def _read(
         principal.check_model(None)
     if headers.content_length is not None and headers.content_length > limit:
         await read_body(exchange.receive, limit, headers.content_length)  # raises the 413
-    upload = BodyStream(exchange.receive, limit)
+    upload = BodyStream(exchange.receive, limit, deadline=exchange.body_deadline)
     return router.default_candidates(), upload.chunks(), upload, None
 
 
@@ -199,11 +199,13 @@ def _parsed(body: bytes) -> object:
         return None
 
 
-async def _read_object(response: aiohttp.ClientResponse, served: Served) -> bytes:
+async def _read_object(
+    exchange: Exchange, response: aiohttp.ClientResponse, served: Served
+) -> bytes:
     """An object reply, read whole within the call's deadline; one too large to be an object
     is a 502 (it cannot be claimed, and the caller must not lose what it created unseen)."""
     target = served.candidate.target
-    deadline = asyncio.get_running_loop().time() + target.total_s
+    deadline = exchange.reply_deadline(target)
     parts: list[bytes] = []
     size = 0
     with upstream_errors(target.name, started=True), Deadline(deadline):

@@ -1,8 +1,8 @@
 """One usage record per authenticated request, handed to the tracker when the response ends.
 
-The record's ``request_id`` is the idempotency key every sink de-duplicates by, so it must be
-unique per request: a client-supplied ``x-request-id`` (which a retrying client may repeat)
-gets a random suffix, a generated one is used as it is.
+The record's ``request_id`` is exactly the ``x-request-id`` the response carried, so billing
+joins with the client's own logs; a retrying client may repeat it. Uniqueness comes from the
+``record_id`` made here, the idempotency key every sink de-duplicates by.
 """
 
 from __future__ import annotations
@@ -28,13 +28,11 @@ class UsageRecorder:
         if not self._tracker.keeps_records:
             self._tracker.count_unkept()  # no sink: counted, not built
             return
-        request_id = ctx.request_id
-        if ctx.request_id_from_client:
-            request_id = f"{request_id}~{secrets.token_hex(6)}"
         usage = ctx.usage
         self._tracker.record(
             UsageRecord.of(
-                request_id=request_id,
+                record_id="rec_" + secrets.token_hex(16),
+                request_id=ctx.request_id,
                 key=ctx.key,
                 model=ctx.model or "",
                 upstream=ctx.upstream or "",

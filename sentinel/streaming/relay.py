@@ -18,8 +18,10 @@ from typing import Protocol
 
 import aiohttp
 
+from sentinel.deadline import Deadline
 from sentinel.errors import SentinelError, UpstreamError
 from sentinel.http.asgi import Message, Receive, Send
+from sentinel.http.body import ClientStalled
 from sentinel.http.context import RequestContext
 from sentinel.http.headers import relay_headers
 from sentinel.upstream.client import upstream_errors
@@ -71,12 +73,14 @@ async def relay(
     keep_length: bool,
     after_disconnect: Callable[[], Awaitable[object]] | None = None,
     before_start: Callable[[bytes], Awaitable[object]] | None = None,
+    write_timeout_s: float | None = None,
 ) -> None:
     """Forward ``response`` to the client; ``tap`` sees every chunk and may rewrite it.
 
     ``after_disconnect`` runs when the client left mid-relay (to drain the stream for usage);
     ``before_start`` sees the first chunk before the client gets anything (to claim the
-    object it names).
+    object it names); a write the client does not take within ``write_timeout_s`` ends the
+    relay with ``ClientStalled``.
     """
     headers, ctx.dropped_headers = relay_headers(response.raw_headers, keep_length=keep_length)
     start = {"type": "http.response.start", "status": response.status, "headers": headers}
@@ -87,7 +91,7 @@ async def relay(
             watchers.append(DisconnectWatcher(receive))
 
     try:
-        await _pump(response, ctx, send, start, tap, watch, before_start)
+        await _pump(response, ctx, send, start, tap, watch, before_start, write_timeout_s)
     except asyncio.CancelledError:
         if not (watchers and watchers[0].disconnected):
             raise
@@ -110,6 +114,7 @@ async def _pump(
     tap: StreamTap | None,
     watch: Callable[[], None],
     before_start: Callable[[bytes], Awaitable[object]] | None,
+    write_timeout_s: float | None,
 ) -> None:
     content = response.content
     started = False
@@ -135,7 +140,7 @@ async def _pump(
                     await send(start)
                     started = True
                 if out:
-                    await send(_body(out))
+                    await _write(send, _body(out), write_timeout_s)
         if not started:
             await send(start)
             started = True
@@ -146,6 +151,18 @@ async def _pump(
             ctx.outcome = "upstream_interrupted"
         raise  # before the start: an error status; after it: in-band SSE or an aborted body
     await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+async def _write(send: Send, message: Message, timeout_s: float | None) -> None:
+    """Send one body chunk; a client that does not take it in time has stopped reading."""
+    if timeout_s is None:
+        await send(message)
+        return
+    try:
+        with Deadline(asyncio.get_running_loop().time() + timeout_s):
+            await send(message)
+    except TimeoutError:
+        raise ClientStalled() from None
 
 
 async def _finish_tap(tap: StreamTap, send: Send, ctx: RequestContext) -> None:

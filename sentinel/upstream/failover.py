@@ -9,6 +9,18 @@ upstream's ``retry-after`` when the next attempt goes to the same upstream and i
 less than ``max_retry_after_ms``. When every attempt failed, an upstream's 429/5xx answer is
 relayed as it is; otherwise the last error (502/504) is raised. Once ``open`` returned, the
 response is the caller's: nothing is retried after the relay began.
+
+What the breakers count, so that no tenant can open a breaker every tenant shares:
+
+- no answer (connection error, timeout before the headers, Sentinel's upstream key refused):
+  a failure whoever asked, since no request body can cause it;
+- a 5xx answer, or a relay cut mid-way: a failure of the caller's ``key``, which counts only
+  once two keys failed within the breaker window (a crafted request can provoke a 500);
+- a 429: nothing (the provider's rate limit on the shared account, not its health);
+- anything else: a success.
+
+A pass-through request's failures count on its model's breaker only, never on the
+upstream-wide one: its bodies and endpoints are the tenant's to choose.
 """
 
 from __future__ import annotations
@@ -70,7 +82,9 @@ class Served:
     response: aiohttp.ClientResponse
     health: UpstreamHealth
     board: HealthBoard
-    counted: bool = False  # a relayed 429/5xx was already counted as a failure
+    key: str  # the caller's stable id: a source of failures for the breakers
+    passthrough: bool  # a pass-through request never counts on the upstream-wide breaker
+    counted: bool = False  # a relayed 429/5xx was already counted
     finished: bool = False
 
     def finish(self, *, interrupted: bool) -> None:
@@ -80,10 +94,21 @@ class Served:
         self.finished = True
         self.health.in_flight -= 1
         if not self.counted:
-            failed = interrupted or is_retryable(self.response.status)
-            self.health.record(
-                self.candidate.model, failed=failed, now_ms=self.board.clock.now_ms()
+            self.count(interrupted=interrupted)
+
+    def count(self, *, interrupted: bool = False) -> None:
+        """Count this answer on the breakers, once (see the module docstring)."""
+        self.counted = True
+        status = self.response.status
+        if status == 429:
+            return
+        now = self.board.clock.now_ms()
+        if interrupted or status >= 500:
+            self.health.record_failure(
+                self.candidate.model, now, source=self.key, upstream_wide=not self.passthrough
             )
+        else:
+            self.health.record_success(self.candidate.model, now)
 
 
 class Failover:
@@ -128,8 +153,14 @@ class Failover:
         headers: dict[str, str],
         body: Callable[[Candidate], Body],
         replayable: bool,
+        key: str,
+        passthrough: bool,
     ) -> Served:
-        """Call candidates until one answers; ``SentinelError`` when every attempt failed."""
+        """Call candidates until one answers; ``SentinelError`` when every attempt failed.
+
+        ``key`` is the caller's stable id and ``passthrough`` whether the request came through
+        the pass-through endpoint: both decide what a failure counts for on the breakers.
+        """
         queue = deque(candidates)
         allowed = self.routing.max_attempts if replayable else 1
         tried = 0
@@ -148,18 +179,19 @@ class Failover:
             tried += 1
             previous = ctx.upstream = candidate.name
             keys = candidate.target.keys
-            key = keys.pick(self.board.clock.now_ms())
+            key_index = keys.pick(self.board.clock.now_ms())
             url = upstream_url(candidate.target, path, query, candidate.model)
             started = time.perf_counter_ns()
             health.in_flight += 1
             try:
                 response = await open_upstream(
                     session, candidate.target, ctx, method, url, dict(headers),
-                    body(candidate), key,
+                    body(candidate), key_index,
                 )  # fmt: skip
             except SentinelError as failure:
                 health.in_flight -= 1
-                health.record(candidate.model, failed=True, now_ms=self.board.clock.now_ms())
+                now = self.board.clock.now_ms()
+                health.record_failure(candidate.model, now, upstream_wide=not passthrough)
                 elapsed_ns = time.perf_counter_ns() - started
                 ctx.attempts.append(_attempt(candidate, None, failure.code, elapsed_ns))
                 error, wait_asked = failure, None
@@ -170,22 +202,21 @@ class Failover:
             elapsed_ns = time.perf_counter_ns() - started
             health.observe_latency(elapsed_ns / 1_000_000)
             ctx.attempts.append(_attempt(candidate, response.status, None, elapsed_ns))
-            served = Served(candidate, response, health, self.board)
+            served = Served(candidate, response, health, self.board, key, passthrough)
             if held is not None:
                 held.response.close()
                 held = None
             if not is_retryable(response.status):
                 return served
-            now = self.board.clock.now_ms()
-            health.record(candidate.model, failed=True, now_ms=now)
-            served.counted = True
+            served.count()
             health.in_flight -= 1
+            now = self.board.clock.now_ms()
             held, error = served, None
             wait_asked = retry_after_ms(response.headers)
             if response.status == 429 and len(keys) > 1:
                 pause = wait_asked if wait_asked is not None else self.routing.backoff_max_ms
-                keys.bench(key, now + min(pause, _MAX_BENCH_MS))
-                if keys.has_spare(key, now):
+                keys.bench(key_index, now + min(pause, _MAX_BENCH_MS))
+                if keys.has_spare(key_index, now):
                     queue.appendleft(candidate)  # the same upstream, with another key
         if held is not None:
             held.health.in_flight += 1

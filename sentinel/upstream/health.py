@@ -2,57 +2,48 @@
 
 One ``UpstreamHealth`` per upstream holds the upstream's breaker and one breaker per model
 called on it (a deployment can fail while its siblings work). A candidate is usable when both
-breakers let calls through. State lives in the process; with ``[redis]``, ``SharedBreakers``
-(``shared.py``) mirrors it across replicas. Readiness and the admin API read it through
-``snapshot``.
+breakers let calls through. A failure may name the key whose request failed: then it counts
+only once two keys failed within the breaker window (``UPSTREAM_SOURCES``), so no tenant can
+open a breaker that every tenant shares. State lives in the process; with ``[redis]``,
+``SharedBreakers`` (``shared.py``) mirrors it across replicas. The admin API and ``/readyz``
+read it through ``snapshot``.
 """
 
 from __future__ import annotations
 
-import time
-from typing import Any, Protocol
+from typing import Any
 
+from sentinel.breaker import BreakerPolicy, BreakerState, CircuitBreaker
+from sentinel.clock import Clock, MonotonicClock
 from sentinel.config import RoutingConfig
-from sentinel.upstream.breaker import BreakerSettings, BreakerState, CircuitBreaker
 
-__all__ = ["Clock", "HealthBoard", "MonotonicClock", "UpstreamHealth", "breaker_settings"]
+__all__ = ["UPSTREAM_SOURCES", "HealthBoard", "UpstreamHealth", "breaker_settings"]
 
+UPSTREAM_SOURCES = 2
+"""Distinct keys whose requests must fail within the window before a keyed failure counts."""
 _MODEL_BREAKERS = 256  # per upstream; client-chosen names must not grow memory without bound
 _EWMA_ALPHA = 0.2
 
 
-class Clock(Protocol):
-    """Milliseconds from any fixed origin; injected so tests never sleep."""
-
-    def now_ms(self) -> int: ...
-
-
-class MonotonicClock:
-    """The process's monotonic clock: breakers measure durations, not dates."""
-
-    def now_ms(self) -> int:
-        """The current monotonic time in integer milliseconds."""
-        return time.monotonic_ns() // 1_000_000
-
-
-def breaker_settings(routing: RoutingConfig) -> BreakerSettings:
-    """The breaker settings of ``[routing]``."""
-    return BreakerSettings(
+def breaker_settings(routing: RoutingConfig) -> BreakerPolicy:
+    """The upstreams' breaker policy: ``[routing]``, and failures from two keys at least."""
+    return BreakerPolicy(
         failures=routing.breaker_failures,
-        failure_ratio=routing.breaker_failure_ratio,
-        window_ms=routing.breaker_window_s * 1000,
-        min_requests=routing.breaker_min_requests,
         cooldown_ms=routing.breaker_cooldown_ms,
+        failure_ratio=routing.breaker_failure_ratio,
+        min_requests=routing.breaker_min_requests,
+        window_ms=routing.breaker_window_s * 1000,
+        min_sources=UPSTREAM_SOURCES,
     )
 
 
 class UpstreamHealth:
     """One upstream's breakers, latency and in-flight calls."""
 
-    def __init__(self, name: str, settings: BreakerSettings) -> None:
+    def __init__(self, name: str, policy: BreakerPolicy) -> None:
         self.name = name
-        self.settings = settings
-        self.breaker = CircuitBreaker(settings)
+        self.policy = policy
+        self.breaker = CircuitBreaker(policy)
         self.models: dict[str, CircuitBreaker] = {}
         self.in_flight = 0
         self.latency_ms: float | None = None  # EWMA of the time to response headers
@@ -64,7 +55,7 @@ class UpstreamHealth:
             if len(self.models) >= _MODEL_BREAKERS:
                 for name in [n for n, b in self.models.items() if b.state is BreakerState.CLOSED]:
                     del self.models[name]
-            breaker = self.models[model] = CircuitBreaker(self.settings)
+            breaker = self.models[model] = CircuitBreaker(self.policy)
         return breaker
 
     def _model(self, model: str | None) -> CircuitBreaker | None:
@@ -91,15 +82,28 @@ class UpstreamHealth:
         breaker = self.models.get(model) if model is not None else None
         return max(wait, breaker.retry_in_ms(now_ms)) if breaker is not None else wait
 
-    def record(self, model: str | None, *, failed: bool, now_ms: int) -> None:
-        """Count one call's outcome on the upstream's breaker and on the model's."""
-        for breaker in (self.breaker, self._model(model)):
-            if breaker is None:
-                continue
-            if failed:
-                breaker.record_failure(now_ms)
-            else:
-                breaker.record_success(now_ms)
+    def record_success(self, model: str | None, now_ms: int) -> None:
+        """Count a call that succeeded on the upstream's breaker and on the model's."""
+        self.breaker.record_success(now_ms)
+        model_breaker = self._model(model)
+        if model_breaker is not None:
+            model_breaker.record_success(now_ms)
+
+    def record_failure(
+        self,
+        model: str | None,
+        now_ms: int,
+        *,
+        source: str | None = None,
+        upstream_wide: bool = True,
+    ) -> None:
+        """Count a failed call on the model's breaker and, when ``upstream_wide``, on the
+        upstream's; ``source`` (the caller's key) subjects it to the two-keys rule."""
+        if upstream_wide:
+            self.breaker.record_failure(now_ms, source)
+        model_breaker = self._model(model)
+        if model_breaker is not None:
+            model_breaker.record_failure(now_ms, source)
 
     def observe_latency(self, ms: float) -> None:
         """Fold one time-to-headers into the moving average."""
@@ -107,7 +111,7 @@ class UpstreamHealth:
         self.latency_ms = ms if last is None else last + _EWMA_ALPHA * (ms - last)
 
     def snapshot(self, now_ms: int) -> dict[str, Any]:
-        """This upstream's state for readiness and the admin API (no secrets)."""
+        """This upstream's state for the admin API and ``/readyz`` (no secrets)."""
         calls, failures = self.breaker.window(now_ms)
         open_models = {
             name: b.state.value
@@ -134,18 +138,13 @@ class HealthBoard:
     """Every upstream's ``UpstreamHealth``, on one clock."""
 
     def __init__(
-        self, names: tuple[str, ...], settings: BreakerSettings, clock: Clock | None = None
+        self, names: tuple[str, ...], policy: BreakerPolicy, clock: Clock | None = None
     ) -> None:
-        self.clock: Clock = clock or MonotonicClock()
-        self.upstreams = {name: UpstreamHealth(name, settings) for name in names}
+        self.clock: Clock = clock or MonotonicClock()  # breakers time durations, not dates
+        self.upstreams = {name: UpstreamHealth(name, policy) for name in names}
 
     def __getitem__(self, name: str) -> UpstreamHealth:
         return self.upstreams[name]
-
-    def any_usable(self) -> bool:
-        """Whether at least one upstream's breaker lets calls through."""
-        now = self.clock.now_ms()
-        return any(h.breaker.is_available(now) for h in self.upstreams.values())
 
     def snapshot(self) -> list[dict[str, Any]]:
         """Every upstream's state, in configuration order."""

@@ -26,18 +26,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
-import time
 from typing import Any
 
 import redis.exceptions as redis_errors
 import structlog
 from redis.asyncio import Redis, RedisCluster
 
+from sentinel.breaker import BreakerState, CircuitBreaker
+from sentinel.clock import Clock, WallClock
 from sentinel.shared_state import hash_tag
-from sentinel.upstream.breaker import BreakerState, CircuitBreaker
-from sentinel.upstream.health import Clock, HealthBoard
+from sentinel.upstream.health import HealthBoard
 
-__all__ = ["SharedBreakers", "WallClock", "breaker_key"]
+__all__ = ["SharedBreakers", "breaker_key"]
 
 log = structlog.get_logger("sentinel.upstream.shared")
 
@@ -49,14 +49,6 @@ _UNAVAILABLE: tuple[type[BaseException], ...] = (
 )
 
 Ident = tuple[str, str | None]  # (upstream, model), model None for the upstream's own breaker
-
-
-class WallClock:
-    """The wall clock in integer milliseconds: the only time replicas share."""
-
-    def now_ms(self) -> int:
-        """Milliseconds since the Unix epoch."""
-        return time.time_ns() // 1_000_000
 
 
 def breaker_key(upstream: str, prefix: str = "sentinel") -> str:
@@ -167,7 +159,7 @@ class SharedBreakers:
                 if model is None:
                     _ = pipe.set(key, value, px=max(1, due - now))
                 else:
-                    cooldown = self._board[name].settings.cooldown_ms
+                    cooldown = self._board[name].policy.cooldown_ms
                     _ = pipe.hset(f"{key}:models", model, value)
                     _ = pipe.pexpire(f"{key}:models", cooldown)
             for key in self._keys.values():
@@ -181,7 +173,7 @@ class SharedBreakers:
         now, wall = self._board.clock.now_ms(), self._wall.now_ms()
         for i, name in enumerate(self._keys):
             health = self._board[name]
-            cooldown = health.settings.cooldown_ms
+            cooldown = health.policy.cooldown_ms
             until = self._until(replies[2 * i], now, wall, cooldown)
             if until is not None and health.breaker.open_until(until, now):
                 self._known[(name, None)] = health.breaker.probe_due_ms

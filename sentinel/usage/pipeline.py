@@ -5,9 +5,9 @@ from __future__ import annotations
 import aiohttp
 from redis.asyncio import Redis, RedisCluster
 
+from sentinel.breaker import BreakerPolicy, CircuitBreaker
 from sentinel.usage.settings import UsageSettings
 from sentinel.usage.sinks import UsageSink
-from sentinel.usage.sinks.breaker import CircuitBreaker
 from sentinel.usage.sinks.jsonl import JsonlSink
 from sentinel.usage.sinks.redis import RedisCounterSink
 from sentinel.usage.sinks.webhook import WebhookSink
@@ -32,9 +32,7 @@ def build_sinks(
         )
     hook = settings.webhook
     if hook is not None:
-        breaker = CircuitBreaker(
-            failure_threshold=hook.breaker_failures, reset_after_s=hook.breaker_reset_ms / 1000
-        )
+        policy = BreakerPolicy(failures=hook.breaker_failures, cooldown_ms=hook.breaker_reset_ms)
         sinks.append(
             WebhookSink(
                 session,
@@ -44,7 +42,7 @@ def build_sinks(
                 max_attempts=hook.max_attempts,
                 backoff_ms=hook.backoff_ms,
                 backoff_max_ms=hook.backoff_max_ms,
-                breaker=breaker,
+                breaker=CircuitBreaker(policy),
             )
         )
     if redis is not None and settings.redis_counters:

@@ -3,8 +3,10 @@
 One file per (sink, batch), named ``<sink>.<batch_id>.jsonl`` and holding the batch's records
 as JSON lines. Files are written atomically (temporary file, fsync, rename, fsync of the
 directory), so a crash leaves either the whole batch or nothing. Because the name depends only
-on the sink and the batch's request ids, spooling the same batch twice overwrites one file
-instead of creating a duplicate. Batches a sink rejected for good (a webhook's 4xx, an
+on the sink and the batch's record ids, spooling the same batch twice overwrites one file
+instead of creating a duplicate. Records spooled before ``record_id`` existed are read back
+with their ``request_id`` as their ``record_id``, which is what their file names were derived
+from, so their replays stay idempotent. Batches a sink rejected for good (a webhook's 4xx, an
 unreadable file) are set aside under ``poison/``, kept for a person to inspect; moving a file
 back up into the spool directory makes it eligible for replay again.
 
@@ -85,6 +87,8 @@ class Spool:
 
     def load(self, entry: SpoolEntry) -> list[UsageRecord]:
         """The records of ``entry``; ``SpoolError`` if the file is unreadable or invalid.
+
+        A record without ``record_id`` (an older version's) takes its ``request_id`` as one.
 
         ``FileNotFoundError`` passes through: another worker may have replayed it meanwhile.
         """

@@ -320,6 +320,7 @@ class UsageTracker:
             if self.stats.dropped % 1000 == 1:  # one line per thousand: the disk is stuck
                 log.error(
                     "usage_record_dropped",
+                    record_id=record.record_id,
                     request_id=record.request_id,
                     reason="spill_full",
                     dropped_total=self.stats.dropped,

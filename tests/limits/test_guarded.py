@@ -7,10 +7,11 @@ import itertools
 
 import pytest
 
+from sentinel.breaker import CircuitBreaker
 from sentinel.errors import ServiceUnavailable
 from sentinel.limits import (
+    REDIS_BREAKER,
     Admission,
-    Breaker,
     Dimension,
     GuardedStore,
     LimitSpec,
@@ -38,7 +39,8 @@ def primary() -> FlakyPrimary:
 @pytest.fixture
 def guarded(primary: FlakyPrimary) -> GuardedStore:
     """A guarded store for 4 replicas with a 1 s breaker."""
-    return GuardedStore(primary, MemoryStore(TIMING), replicas=4, breaker=Breaker(1_000))
+    breaker = CircuitBreaker(REDIS_BREAKER)
+    return GuardedStore(primary, MemoryStore(TIMING), replicas=4, breaker=breaker)
 
 
 def test_guarded_store_is_a_limit_store(guarded: GuardedStore) -> None:
@@ -198,7 +200,7 @@ async def test_settlement_queue_is_bounded(primary: FlakyPrimary) -> None:
 
 async def test_share_too_small_is_not_reported_as_never_fitting(primary: FlakyPrimary) -> None:
     """rpm=3 over 4 replicas refuses locally, but as a wait, not as insufficient_quota."""
-    guarded = GuardedStore(primary, replicas=4, breaker=Breaker(1_000))
+    guarded = GuardedStore(primary, replicas=4, breaker=CircuitBreaker(REDIS_BREAKER))
     primary.down = True
     decision = await guarded.admit(LimitSpec(rpm=3), ask(), T0)
     assert decision.refusal is not None

@@ -10,10 +10,11 @@ from collections.abc import AsyncIterator
 import pytest
 from redis.asyncio import Redis
 
+from sentinel.breaker import CircuitBreaker
 from sentinel.errors import ServiceUnavailable
 from sentinel.limits import (
+    REDIS_BREAKER,
     Admission,
-    Breaker,
     GuardedStore,
     LimitSpec,
     MemoryStore,
@@ -49,7 +50,7 @@ def guarded_store(client: Redis, **options: object) -> GuardedStore:
         primary,
         MemoryStore(TIMING),
         replicas=2,
-        breaker=Breaker(1_000),
+        breaker=CircuitBreaker(REDIS_BREAKER),
         **options,  # type: ignore[arg-type]
     )
 

@@ -11,10 +11,8 @@ def test_public_names() -> None:
     assert sorted(sentinel.limits.__all__) == sorted(
         [
             "DEGRADED_HEADER",
+            "REDIS_BREAKER",
             "Admission",
-            "Breaker",
-            "BreakerState",
-            "Clock",
             "Decision",
             "Dimension",
             "GuardStats",
@@ -32,7 +30,6 @@ def test_public_names() -> None:
             "Refusal",
             "Reservation",
             "StoreUnavailable",
-            "SystemClock",
             "Timing",
             "Usage",
             "current_period",

@@ -10,12 +10,12 @@ import pytest
 from redis.asyncio import Redis, RedisCluster
 from structlog.testing import capture_logs
 
-from sentinel.upstream.breaker import BreakerSettings, BreakerState
+from sentinel.breaker import BreakerPolicy, BreakerState
 from sentinel.upstream.health import HealthBoard
 from sentinel.upstream.shared import SharedBreakers, breaker_key
 from tests.redis_server import RedisServer
 
-SETTINGS = BreakerSettings(failures=2, cooldown_ms=10_000)
+SETTINGS = BreakerPolicy(failures=2, cooldown_ms=10_000)
 NAMES = ("primary", "odd{name}")
 WALL_T0 = 1_710_000_000_000
 
@@ -43,7 +43,7 @@ class Replica:
     def trip(self, name: str, model: str | None = None) -> None:
         """Fail enough calls to open ``name``'s breaker (and ``model``'s)."""
         for _ in range(SETTINGS.failures):
-            self.board[name].record(model, failed=True, now_ms=self.clock.ms)
+            self.board[name].record_failure(model, self.clock.ms)
 
     def advance(self, ms: int) -> None:
         self.clock.ms += ms
@@ -85,7 +85,7 @@ async def test_an_open_on_one_replica_opens_the_other_until_the_same_moment(
         assert breaker.state is BreakerState.OPEN and breaker.opened == 0
         assert breaker.probe_due_ms == b.clock.ms + SETTINGS.cooldown_ms
     assert b.board[NAMES[0]].retry_in_ms(None, b.clock.ms) == SETTINGS.cooldown_ms
-    assert not b.board.any_usable()
+    assert not any(b.board[name].is_available(None, b.clock.ms) for name in NAMES)
 
 
 async def test_both_close_after_the_cooldown_and_a_successful_probe(
@@ -103,7 +103,7 @@ async def test_both_close_after_the_cooldown_and_a_successful_probe(
     for replica in (a, b):
         health = replica.board["primary"]
         assert health.try_acquire(None, replica.clock.ms)
-        health.record(None, failed=False, now_ms=replica.clock.ms)
+        health.record_success(None, replica.clock.ms)
         assert await replica.shared.sync()
         assert health.breaker.state is BreakerState.CLOSED
     assert await client.get(breaker_key("primary", prefix)) is None
@@ -122,7 +122,7 @@ async def test_a_failed_probe_elsewhere_extends_the_open(
     b.advance(SETTINGS.cooldown_ms - 1)
     wall.ms += SETTINGS.cooldown_ms
     assert a.board["primary"].try_acquire(None, a.clock.ms)
-    a.board["primary"].record(None, failed=True, now_ms=a.clock.ms)
+    a.board["primary"].record_failure(None, a.clock.ms)
     await a.shared.sync()
     await b.shared.sync()
     assert b.board["primary"].breaker.probe_due_ms == b.clock.ms + SETTINGS.cooldown_ms

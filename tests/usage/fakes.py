@@ -19,8 +19,9 @@ from sentinel.usage.sinks import DeliveryError
 def make_record(
     n: int, *, key: str = "team-a", started_at: float = 1_738_326_645.123
 ) -> UsageRecord:
-    """A distinct, realistic record whose token counts depend on ``n``."""
+    """A distinct, realistic record whose ids and token counts depend on ``n``."""
     return UsageRecord.of(
+        record_id=f"rec-{n:05d}",
         request_id=f"req-{n:05d}",
         key=key,
         model="gpt-4o-mini",
@@ -80,6 +81,10 @@ class MemorySink:
     def request_ids(self) -> list[str]:
         return [r.request_id for batch in self.batches for r in batch]
 
+    @property
+    def record_ids(self) -> list[str]:
+        return [r.record_id for batch in self.batches for r in batch]
+
 
 class GatedSink(MemorySink):
     """Holds every delivery until ``gate`` is set."""
@@ -96,7 +101,7 @@ class GatedSink(MemorySink):
 
 
 class Receiver:
-    """A real aiohttp webhook receiver that stores batches, de-duplicated by ``request_id``.
+    """A real aiohttp webhook receiver that stores batches, de-duplicated by ``record_id``.
 
     ``script`` lists how to answer successive requests (``"429"``, ``"500"``, ``"400"``,
     ``"stall"`` — store the batch, then answer only after ``release`` — or ``"ok"``); once it
@@ -109,7 +114,7 @@ class Receiver:
         self.idempotency_keys: list[str] = []
         self.answers: list[str] = []
         self.records: dict[str, dict[str, Any]] = {}
-        self.copies: Counter[str] = Counter()  # request_id → times received in a stored batch
+        self.copies: Counter[str] = Counter()  # record_id → times received in a stored batch
         self.release = asyncio.Event()
         self._runner: web.AppRunner | None = None
 
@@ -137,8 +142,8 @@ class Receiver:
         if answer in ("500", "400"):
             return web.Response(status=int(answer), text=f"answer {answer}")
         for record in body["records"]:
-            self.records.setdefault(record["request_id"], record)
-            self.copies[record["request_id"]] += 1
+            self.records.setdefault(record["record_id"], record)
+            self.copies[record["record_id"]] += 1
         if answer == "stall":
             await self.release.wait()
         return web.json_response({"accepted": len(body["records"])})

@@ -3,7 +3,7 @@
 The receiver first refuses connections (not listening), then answers 429 with Retry-After,
 then 500, then stalls past the client's timeout, then works. Sentinel's tracker is closed and a
 new one opened on the same spool half-way, as a restart would. At the end the receiver's totals,
-de-duplicated by request id, must equal the sum of every recorded request's usage.
+de-duplicated by record id, must equal the sum of every recorded request's usage.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from pathlib import Path
 
 import aiohttp
 
+from sentinel.breaker import BreakerPolicy, BreakerState, CircuitBreaker
 from sentinel.usage.records import UsageRecord
-from sentinel.usage.sinks.breaker import BreakerState, CircuitBreaker
 from sentinel.usage.sinks.webhook import WebhookSink
 from sentinel.usage.spool import Spool
 from sentinel.usage.tracker import UsageTracker
@@ -37,13 +37,13 @@ class Clock:
     def __init__(self) -> None:
         self.now = 0.0
 
-    def __call__(self) -> float:
-        return self.now
+    def now_ms(self) -> int:
+        return round(self.now * 1000)
 
 
 def spooled_ids(spool_dir: Path) -> set[str]:
     spool = Spool(spool_dir)
-    return {r.request_id for entry in spool.pending() for r in spool.load(entry)}
+    return {r.record_id for entry in spool.pending() for r in spool.load(entry)}
 
 
 class Sentinel:
@@ -59,7 +59,8 @@ class Sentinel:
             max_attempts=2,
             backoff_ms=100,
             backoff_max_ms=5_000,
-            breaker=CircuitBreaker(failure_threshold=3, reset_after_s=30, clock=self.clock),
+            breaker=CircuitBreaker(BreakerPolicy(failures=3, cooldown_ms=30_000)),
+            clock=self.clock,
             sleep=self.sleeps,
         )
         self.tracker = UsageTracker(
@@ -93,11 +94,11 @@ async def test_every_token_counted_exactly_once(spool_dir: Path) -> None:
         assert first.tracker.stats.spilled == 10
         await eventually(lambda: first.sink.breaker.state is BreakerState.OPEN, "open circuit")
         await eventually(
-            lambda: spooled_ids(spool_dir) == {r.request_id for r in recorded}, "all spooled"
+            lambda: spooled_ids(spool_dir) == {r.record_id for r in recorded}, "all spooled"
         )
         record(first, records(5, start=60))  # queued when the restart comes
         await first.tracker.aclose()
-        assert spooled_ids(spool_dir) == {r.request_id for r in recorded}
+        assert spooled_ids(spool_dir) == {r.record_id for r in recorded}
 
         # Process two, on the same spool; the receiver now listens and misbehaves, then works.
         await receiver.start(port)
@@ -114,7 +115,7 @@ async def test_every_token_counted_exactly_once(spool_dir: Path) -> None:
         finally:
             await receiver.stop()
 
-    assert sorted(receiver.records) == sorted(r.request_id for r in recorded)
+    assert sorted(receiver.records) == sorted(r.record_id for r in recorded)
     assert receiver.totals() == expected_totals(recorded)
     assert max(receiver.copies.values()) == 2, "the stalled batch arrived twice, counted once"
     repeated = [key for key, seen in Counter(receiver.idempotency_keys).items() if seen > 1]

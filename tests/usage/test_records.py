@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+from dataclasses import replace
+
 import orjson
 import pytest
 
@@ -29,11 +32,12 @@ def test_started_at_is_iso_utc_with_milliseconds() -> None:
 
 
 def test_record_serialises_to_one_json_object_with_every_field() -> None:
-    """The JSON form carries all seventeen fields, in order, on one line."""
+    """The JSON form carries all eighteen fields, in order, on one line."""
     data = make_record(7).to_json()
     assert b"\n" not in data
     obj = orjson.loads(data)
     assert list(obj) == [
+        "record_id",
         "request_id",
         "key",
         "model",
@@ -52,7 +56,7 @@ def test_record_serialises_to_one_json_object_with_every_field() -> None:
         "request_bytes",
         "response_bytes",
     ]
-    assert obj["request_id"] == "req-00007"
+    assert (obj["record_id"], obj["request_id"]) == ("rec-00007", "req-00007")
     assert obj["started_at"] == "2025-01-31T12:30:45.123Z"
 
 
@@ -65,6 +69,7 @@ def test_round_trip() -> None:
 def test_no_usage_means_source_none_and_zero_counts() -> None:
     """Without usage the record counts nothing and says so; a mismatch is refused."""
     record = UsageRecord.of(
+        record_id="rec",
         request_id="r",
         key="k",
         model="",
@@ -89,6 +94,7 @@ def test_no_usage_means_source_none_and_zero_counts() -> None:
 
 def _record(usage: Usage | None, source: Source) -> UsageRecord:
     return UsageRecord.of(
+        record_id="rec",
         request_id="r",
         key="k",
         model="m",
@@ -108,6 +114,9 @@ def _record(usage: Usage | None, source: Source) -> UsageRecord:
 @pytest.mark.parametrize(
     ("field", "value"),
     [
+        ("record_id", 5),
+        ("record_id", ""),
+        ("record_id", None),
         ("request_id", 5),
         ("prompt_tokens", -1),
         ("prompt_tokens", True),
@@ -144,9 +153,35 @@ def test_unknown_fields_are_ignored() -> None:
     assert UsageRecord.from_json(orjson.dumps(obj)) == make_record(1)
 
 
-def test_batch_id_depends_only_on_the_set_of_request_ids() -> None:
+def test_record_without_record_id_takes_its_request_id() -> None:
+    """A record spooled before ``record_id`` existed reads back with its request id as one."""
+    obj = orjson.loads(make_record(3).to_json())
+    del obj["record_id"]
+    record = UsageRecord.from_json(orjson.dumps(obj))
+    assert record == replace(make_record(3), record_id="req-00003")
+    assert orjson.loads(record.to_json())["record_id"] == "req-00003"
+
+
+def test_batch_id_depends_only_on_the_set_of_record_ids() -> None:
     """Order and duplicates do not change a batch id; another set does."""
     batch = records(4)
     assert batch_id(batch) == batch_id(list(reversed(batch))) == batch_id([*batch, batch[0]])
     assert batch_id(batch) != batch_id(batch[:3])
     assert len(batch_id(batch)) == 32
+
+
+def test_batch_id_ignores_request_ids() -> None:
+    """Records sharing a client's request id are distinct in a batch id; request ids are not
+    part of it."""
+    batch = records(2)
+    same_request = [replace(r, request_id="client-retry-7") for r in batch]
+    assert batch_id(same_request) == batch_id(batch)
+    assert batch_id(same_request) != batch_id(same_request[:1])
+
+
+def test_batch_id_of_old_records_is_the_one_older_versions_derived() -> None:
+    """Without record ids, a batch keeps the id older versions derived from its request ids
+    (their spool file names and Idempotency-Keys), so replays de-duplicate across the upgrade."""
+    batch = [replace(r, record_id=r.request_id) for r in records(3)]
+    ids = sorted(r.request_id for r in batch)
+    assert batch_id(batch) == hashlib.sha256(orjson.dumps(ids)).hexdigest()[:32]

@@ -79,6 +79,18 @@ async def test_replay_never_counts_twice(redis: Redis) -> None:
     assert (sink.counted, sink.duplicates) == (7, 7)
 
 
+async def test_records_are_deduplicated_by_record_id_not_request_id(redis: Redis) -> None:
+    """Two records sharing a client's request id both count; one record sent again, under any
+    request id, counts once."""
+    first, second = (replace(r, request_id="client-retry-7") for r in records(2))
+    sink = RedisCounterSink(redis)
+    await sink.deliver([first, second])
+    await sink.deliver([replace(first, request_id="another-id")])
+    assert await read_counters(redis, "team-a", "minute", at=STARTED) == _sums(2)
+    assert (sink.counted, sink.duplicates) == (2, 1)
+    assert await redis.exists(f"sentinel:{{team-a}}:usage:seen:{second.record_id}") == 1
+
+
 async def test_a_batch_is_counted_in_calls_of_a_bucket_each(redis: Redis) -> None:
     """A batch larger than one call takes, over two keys and two minutes, with duplicates in it
     and across calls: every bucket gets each request once, and the sink says which counted."""
@@ -115,7 +127,7 @@ async def test_keys_are_separate_and_expire(redis: Redis) -> None:
     when = datetime.fromtimestamp(STARTED, UTC)
     assert 0 < await redis.ttl(counter_key("team-a", "minute", when)) <= 120
     assert 600 < await redis.ttl(counter_key("team-a", "day", when)) <= 86_400
-    assert 0 < await redis.ttl("sentinel:{team-a}:usage:seen:req-00001") <= 600
+    assert 0 < await redis.ttl("sentinel:{team-a}:usage:seen:rec-00001") <= 600
 
 
 async def test_script_reloaded_after_script_flush(redis: Redis) -> None:

@@ -142,7 +142,8 @@ async def test_spill_buffer_full_drops_and_counts(tracker_factory: Factory, spoo
         for record in records(4):  # 1 queued, 1 being written, 1 buffered, 1 dropped
             tracker.record(record)
     assert (tracker.stats.spilled, tracker.stats.dropped) == (3, 1)
-    assert [e["request_id"] for e in logs if e["event"] == "usage_record_dropped"] == ["req-00003"]
+    dropped = [e for e in logs if e["event"] == "usage_record_dropped"]
+    assert [(e["record_id"], e["request_id"]) for e in dropped] == [("rec-00003", "req-00003")]
     await eventually(lambda: len(spool.pending()) == 2, "both spill writes")
 
 

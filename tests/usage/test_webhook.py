@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from email.utils import format_datetime
 
 import aiohttp
 import pytest
 
+from sentinel.breaker import BreakerPolicy, BreakerState, CircuitBreaker
 from sentinel.usage.records import batch_id
 from sentinel.usage.sinks import CircuitOpen, DeliveryError, PoisonBatch
-from sentinel.usage.sinks.breaker import BreakerState, CircuitBreaker
 from sentinel.usage.sinks.webhook import WebhookSink, parse_retry_after, retry_delay
 from tests.usage.fakes import Receiver, free_port, records
 
@@ -32,6 +33,9 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
+
+    def now_ms(self) -> int:
+        return round(self.now * 1000)
 
 
 @pytest.fixture
@@ -75,15 +79,32 @@ async def started(port: int, script: list[str], retry_after: str = "1") -> Recei
 async def test_posts_batch_with_idempotency_key(
     session: aiohttp.ClientSession, port: int, sleeps: Sleeps
 ) -> None:
-    """A batch arrives once, keyed by its batch id, with every record and its request id."""
+    """A batch arrives once, keyed by its batch id, with every record and its record id."""
     receiver = await started(port, [])
     try:
         batch = records(3)
         await make_sink(session, port, sleeps).deliver(batch)
         assert receiver.idempotency_keys == [batch_id(batch)]
-        assert sorted(receiver.records) == [r.request_id for r in batch]
-        assert receiver.records["req-00001"]["total_tokens"] == batch[1].total_tokens
+        assert sorted(receiver.records) == [r.record_id for r in batch]
+        assert receiver.records["rec-00001"]["request_id"] == "req-00001"
+        assert receiver.records["rec-00001"]["total_tokens"] == batch[1].total_tokens
         assert sleeps.delays == []
+    finally:
+        await receiver.stop()
+
+
+async def test_records_sharing_a_request_id_are_all_delivered(
+    session: aiohttp.ClientSession, port: int, sleeps: Sleeps
+) -> None:
+    """Two records carrying one client's request id reach a receiver that de-duplicates by
+    record id as two records."""
+    receiver = await started(port, [])
+    try:
+        batch = [replace(r, request_id="client-retry-7") for r in records(2)]
+        await make_sink(session, port, sleeps).deliver(batch)
+        assert sorted(receiver.records) == ["rec-00000", "rec-00001"]
+        assert {r["request_id"] for r in receiver.records.values()} == {"client-retry-7"}
+        assert receiver.idempotency_keys == [batch_id(batch)]
     finally:
         await receiver.stop()
 
@@ -121,10 +142,10 @@ async def test_long_retry_after_opens_the_breaker_instead_of_waiting(
 ) -> None:
     """A Retry-After beyond backoff_max gives up now and holds the circuit open that long."""
     clock = Clock()
-    breaker = CircuitBreaker(failure_threshold=5, reset_after_s=1, clock=clock)
+    breaker = CircuitBreaker(BreakerPolicy(failures=5, cooldown_ms=1_000))
     receiver = await started(port, ["429"], retry_after="120")
     try:
-        sink = make_sink(session, port, sleeps, breaker=breaker)
+        sink = make_sink(session, port, sleeps, breaker=breaker, clock=clock)
         with pytest.raises(DeliveryError, match="HTTP 429"):
             await sink.deliver(records(1))
         assert sleeps.delays == []
@@ -143,10 +164,10 @@ async def test_retry_after_outlasts_the_breaker_it_opens(
 ) -> None:
     """A 429 that opens the breaker keeps it open for its Retry-After, not just reset_after."""
     clock = Clock()
-    breaker = CircuitBreaker(failure_threshold=1, reset_after_s=1, clock=clock)
+    breaker = CircuitBreaker(BreakerPolicy(failures=1, cooldown_ms=1_000))
     receiver = await started(port, ["429"], retry_after="5")
     try:
-        sink = make_sink(session, port, sleeps, breaker=breaker)
+        sink = make_sink(session, port, sleeps, breaker=breaker, clock=clock)
         with pytest.raises(DeliveryError, match="HTTP 429"):
             await sink.deliver(records(1))
         clock.now = 4.9
@@ -193,7 +214,7 @@ async def test_timeout_is_retried_with_the_same_key(
         await make_sink(session, port, sleeps, timeout_ms=100).deliver(batch)
         assert receiver.answers == ["stall", "ok"]
         assert receiver.idempotency_keys == [batch_id(batch)] * 2
-        assert receiver.copies["req-00000"] == 2  # stored twice, counted once by request id
+        assert receiver.copies["rec-00000"] == 2  # stored twice, counted once by record id
     finally:
         await receiver.stop()
 
@@ -203,8 +224,8 @@ async def test_open_circuit_sends_nothing(
 ) -> None:
     """Once failures open the breaker, deliveries fail fast without touching the network."""
     clock = Clock()
-    breaker = CircuitBreaker(failure_threshold=2, reset_after_s=30, clock=clock)
-    sink = make_sink(session, port, sleeps, breaker=breaker, max_attempts=5)
+    breaker = CircuitBreaker(BreakerPolicy(failures=2, cooldown_ms=30_000))
+    sink = make_sink(session, port, sleeps, breaker=breaker, clock=clock, max_attempts=5)
     with pytest.raises(DeliveryError, match="after 2 attempt"):
         await sink.deliver(records(1))
     assert len(sleeps.delays) == 1  # no sleep once the second failure opened the circuit

@@ -25,7 +25,8 @@ class JsonlSink:
     At most ``keep`` rotated files are kept (``keep=0`` keeps none). A batch is never split
     across files, so a file exceeds ``rotate_bytes`` only when a single batch does. Delivery is
     at-least-once: a batch replayed after a failure may appear twice, with the same
-    ``request_id``s, for readers to de-duplicate.
+    ``record_id``s, for readers to de-duplicate by (``request_id`` may repeat: it is the
+    client's ``x-request-id``).
     """
 
     def __init__(

@@ -5,11 +5,12 @@ Each bucket is a hash with ``requests``, ``prompt_tokens``, ``completion_tokens`
 
     sentinel:{team-a}:usage:m:202501311230     minute bucket (UTC)
     sentinel:{team-a}:usage:d:20250131         day bucket (UTC)
-    sentinel:{team-a}:usage:seen:<request_id>  dedupe marker
+    sentinel:{team-a}:usage:seen:<record_id>   dedupe marker
 
-``usage_counters.lua`` sets the dedupe marker with ``SET NX`` before incrementing, so a batch
-replayed from the spool (or retried after a partial failure) never counts a request twice
-while its marker lives (``dedupe_ttl_s``). Buckets follow the request's ``started_at``.
+``usage_counters.lua`` sets the record's dedupe marker with ``SET NX`` before incrementing, so
+a batch replayed from the spool (or retried after a partial failure) never counts a record
+twice while its marker lives (``dedupe_ttl_s``); two requests that share a client's
+``x-request-id`` are two records and both count. Buckets follow the request's ``started_at``.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ def counter_key(key: str, period: Period, when: datetime) -> str:
 
 
 def _seen_key(record: UsageRecord) -> str:
-    return f"sentinel:{{{record.key}}}:usage:seen:{record.request_id}"
+    return f"sentinel:{{{record.key}}}:usage:seen:{record.record_id}"
 
 
 async def _awaited(reply: Awaitable[object] | object) -> object:
@@ -155,7 +156,7 @@ class RedisCounterSink:
         self.duplicates += len(results) - counted
 
     async def _count(self, batch: Sequence[UsageRecord]) -> list[object]:
-        """One reply per record of ``batch``: 1 counted, 0 counted before."""
+        """One reply per record of ``batch``: 1 counted, 0 its ``record_id`` counted before."""
         calls = _calls(batch, self._ttls)
         if self._batcher is not None:
             batched = self._batcher.call

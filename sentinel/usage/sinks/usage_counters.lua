@@ -1,13 +1,13 @@
--- Count requests' usage into one key's minute and day hashes, each request at most once.
+-- Count records' usage into one key's minute and day hashes, each record at most once.
 --
 -- KEYS[1]     minute hash      sentinel:{<key>}:usage:m:<yyyymmddHHMM>
 -- KEYS[2]     day hash         sentinel:{<key>}:usage:d:<yyyymmdd>
--- KEYS[2 + i] request i's dedupe marker   sentinel:{<key>}:usage:seen:<request_id>
+-- KEYS[2 + i] record i's dedupe marker    sentinel:{<key>}:usage:seen:<record_id>
 -- ARGV[1]  integers joined by single spaces (one argument is cheaper to send than many):
 --   the minute hash TTL, the day hash TTL and the dedupe marker TTL (seconds), then for each
---   request in KEYS order its prompt, completion and total tokens (each >= 0)
--- Returns one integer per request: 1 when counted, 0 when its request id was already
--- counted (a replay). Every key shares the {<key>} hash tag, so the script is valid on
+--   record in KEYS order its prompt, completion and total tokens (each >= 0)
+-- Returns one integer per record: 1 when counted, 0 when its record id was already counted
+-- (a replay). Every key shares the {<key>} hash tag, so the script is valid on
 -- Redis Cluster. Counts are added by HINCRBY as the digits sent, so they stay exact.
 
 local fields = {}

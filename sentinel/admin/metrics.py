@@ -6,7 +6,7 @@ import asyncio
 
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from sentinel.auth.admin import require_admin
+from sentinel.admin.token import require_admin
 from sentinel.http.asgi import Receive, Scope, Send
 from sentinel.http.context import CONTEXT_KEY, RequestContext
 from sentinel.telemetry.otel import Telemetry

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import orjson
 
-from sentinel.auth.admin import require_admin
+from sentinel.admin.token import require_admin
 from sentinel.http.asgi import Receive, Scope, Send
 from sentinel.http.context import CONTEXT_KEY, RequestContext
 from sentinel.services import services_of
