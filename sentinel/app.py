@@ -30,7 +30,6 @@ before it opened and is raised as ``StartupError``, one line naming the step.
 from __future__ import annotations
 
 import asyncio
-import gc
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 
@@ -44,30 +43,32 @@ from starlette.routing import Route
 from sentinel.admin import AdminUpstreams, MetricsEndpoint
 from sentinel.auth.keys import KeyRing
 from sentinel.config import Config
+from sentinel.container import SERVICES_KEY, Services
 from sentinel.errors import MethodNotAllowed, NotFound, SentinelError
-from sentinel.health import Healthz, Readyz
 from sentinel.http.asgi import ASGIApp
 from sentinel.http.context import RequestContextMiddleware
 from sentinel.limits import GuardedStore, LimitStore, MemoryStore, RedisStore
 from sentinel.limits.gate import Gate, keep_recovering
+from sentinel.limits.settings import timing_of
+from sentinel.probes import Healthz, Readyz
 from sentinel.proxy.apis import ApiEndpoint
 from sentinel.proxy.models import ModelsEndpoint
 from sentinel.proxy.passthrough import PassthroughEndpoint
 from sentinel.proxy.recording import UsageRecorder
-from sentinel.services import SERVICES_KEY, Services
-from sentinel.shared_state import open_redis, warm_up
+from sentinel.redis_io.client import open_redis, warm_up
 from sentinel.streaming.drain import Drainer
+from sentinel.telemetry.logging import LineLogger, RedactingJSONRenderer
 from sentinel.telemetry.otel import Telemetry
 from sentinel.tenancy import MemoryOwners, OwnerIndex, RedisOwners
 from sentinel.tokens import Encodings, PromptCounter
+from sentinel.upstream.board import HealthBoard, breaker_settings
 from sentinel.upstream.checks import HealthChecker
 from sentinel.upstream.client import open_session
 from sentinel.upstream.failover import Failover
-from sentinel.upstream.health import HealthBoard, breaker_settings
 from sentinel.upstream.routing import Router
 from sentinel.upstream.shared import SharedBreakers
+from sentinel.usage.assembly import build_tracker
 from sentinel.usage.estimate import DriftStats
-from sentinel.usage.pipeline import build_tracker
 
 __all__ = ["StartupError", "create_app"]
 
@@ -104,11 +105,15 @@ class _Routes(Starlette):
         return ExceptionMiddleware(self.router, handlers=self.exception_handlers)
 
 
-def create_app(config: Config, encodings: Encodings) -> ASGIApp:
+def create_app(
+    config: Config, encodings: Encodings, lines: RedactingJSONRenderer | None = None
+) -> ASGIApp:
     """Build the ASGI app for ``config``; nothing is opened until the lifespan starts.
 
-    ``encodings`` are loaded by the caller (≈0.5 s, once per process) so that a missing or
-    corrupt encoding stops startup with a clear message before anything listens.
+    ``lines`` is the JSON renderer ``configure_logging`` returned (None: the request line goes
+    through structlog). ``encodings`` are loaded by the caller (≈0.5 s, once per process) so
+    that a missing or corrupt encoding stops startup with a clear message before anything
+    listens.
     """
     telemetry = Telemetry(config.telemetry)
     metrics = telemetry.metrics
@@ -123,9 +128,9 @@ def create_app(config: Config, encodings: Encodings) -> ASGIApp:
             if redis is not None:
                 stack.push_async_callback(redis.aclose)
             stack.push_async_callback(asyncio.to_thread, telemetry.shutdown)  # flush exporters
-            session = open_session(max(u.max_connections for u in config.upstreams))
+            session = open_session()
             stack.push_async_callback(session.close)
-            timing = config.limits.timing
+            timing = timing_of(config.limits)
             store: LimitStore = MemoryStore(timing)
             if config.redis is not None and redis is not None:
                 store = GuardedStore(
@@ -168,7 +173,7 @@ def create_app(config: Config, encodings: Encodings) -> ASGIApp:
                     if config.usage.drain_on_disconnect
                     else None
                 ),
-                health=board,
+                board=board,
                 failover=Failover(config.routing, board),
                 owners=owners,
             )
@@ -181,8 +186,10 @@ def create_app(config: Config, encodings: Encodings) -> ASGIApp:
             metrics.observe_tracker(tracker)
             metrics.observe_drift(services.drift)
             metrics.observe_upstreams(board)
+            if services.drainer is not None:
+                metrics.observe_drains(services.drainer)
             if isinstance(store, GuardedStore):
-                metrics.observe_limits(lambda: store.is_degraded)
+                metrics.observe_limits(lambda: store.is_degraded, store.stats)
             with _step("usage tracker"):
                 tracker.start()
             checker.start()
@@ -191,12 +198,6 @@ def create_app(config: Config, encodings: Encodings) -> ASGIApp:
             if isinstance(store, GuardedStore):
                 recovery = asyncio.create_task(keep_recovering(store), name="limits-recovery")
                 stack.callback(recovery.cancel)
-            # What startup built (modules, config, encodings, clients) lives as long as the
-            # process: frozen, it is left out of every later collection, so a full collection
-            # walks only what requests made instead of pausing for tens of milliseconds.
-            gc.collect()
-            gc.freeze()
-            gc.set_threshold(10_000, 20, 20)
             # At shutdown: recovery, health checks, shared breakers, the gate's settlements, the
             # tracker, the session, the exporters, then Redis.
             yield {SERVICES_KEY: services}
@@ -226,4 +227,5 @@ def create_app(config: Config, encodings: Encodings) -> ASGIApp:
         tracing=telemetry.tracing,
         direct={("POST", route): endpoint for route, endpoint in apis.items()},
         max_in_flight=config.server.max_client_connections,
+        line=LineLogger("sentinel.request", lines),
     )

@@ -9,12 +9,13 @@ that cannot be bound, encodings that do not load, a lifespan step that fails) is
 from __future__ import annotations
 
 import asyncio
+import gc
 import multiprocessing
 import signal
 from collections.abc import Awaitable, Callable
 from multiprocessing.queues import SimpleQueue
 from multiprocessing.synchronize import Event as ProcessEvent
-from typing import Any
+from typing import Any, TextIO
 
 from hypercorn.asyncio.run import worker_serve
 from hypercorn.config import Config as HypercornConfig
@@ -45,6 +46,16 @@ def hypercorn_config(config: Config) -> HypercornConfig:
     return hc
 
 
+def tune_gc() -> None:
+    """What startup built (modules, config, encodings) lives as long as the process: frozen, it
+    is left out of every later collection, so a full collection walks only what requests made
+    instead of pausing for tens of milliseconds; young collections run every 10,000
+    allocations instead of 700."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(10_000, 20, 20)
+
+
 def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop]:
     try:
         import uvloop
@@ -59,19 +70,23 @@ async def serve_app(
     sockets: Sockets | None,
     stop: Callable[[], Awaitable[None]] | None,
     encodings: Encodings | None = None,
+    log_stream: TextIO | None = None,
 ) -> None:
-    """Serve in the running loop until ``stop`` returns (or SIGTERM/SIGINT when it is None).
+    """Serve in the running loop until ``stop`` returns (or SIGTERM/SIGINT when it is None);
+    log lines go to ``log_stream`` (default: stdout).
 
     A failed startup raises ``StartupError``, after the lifespan closed what it had opened.
     """
-    configure_logging(config.telemetry, config.secrets())
+    lines = configure_logging(config.telemetry, config.secrets(), log_stream)
     if encodings is None:
         try:
             encodings = await asyncio.to_thread(Encodings.load)
         except TokenizerError as error:
             raise StartupError(_one_line(f"tokens: {error}", config)) from error
     hc = hypercorn_config(config)
-    asgi: Any = create_app(config, encodings)  # Starlette's ASGI types are looser than hypercorn's
+    # Starlette's ASGI types are looser than hypercorn's.
+    asgi: Any = create_app(config, encodings, lines)
+    tune_gc()
     app = wrap_app(asgi, hc.wsgi_max_body_size, "asgi")
     if stop is None:
         stopping = asyncio.Event()

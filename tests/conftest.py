@@ -10,12 +10,15 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import functools
+import io
+import json
 import socket
+import sys
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import aiohttp
 import pytest
@@ -26,6 +29,9 @@ from sentinel.mock import MockSettings, serve
 from sentinel.server import serve_app
 from sentinel.tokens import Encodings
 from tests.redis_server import RedisServer, start_redis_cluster, start_redis_server
+
+if TYPE_CHECKING:
+    from _typeshed import ReadableBuffer
 
 CLIENT_KEY = "sk-test-client-key-0123456789"
 UPSTREAM_KEY = "sk-upstream-secret-key-9876543210"
@@ -150,8 +156,15 @@ async def running_gateway(config: Config) -> AsyncIterator[Gateway]:
         config, server=dataclasses.replace(config.server, bind=f"127.0.0.1:{port}")
     )
     stop = asyncio.Event()
+
+    async def stopped() -> None:
+        await stop.wait()
+
     sockets = Sockets(secure_sockets=[], insecure_sockets=[sock], quic_sockets=[])
-    task = asyncio.create_task(serve_app(config, sockets, stop.wait, encodings()))
+    log_stream = io.TextIOWrapper(_TeeBuffer(), encoding="utf-8")
+    task = asyncio.create_task(
+        serve_app(config, sockets, stopped, encodings(), log_stream=log_stream)
+    )
     try:
         await _wait_ready(port, task)
         yield Gateway(port=port, config=config)
@@ -230,3 +243,63 @@ def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Red
 def prefix() -> str:
     """A key prefix no other test uses."""
     return f"test-{uuid.uuid4().hex[:12]}"
+
+
+# --- the request lines Sentinel wrote ---------------------------------------------------------
+
+
+_WRITTEN: list[bytes] = []
+"""What the gateways wrote to their log stream since the current test began."""
+
+
+class _TeeBuffer(io.BufferedIOBase):
+    """A gateway's binary log stream: kept for ``request_lines``, and written to the stdout
+    of the moment the gateway started (pytest's capture, which the secret scan reads)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._out: BinaryIO = sys.stdout.buffer
+
+    @property
+    def name(self) -> str:
+        return "<gateway log>"
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: ReadableBuffer, /) -> int:
+        written = bytes(data)
+        _WRITTEN.append(written)
+        return self._out.write(written)
+
+    def flush(self) -> None:
+        self._out.flush()
+
+
+class RequestLines:
+    """The ``request_finished`` lines the gateways of a test wrote, health probes aside."""
+
+    def __init__(self) -> None:
+        _WRITTEN.clear()
+
+    def read(self) -> list[dict[str, Any]]:
+        """Every request line so far."""
+        lines = [json.loads(text) for text in b"".join(_WRITTEN).splitlines() if text[:1] == b"{"]
+        return [
+            line
+            for line in lines
+            if line.get("event") == "request_finished" and line.get("route") != "/healthz"
+        ]
+
+    async def wait(self, count: int = 1, timeout_s: float = 5.0) -> list[dict[str, Any]]:
+        """The request lines, once there are at least ``count`` of them."""
+        async with asyncio.timeout(timeout_s):
+            while len(lines := self.read()) < count:
+                await asyncio.sleep(0.01)
+        return lines
+
+
+@pytest.fixture
+def request_lines() -> RequestLines:
+    """The request lines the test's gateways write."""
+    return RequestLines()

@@ -3,7 +3,7 @@ breakers that no single tenant can open."""
 
 from __future__ import annotations
 
-import asyncio
+import dataclasses
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -11,7 +11,6 @@ from typing import Any
 import aiohttp
 import pytest
 from multidict import CIMultiDictProxy
-from structlog.testing import capture_logs
 
 from sentinel.config import (
     AdminConfig,
@@ -24,7 +23,7 @@ from sentinel.config import (
     hash_key,
 )
 from sentinel.mock import MockSettings, serve
-from tests.conftest import CLIENT_KEY, UPSTREAM_KEY, Gateway, StartGateway, Upstream
+from tests.conftest import CLIENT_KEY, UPSTREAM_KEY, Gateway, RequestLines, StartGateway, Upstream
 
 AUTH = {"Authorization": f"Bearer {CLIENT_KEY}"}
 OTHER_KEY = "sk-test-other-key-9876543210"
@@ -62,7 +61,7 @@ def closed_url() -> str:
 def config(*upstreams: UpstreamConfig, **routing: Any) -> Config:
     """Upstreams tried in the order given (priority = position), two keys with a tpm limit."""
     ordered = tuple(
-        u if u.priority else UpstreamConfig(**{**_fields(u), "priority": i})
+        u if u.priority else dataclasses.replace(u, priority=i)
         for i, u in enumerate(upstreams)
     )
     return Config(
@@ -77,10 +76,6 @@ def config(*upstreams: UpstreamConfig, **routing: Any) -> Config:
     )
 
 
-def _fields(u: UpstreamConfig) -> dict[str, Any]:
-    return {name: getattr(u, name) for name in u.__slots__}
-
-
 def up(name: str, url: str, **fields: Any) -> UpstreamConfig:
     return UpstreamConfig(name=name, base_url=url, api_key=UPSTREAM_KEY, **fields)
 
@@ -91,15 +86,11 @@ async def calls(upstream: Upstream) -> int:
     return count
 
 
-async def finished(logs: list[dict[str, Any]]) -> dict[str, Any]:
+async def finished(request_lines: RequestLines) -> dict[str, Any]:
     """The request's log line (written just after the response's last byte went out)."""
-    for _ in range(200):
-        lines = [e for e in logs if e["event"] == "request_finished"]
-        if lines:
-            assert len(lines) == 1
-            return lines[0]
-        await asyncio.sleep(0.005)
-    raise AssertionError("no request_finished line")
+    lines = await request_lines.wait()
+    assert len(lines) == 1
+    return lines[0]
 
 
 async def chat(
@@ -119,14 +110,16 @@ async def readiness(http: aiohttp.ClientSession, gateway: Gateway) -> tuple[int,
 
 
 async def test_refused_connection_fails_over(
-    start_mock: StartMock, start_gateway: StartGateway, http: aiohttp.ClientSession
+    start_mock: StartMock,
+    start_gateway: StartGateway,
+    http: aiohttp.ClientSession,
+    request_lines: RequestLines,
 ) -> None:
     """A refused primary is skipped; the backup answers and is named in the log line."""
     backup = await start_mock()
     gateway = await start_gateway(config(up("dead", closed_url()), up("backup", backup.url)))
-    with capture_logs() as logs:
-        status, _, body = await chat(http, gateway.base_url)
-        line = await finished(logs)
+    status, _, body = await chat(http, gateway.base_url)
+    line = await finished(request_lines)
     assert status == 200 and body["usage"]["total_tokens"] > 0
     assert await calls(backup) == 1
     assert line["upstream"] == "backup"
@@ -248,7 +241,7 @@ async def test_alias_rewrites_the_model_per_upstream(
     broken, backup = await start_mock("status:500"), await start_mock()
     alias = ModelAlias("smart", (("a", "gpt-4o"), ("b", "gpt-4o-2024-11-20")))
     base = config(up("a", broken.url, models=("none",)), up("b", backup.url, models=("none",)))
-    gateway = await start_gateway(Config(**{**_fields(base), "aliases": (alias,)}))
+    gateway = await start_gateway(dataclasses.replace(base, aliases=(alias,)))
     status, _, body = await chat(http, gateway.base_url, {**CHAT, "model": "smart"})
     assert status == 200
     assert body["model"] == "gpt-4o-2024-11-20"  # the mock answers with the model it was asked
@@ -348,7 +341,7 @@ async def test_admin_api_needs_the_token(
     for headers in ({}, {"Authorization": "Bearer wrong"}, AUTH):
         async with http.get(url, headers=headers) as r:
             assert r.status == 401
-    plain = await start_gateway(Config(**{**_fields(gateway.config), "admin": AdminConfig()}))
+    plain = await start_gateway(dataclasses.replace(gateway.config, admin=AdminConfig()))
     async with http.get(f"{plain.url}/admin/v1/upstreams") as r:
         assert r.status == 404
 

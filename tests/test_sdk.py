@@ -7,11 +7,13 @@ from dataclasses import replace
 
 import openai
 import pytest
-from structlog.testing import capture_logs
+from openai.types.chat import ChatCompletionMessageParam
 
-from tests.conftest import Gateway, StartGateway, Upstream
+from tests.conftest import Gateway, RequestLines, StartGateway, Upstream
 
-MESSAGES = [{"role": "user", "content": "Say hello to the gateway"}]
+MESSAGES: list[ChatCompletionMessageParam] = [
+    {"role": "user", "content": "Say hello to the gateway"}
+]
 
 
 @pytest.fixture
@@ -28,33 +30,33 @@ def _finished(logs: list[dict[str, object]]) -> dict[str, object]:
     return lines[0]
 
 
-async def test_chat_completion_json(client: openai.AsyncOpenAI) -> None:
+async def test_chat_completion_json(
+    client: openai.AsyncOpenAI, request_lines: RequestLines
+) -> None:
     """A non-streamed chat completion comes back parsed, with the provider's usage."""
-    with capture_logs() as logs:
-        reply = await client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    reply = await client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
     assert reply.choices[0].message.content
     assert reply.usage is not None and reply.usage.completion_tokens > 0
-    line = _finished(logs)
+    line = _finished(await request_lines.wait())
     assert line["status"] == 200 and line["key"] == "team-a" and line["upstream"] == "mock"
     assert line["completion_tokens"] == reply.usage.completion_tokens
 
 
 async def test_stream_without_include_usage_hides_injected_usage(
-    client: openai.AsyncOpenAI, upstream: Upstream
+    client: openai.AsyncOpenAI, upstream: Upstream, request_lines: RequestLines
 ) -> None:
     """A stream that did not ask for usage sees no usage chunk, yet Sentinel logs the usage."""
-    with capture_logs() as logs:
-        stream = await client.chat.completions.create(
-            model="gpt-4o-mini", messages=MESSAGES, stream=True
-        )
-        chunks = [chunk async for chunk in stream]
+    stream = await client.chat.completions.create(
+        model="gpt-4o-mini", messages=MESSAGES, stream=True
+    )
+    chunks = [chunk async for chunk in stream]
     assert all(chunk.choices for chunk in chunks)
     assert all(chunk.usage is None for chunk in chunks)
     text = "".join(c.choices[0].delta.content or "" for c in chunks)
     assert text
     sent = (await upstream.requests(1))[0]
     assert sent["path"] == "/v1/chat/completions"
-    line = _finished(logs)
+    line = _finished(await request_lines.wait())
     assert line["usage_source"] == "provider" and line["completion_tokens"]
 
 
@@ -91,15 +93,17 @@ async def test_models_list(client: openai.AsyncOpenAI) -> None:
     assert "gpt-4o-mini" in ids
 
 
-async def test_responses_json_and_stream(client: openai.AsyncOpenAI) -> None:
+async def test_responses_json_and_stream(
+    client: openai.AsyncOpenAI, request_lines: RequestLines
+) -> None:
     """The Responses API works both ways; its stream carries usage in response.completed."""
     reply = await client.responses.create(model="gpt-4o-mini", input="hello")
     assert reply.output_text
-    with capture_logs() as logs:
-        stream = await client.responses.create(model="gpt-4o-mini", input="hello", stream=True)
-        kinds = [event.type async for event in stream]
+    stream = await client.responses.create(model="gpt-4o-mini", input="hello", stream=True)
+    kinds = [event.type async for event in stream]
     assert kinds[-1] == "response.completed"
-    assert _finished(logs)["usage_source"] == "provider"
+    lines = await request_lines.wait(2)
+    assert [line["usage_source"] for line in lines] == ["provider", "provider"]
 
 
 @pytest.mark.parametrize("key", ["", "sk-wrong-key-000000000", "not a bearer at all"])

@@ -10,9 +10,9 @@ from __future__ import annotations
 import orjson
 
 from sentinel.admin.token import require_admin
+from sentinel.container import services_of
 from sentinel.http.asgi import Receive, Scope, Send
 from sentinel.http.context import CONTEXT_KEY, RequestContext
-from sentinel.services import services_of
 
 __all__ = ["AdminUpstreams"]
 
@@ -28,7 +28,7 @@ class AdminUpstreams:
         require_admin(scope["headers"], services.config.admin.token, scope["path"])
         kinds = {t.name: t.config for t in services.router.targets}
         upstreams = []
-        for entry in services.health.snapshot():
+        for entry in services.board.snapshot():
             config = kinds[entry["name"]]
             upstreams.append(
                 {

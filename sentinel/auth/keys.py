@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 
 from sentinel.config import KeyConfig
+from sentinel.config.limits import LimitDefaults
 from sentinel.errors import AuthenticationFailed, PermissionDenied
-from sentinel.limits.settings import LimitDefaults
+from sentinel.limits.settings import key_spec
 from sentinel.limits.spec import Dimension, LimitSpec
 
 __all__ = ["KeyRing", "Principal", "presented_key"]
@@ -107,7 +108,15 @@ class KeyRing:
                 k.key_sha256,
                 Principal(
                     k.name,
-                    k.limits(defaults),
+                    key_spec(
+                        defaults,
+                        rpm=k.rpm,
+                        tpm=k.tpm,
+                        max_parallel=k.max_parallel,
+                        tokens_per_day=k.tokens_per_day,
+                        tokens_per_week=k.tokens_per_week,
+                        tokens_per_month=k.tokens_per_month,
+                    ),
                     k.models,
                     is_admin=k.admin,
                     passthrough=frozenset(k.passthrough),

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from sentinel.config.families import FAMILIES, SPENDING_FAMILIES
+from sentinel.config.limits import LimitDefaults
 from sentinel.config.model import (
     AdminConfig,
     Config,
@@ -32,8 +33,7 @@ from sentinel.config.table import (
     redis_url_problem,
 )
 from sentinel.config.upstreams import read_aliases, read_headers, read_routing, read_upstreams
-from sentinel.limits.settings import LimitDefaults
-from sentinel.usage.settings import UsageSettings, WebhookSettings, default_spool_dir
+from sentinel.config.usage import UsageSettings, WebhookSettings, default_spool_dir
 
 # --- errors and key digests ------------------------------------------------------------------
 

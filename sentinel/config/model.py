@@ -8,9 +8,8 @@ from typing import Literal
 from urllib.parse import urlsplit
 
 from sentinel.config.families import DEFAULT_FAMILIES, FAMILIES
-from sentinel.limits.settings import LimitDefaults
-from sentinel.limits.spec import LimitSpec
-from sentinel.usage.settings import UsageSettings
+from sentinel.config.limits import LimitDefaults
+from sentinel.config.usage import UsageSettings
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,17 +113,6 @@ class KeyConfig:
     models: tuple[str, ...] | None = None  # allow-list of globs; None allows every model
     admin: bool = False  # sees every tenant's objects (files, batches, responses, ...)
     passthrough: tuple[str, ...] = ()  # token-spending families allowed despite token limits
-
-    def limits(self, defaults: LimitDefaults) -> LimitSpec:
-        """This key's limits: what it sets, else ``[limits]``'s defaults."""
-        return defaults.spec(
-            rpm=self.rpm,
-            tpm=self.tpm,
-            max_parallel=self.max_parallel,
-            tokens_per_day=self.tokens_per_day,
-            tokens_per_week=self.tokens_per_week,
-            tokens_per_month=self.tokens_per_month,
-        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -176,6 +176,7 @@ class RequestContextMiddleware:
         tracing: Tracing | None = None,
         direct: dict[tuple[str, str], ASGIApp] | None = None,
         max_in_flight: int = 0,
+        line: LineLogger | None = None,
     ) -> None:
         self.app = app
         self._max_in_flight = max_in_flight  # 0: no cap
@@ -186,7 +187,8 @@ class RequestContextMiddleware:
         self._direct = direct or {}
         self._on_finished = on_finished  # the metrics
         self._tracing = tracing
-        self._line = LineLogger("sentinel.request")  # the one line every request writes
+        # The one line every request writes, through the renderer logging was configured with.
+        self._line = line or LineLogger("sentinel.request")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

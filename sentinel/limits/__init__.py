@@ -13,10 +13,10 @@ from sentinel.limits.headers import DEGRADED_HEADER, duration, rate_limit_header
 from sentinel.limits.memory import MemoryStore
 from sentinel.limits.periods import Period, current_period
 from sentinel.limits.redis_store import RedisStore, redis_keys
-from sentinel.limits.settings import LimitDefaults
+from sentinel.limits.settings import key_spec, timing_of
 from sentinel.limits.spec import Admission, Dimension, LimitSpec, local_share, reservation_tokens
 from sentinel.limits.store import LimitStore, MergingStore, StoreUnavailable
-from sentinel.limits.window import KeyState, Timing, Usage
+from sentinel.limits.window import KeyState, Timing, WindowUsage
 
 __all__ = [
     "DEGRADED_HEADER",
@@ -27,7 +27,6 @@ __all__ = [
     "GuardStats",
     "GuardedStore",
     "KeyState",
-    "LimitDefaults",
     "LimitSpec",
     "LimitStore",
     "MemoryStore",
@@ -40,12 +39,14 @@ __all__ = [
     "Reservation",
     "StoreUnavailable",
     "Timing",
-    "Usage",
+    "WindowUsage",
     "current_period",
     "duration",
+    "key_spec",
     "local_share",
     "rate_limit_headers",
     "redis_keys",
     "refusal_error",
     "reservation_tokens",
+    "timing_of",
 ]

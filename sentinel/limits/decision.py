@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from sentinel.config.limits import MAX_AMOUNT
 from sentinel.limits.periods import Calendar, Period
-from sentinel.limits.spec import MAX_AMOUNT, Admission, Dimension, LimitSpec
+from sentinel.limits.spec import Admission, Dimension, LimitSpec
 from sentinel.limits.window import (
     AdmitPlan,
     Outcome,

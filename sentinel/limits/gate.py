@@ -16,10 +16,10 @@ from dataclasses import replace
 import structlog
 
 from sentinel.clock import Clock, WallClock
+from sentinel.config.limits import LimitDefaults
 from sentinel.limits.decision import Decision, Reservation
 from sentinel.limits.guarded import GuardedStore
 from sentinel.limits.headers import refusal_error
-from sentinel.limits.settings import LimitDefaults
 from sentinel.limits.spec import Admission, Dimension, LimitSpec, reservation_tokens
 from sentinel.limits.store import LimitStore
 from sentinel.telemetry.metrics import Metrics

@@ -31,7 +31,7 @@ from sentinel.limits.decision import Decision, Reservation
 from sentinel.limits.memory import MemoryStore
 from sentinel.limits.spec import Admission, Dimension, LimitSpec, local_share
 from sentinel.limits.store import MergingStore, StoreUnavailable
-from sentinel.limits.window import KeyState, Usage
+from sentinel.limits.window import KeyState, WindowUsage
 
 __all__ = ["REDIS_BREAKER", "GuardStats", "GuardedStore", "OnUnavailable"]
 
@@ -153,7 +153,7 @@ class GuardedStore:
             self._failed(now_ms, exc)
             return False
 
-    async def usage(self, key_name: str, spec: LimitSpec, now_ms: int) -> Usage:
+    async def usage(self, key_name: str, spec: LimitSpec, now_ms: int) -> WindowUsage:
         """What Redis counts for ``key_name``; 503 while Redis is unreachable."""
         try:
             return await self._primary.usage(key_name, spec, now_ms)

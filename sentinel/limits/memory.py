@@ -17,7 +17,16 @@ from sentinel.limits.decision import (
 )
 from sentinel.limits.periods import Calendar
 from sentinel.limits.spec import Admission, LimitSpec
-from sentinel.limits.window import KeyState, Timing, Usage, absorb, admit, renew, settle, usage
+from sentinel.limits.window import (
+    KeyState,
+    Timing,
+    WindowUsage,
+    absorb,
+    admit,
+    renew,
+    settle,
+    usage,
+)
 
 __all__ = ["MemoryStore"]
 
@@ -66,7 +75,7 @@ class MemoryStore:
             return False
         return renew(state, reservation.reservation_id, now_ms, now_ms + self.timing.lease_ttl_ms)
 
-    async def usage(self, key_name: str, spec: LimitSpec, now_ms: int) -> Usage:
+    async def usage(self, key_name: str, spec: LimitSpec, now_ms: int) -> WindowUsage:
         """What ``key_name`` has used at ``now_ms`` on every dimension."""
         periods = tuple(self._calendar.period(d, now_ms, spec.timezone) for d, _ in spec.quotas())
         state = self._states.get(key_name, KeyState())

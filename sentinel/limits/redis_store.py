@@ -43,9 +43,17 @@ from sentinel.limits.decision import (
 from sentinel.limits.periods import Calendar
 from sentinel.limits.spec import Admission, Dimension, LimitSpec
 from sentinel.limits.store import StoreUnavailable
-from sentinel.limits.window import AdmitPlan, KeyState, Outcome, SettlePlan, Timing, Usage, usage
-from sentinel.redis_scripts import LATE_REPLY_TURNS, ScriptBatcher
-from sentinel.shared_state import hash_tag
+from sentinel.limits.window import (
+    AdmitPlan,
+    KeyState,
+    Outcome,
+    SettlePlan,
+    Timing,
+    WindowUsage,
+    usage,
+)
+from sentinel.redis_io.batching import LATE_REPLY_TURNS, ScriptBatcher
+from sentinel.redis_io.client import hash_tag
 
 __all__ = ["MERGED_QUOTA_TTL_MS", "RedisStore", "redis_keys"]
 
@@ -142,7 +150,7 @@ class RedisStore:
         args = [*self._common("renew", now_ms), reservation.reservation_id, expires]
         return bool(await self._run(reservation.key_name, args))
 
-    async def usage(self, key_name: str, spec: LimitSpec, now_ms: int) -> Usage:
+    async def usage(self, key_name: str, spec: LimitSpec, now_ms: int) -> WindowUsage:
         """What ``key_name`` has used at ``now_ms`` on every dimension."""
         periods = tuple(self._calendar.period(d, now_ms, spec.timezone) for d, _ in spec.quotas())
         state = await self.state(key_name)

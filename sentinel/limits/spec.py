@@ -11,7 +11,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import TypeGuard
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from sentinel.config.limits import MAX_AMOUNT, limit_problems
 
 __all__ = [
     "MAX_AMOUNT",
@@ -46,8 +47,6 @@ class Dimension(StrEnum):
 
 
 QUOTAS = (Dimension.DAY, Dimension.WEEK, Dimension.MONTH)
-MAX_AMOUNT = 2**53 - 1
-"""The largest count or limit: Lua's doubles hold every whole number up to it exactly."""
 _ORDER = tuple(Dimension)
 
 _FIELDS = {
@@ -91,21 +90,7 @@ class LimitSpec:
 
     def problems(self) -> list[str]:
         """Every invalid field as ``"field: message"``; empty when all is well."""
-        found = [
-            f"{name}: must be a whole number from 0 to {MAX_AMOUNT}, got {value!r}"
-            for name in _FIELDS.values()
-            if (value := getattr(self, name)) is not None
-            and (
-                not isinstance(value, int)
-                or isinstance(value, bool)
-                or not 0 <= value <= MAX_AMOUNT
-            )
-        ]
-        try:
-            ZoneInfo(self.timezone)
-        except (ZoneInfoNotFoundError, ValueError):
-            found.append(f"timezone: unknown time zone {self.timezone[:64]!r}")
-        return found
+        return limit_problems({n: getattr(self, n) for n in _FIELDS.values()}, self.timezone)
 
 
 def local_share(spec: LimitSpec, replicas: int) -> LimitSpec:

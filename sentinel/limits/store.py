@@ -11,7 +11,7 @@ from typing import Protocol
 
 from sentinel.limits.decision import Decision, Reservation
 from sentinel.limits.spec import Admission, LimitSpec
-from sentinel.limits.window import KeyState, Timing, Usage
+from sentinel.limits.window import KeyState, Timing, WindowUsage
 
 __all__ = ["LimitStore", "MergingStore", "StoreUnavailable"]
 
@@ -50,7 +50,7 @@ class LimitStore(Protocol):
         """Extend the reservation's lease by the lease TTL; False when it is already gone."""
         ...
 
-    async def usage(self, key_name: str, spec: LimitSpec, now_ms: int) -> Usage:
+    async def usage(self, key_name: str, spec: LimitSpec, now_ms: int) -> WindowUsage:
         """What ``key_name`` has used at ``now_ms`` on every dimension."""
         ...
 

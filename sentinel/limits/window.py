@@ -23,6 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+from sentinel.config.limits import timing_problems
 from sentinel.limits.periods import Period
 from sentinel.limits.spec import Dimension
 
@@ -34,7 +35,7 @@ __all__ = [
     "QuotaSettlement",
     "SettlePlan",
     "Timing",
-    "Usage",
+    "WindowUsage",
     "absorb",
     "admit",
     "renew",
@@ -65,14 +66,9 @@ class Timing:
 
     def problems(self) -> list[str]:
         """Every invalid field as ``"field: message"``; empty when all is well."""
-        found: list[str] = []
-        if not 1 <= self.bucket_ms <= self.window_ms or self.window_ms % self.bucket_ms:
-            found.append(f"bucket_ms: must divide {self.window_ms} evenly, got {self.bucket_ms}")
-        if self.lease_ttl_ms < 1:
-            found.append(f"lease_ttl_ms: must be >= 1, got {self.lease_ttl_ms}")
-        if self.parallel_retry_ms < 1:
-            found.append(f"parallel_retry_ms: must be >= 1, got {self.parallel_retry_ms}")
-        return found
+        return timing_problems(
+            self.bucket_ms, self.lease_ttl_ms, self.parallel_retry_ms, self.window_ms
+        )
 
 
 @dataclass(slots=True)
@@ -158,7 +154,7 @@ class SettlePlan:
 
 
 @dataclass(frozen=True, slots=True)
-class Usage:
+class WindowUsage:
     """What a key has used right now, on every dimension (limits aside)."""
 
     requests: int
@@ -263,10 +259,10 @@ def absorb(state: KeyState, other: KeyState, now_ms: int, span_ms: int) -> None:
             state.leases[lease] = max(expires, state.leases.get(lease, expires))
 
 
-def usage(state: KeyState, now_ms: int, span_ms: int, periods: tuple[Period, ...]) -> Usage:
+def usage(state: KeyState, now_ms: int, span_ms: int, periods: tuple[Period, ...]) -> WindowUsage:
     """What ``state`` counts at ``now_ms``, without changing it."""
     per_period = {period.dimension: state.quotas.get(period.name, 0) for period in periods}
-    return Usage(
+    return WindowUsage(
         requests=sum(c for s, c in state.requests.items() if s + span_ms > now_ms),
         tokens=sum(c for s, c in state.tokens.items() if s + span_ms > now_ms),
         parallel=sum(1 for expires in state.leases.values() if expires > now_ms),

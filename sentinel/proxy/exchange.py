@@ -26,6 +26,7 @@ from typing import Protocol
 import aiohttp
 
 from sentinel.auth.keys import Principal, presented_key
+from sentinel.container import Services, services_of
 from sentinel.deadline import Deadline
 from sentinel.errors import SentinelError, UpstreamTimeout
 from sentinel.http.asgi import Receive, Scope, Send
@@ -34,7 +35,6 @@ from sentinel.http.context import CONTEXT_KEY, RequestContext
 from sentinel.http.headers import RequestHeaders, relay_headers, scan_request_headers
 from sentinel.limits.decision import Reservation
 from sentinel.limits.headers import rate_limit_header_pairs
-from sentinel.services import Services, services_of
 from sentinel.streaming.relay import StreamTap, relay
 from sentinel.tenancy import ObjectKind, ObjectRef
 from sentinel.tokens import ModelCounter
@@ -155,7 +155,6 @@ async def run_exchange(endpoint: Endpoint, scope: Scope, receive: Receive, send:
                 interrupted = True  # the upstream failed after it answered: too late to retry
                 raise
             finally:
-                served.response.close()
                 served.finish(interrupted=interrupted)
     finally:
         await _settle(exchange, plan, reservation)

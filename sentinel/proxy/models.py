@@ -9,11 +9,11 @@ import orjson
 import structlog
 
 from sentinel.auth.keys import presented_key
+from sentinel.container import Services, services_of
 from sentinel.errors import SentinelError, UpstreamError
 from sentinel.http.asgi import Receive, Scope, Send
 from sentinel.http.context import CONTEXT_KEY, RequestContext
 from sentinel.http.headers import scan_request_headers
-from sentinel.services import Services, services_of
 from sentinel.tenancy import ObjectRef
 from sentinel.upstream.call import open_upstream, upstream_url
 from sentinel.upstream.client import upstream_errors

@@ -27,8 +27,9 @@ class Drainer:
     def __init__(self, max_drains: int, timeout_ms: int) -> None:
         self._free = max_drains
         self._timeout_s = timeout_ms / 1000
-        self.drained = 0
-        self.skipped = 0
+        self.drained = 0  # read to the stream's end
+        self.stopped = 0  # stopped by the time limit or an error
+        self.skipped = 0  # not read: max_drains were running
 
     async def drain(self, response: aiohttp.ClientResponse, tap: StreamAccumulator) -> bool:
         """Feed the rest of ``response`` to ``tap``; True when it reached the stream's end."""
@@ -45,6 +46,7 @@ class Drainer:
             self.drained += 1
             return True
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            self.stopped += 1
             log.info("stream_drain_stopped", reason=type(exc).__name__)
             return False
         finally:

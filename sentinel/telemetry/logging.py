@@ -191,37 +191,35 @@ def _text(value: object) -> object:
 class LineLogger:
     """The info-level logger of an event written on every request (``request_finished``).
 
-    While the configured pipeline is the JSON one, the line is written by its renderer
-    directly (``RedactingJSONRenderer.write_info``): the same bytes for a fraction of the
-    cost. Under any other pipeline (the console format, or a test's ``capture_logs``, which
-    swaps the processors in place) it goes through structlog as usual.
+    Handed the JSON pipeline's renderer (what ``configure_logging`` returns), it writes the
+    line through it directly (``RedactingJSONRenderer.write_info``): the same bytes for a
+    fraction of the cost. Without one (the console format, a test's ``capture_logs``) it
+    goes through structlog as usual.
     """
 
-    __slots__ = ("_log", "_processors")
+    __slots__ = ("_log", "_renderer")
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, renderer: RedactingJSONRenderer | None = None) -> None:
         self._log = structlog.get_logger(name).bind()
-        # The live list: ``structlog.configure`` and ``capture_logs`` change it in place.
-        self._processors: list[Any] = structlog.get_config()["processors"]
+        self._renderer = renderer
 
     def info(self, event: str, fields: dict[str, Any]) -> None:
         """Log ``event`` with ``fields`` (which it may add to)."""
-        last = self._processors[-1] if self._processors else None
-        if type(last) is RedactingJSONRenderer:
-            last.write_info(event, fields)
+        if self._renderer is not None:
+            self._renderer.write_info(event, fields)
         else:
             self._log.info(event, **fields)
 
 
 def configure_logging(
     telemetry: TelemetryConfig, secrets: Iterable[str], stream: TextIO | None = None
-) -> None:
-    """Install the process-wide structlog pipeline (called by the composition root only).
+) -> RedactingJSONRenderer | None:
+    """Install the process-wide structlog pipeline (called by the composition root only), and
+    return its JSON renderer (None for the console format), which the composition root hands
+    to the ``LineLogger`` of the line every request writes.
 
     Module loggers are not cached: the tests configure logging once per gateway they start, and
-    a cached module logger would keep writing through the first configuration. The one line
-    every request writes goes through a ``LineLogger`` made when the app is built, after this
-    ran.
+    a cached module logger would keep writing through the first configuration.
     """
     level = logging.getLevelNamesMapping()[telemetry.log_level.upper()]
     out = stream or sys.stdout
@@ -231,12 +229,14 @@ def configure_logging(
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         structlog.processors.format_exc_info,
     ]
+    renderer: RedactingJSONRenderer | None = None
     if telemetry.log_format == "console":
         processors += [redactor, structlog.dev.ConsoleRenderer(colors=False)]
         factory: Any = structlog.PrintLoggerFactory(out)
     else:
         binary: Any = getattr(out, "buffer", out)
-        processors.append(RedactingJSONRenderer(redactor, binary, info=level <= logging.INFO))
+        renderer = RedactingJSONRenderer(redactor, binary, info=level <= logging.INFO)
+        processors.append(renderer)
         factory = structlog.BytesLoggerFactory(binary)
     structlog.configure(
         processors=processors,
@@ -244,3 +244,4 @@ def configure_logging(
         logger_factory=factory,
         cache_logger_on_first_use=False,
     )
+    return renderer if telemetry.log_format == "json" else None

@@ -22,7 +22,7 @@ from sentinel.telemetry.instruments import Reading, Registry
 
 if TYPE_CHECKING:
     from sentinel.http.context import RequestContext
-    from sentinel.upstream.health import HealthBoard
+    from sentinel.upstream.board import HealthBoard
     from sentinel.usage.estimate import DriftStats
     from sentinel.usage.tracker import UsageTracker
 
@@ -173,8 +173,10 @@ class Metrics:
 
     # --- long-lived state, read at collection time ------------------------------------------
 
-    def observe_limits(self, degraded: Callable[[], bool]) -> None:
-        """Whether the limits run on the local fallback (1) or on Redis (0)."""
+    def observe_limits(self, degraded: Callable[[], bool], stats: object) -> None:
+        """Whether the limits run on the local fallback (1) or on Redis (0), and what the
+        fallback did (``GuardStats``: calls that failed, local decisions, settlements queued
+        and dropped, recoveries)."""
         self._registry.observe(
             "sentinel.limits.degraded",
             "1",
@@ -182,6 +184,41 @@ class Metrics:
             (),
             lambda: [((), int(degraded()))],
         )
+        for name, field, description in (
+            ("sentinel.limits.store.unavailable", "unavailable", "Redis calls that failed."),
+            (
+                "sentinel.limits.local_decisions",
+                "degraded_decisions",
+                "Admissions the local share answered.",
+            ),
+            ("sentinel.limits.unavailable_denials", "denied", "Admissions refused with 503."),
+            (
+                "sentinel.limits.settlements.queued",
+                "settlements_queued",
+                "Settlements kept for Redis's return.",
+            ),
+            (
+                "sentinel.limits.settlements.dropped",
+                "settlements_dropped",
+                "Queued settlements pushed out by a full queue (their reservation stays charged).",
+            ),
+            ("sentinel.limits.recoveries", "recoveries", "Returns of Redis written back."),
+        ):
+            self._registry.observe(
+                name, "1", description, (), _field_reader(stats, field), monotonic=True
+            )
+
+    def observe_drains(self, drainer: object) -> None:
+        """Abandoned streams read on for their usage: drained to the end, stopped early (time
+        or error), and skipped because the drain limit was reached."""
+        for name, field, description in (
+            ("sentinel.streams.drained", "drained", "Abandoned streams drained to the end."),
+            ("sentinel.streams.drain_stopped", "stopped", "Drains stopped by time or error."),
+            ("sentinel.streams.drain_skipped", "skipped", "Streams not drained: at the limit."),
+        ):
+            self._registry.observe(
+                name, "1", description, (), _field_reader(drainer, field), monotonic=True
+            )
 
     def observe_tracker(self, tracker: UsageTracker) -> None:
         """The usage tracker's queue, flushes, spills and failures."""

@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 from redis.asyncio import Redis, RedisCluster
 from redis.exceptions import RedisError
 
-from sentinel.shared_state import hash_tag
+from sentinel.redis_io.client import hash_tag
 from sentinel.tenancy.index import OwnershipUnavailable, check_limit, placeholder
 from sentinel.tenancy.objects import ObjectKind, ObjectRef
 

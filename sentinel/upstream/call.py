@@ -11,12 +11,15 @@ import aiohttp
 from yarl import URL
 
 from sentinel.deadline import Deadline
-from sentinel.errors import UpstreamError
+from sentinel.errors import ServiceUnavailable, UpstreamError
 from sentinel.http.context import RequestContext
 from sentinel.upstream.client import upstream_errors
 from sentinel.upstream.routing import UpstreamTarget
 
-__all__ = ["open_upstream", "upstream_url"]
+__all__ = ["UPSTREAM_BUSY", "open_upstream", "upstream_url"]
+
+UPSTREAM_BUSY = "upstream_busy"
+"""The code of a call that found its upstream's connection pool full."""
 
 _API_PREFIX = "/v1"
 
@@ -42,6 +45,25 @@ def upstream_url(target: UpstreamTarget, path: str, query: bytes, model: str | N
     return URL(url, encoded=True)
 
 
+async def _take_slot(target: UpstreamTarget, deadline: float) -> None:
+    """One of the upstream's connection slots, waiting at most until ``deadline``; an
+    upstream whose pool stays full is Sentinel's own saturation, not the upstream failing:
+    503 ``upstream_busy``, which no breaker counts."""
+    if not target.slots.locked():
+        await target.slots.acquire()  # free: no wait, no timer
+        return
+    try:
+        with Deadline(deadline):
+            await target.slots.acquire()
+    except TimeoutError:
+        raise ServiceUnavailable(
+            "Every connection to the upstream provider is in use; try again shortly.",
+            code=UPSTREAM_BUSY,
+            headers={"retry-after": "1"},
+            upstream=target.name,
+        ) from None
+
+
 async def open_upstream(
     session: aiohttp.ClientSession,
     target: UpstreamTarget,
@@ -54,7 +76,10 @@ async def open_upstream(
 ) -> aiohttp.ClientResponse:
     """Send the request and wait for the response headers, within the first-byte timeout.
 
-    ``key_index`` picks the upstream key (``target.keys``) the call is made with.
+    ``key_index`` picks the upstream key (``target.keys``) the call is made with. The call
+    takes one of the upstream's ``max_connections`` slots (waiting for one counts against the
+    first-byte timeout); the caller gives it back (``release_slot``) once the response is
+    closed, and on any failure here it is given back already.
     """
     headers.update(target.auth_headers)
     auth = target.keys.header(min(key_index, len(target.keys) - 1))
@@ -63,8 +88,9 @@ async def open_upstream(
     if ctx.traceparent:  # tracing on: the upstream call belongs to this request's span
         headers["traceparent"] = ctx.traceparent
     started = time.perf_counter_ns()
+    first_byte = asyncio.get_running_loop().time() + target.first_byte_s
+    await _take_slot(target, first_byte)
     try:
-        first_byte = asyncio.get_running_loop().time() + target.first_byte_s
         with upstream_errors(target.name), Deadline(first_byte):
             response = await session.request(
                 method,
@@ -74,6 +100,9 @@ async def open_upstream(
                 timeout=target.timeout,
                 allow_redirects=False,
             )
+    except BaseException:
+        target.slots.release()
+        raise
     finally:
         ctx.upstream_wait_ns += time.perf_counter_ns() - started
     ctx.upstream_status = response.status
@@ -81,6 +110,7 @@ async def open_upstream(
         # The client authenticated with Sentinel; a 401 here means Sentinel's own upstream
         # key is wrong, which the client must not mistake for its key being refused.
         response.close()
+        target.slots.release()
         raise UpstreamError(
             "The upstream provider refused the gateway's credentials.",
             code="upstream_auth_failed",

@@ -14,8 +14,8 @@ import contextlib
 import aiohttp
 import structlog
 
+from sentinel.upstream.board import HealthBoard
 from sentinel.upstream.call import upstream_url
-from sentinel.upstream.health import HealthBoard
 from sentinel.upstream.routing import UpstreamTarget
 
 __all__ = ["HealthChecker"]

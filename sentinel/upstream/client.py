@@ -17,11 +17,15 @@ from sentinel.errors import SentinelError, UpstreamError, UpstreamTimeout
 __all__ = ["open_session", "upstream_errors"]
 
 
-def open_session(max_connections_per_host: int) -> aiohttp.ClientSession:
-    """The process's single client session: pooled, cookie-less, bytes relayed undecoded."""
+def open_session() -> aiohttp.ClientSession:
+    """The process's single client session: pooled, cookie-less, bytes relayed undecoded.
+
+    The connector sets no limit of its own: each upstream's ``max_connections`` bounds its
+    calls (``UpstreamTarget.slots``), so upstreams on one host keep their own pools.
+    """
     connector = aiohttp.TCPConnector(
         limit=0,
-        limit_per_host=max_connections_per_host,
+        limit_per_host=0,
         ttl_dns_cache=300,
         keepalive_timeout=30,
     )

@@ -38,8 +38,8 @@ import aiohttp
 from sentinel.config import RoutingConfig
 from sentinel.errors import SentinelError, ServiceUnavailable
 from sentinel.http.context import RequestContext
-from sentinel.upstream.call import open_upstream, upstream_url
-from sentinel.upstream.health import HealthBoard, UpstreamHealth
+from sentinel.upstream.board import HealthBoard, UpstreamHealth
+from sentinel.upstream.call import UPSTREAM_BUSY, open_upstream, upstream_url
 from sentinel.upstream.routing import Candidate
 
 __all__ = ["Failover", "Served", "backoff_ms", "retry_after_ms"]
@@ -86,9 +86,19 @@ class Served:
     passthrough: bool  # a pass-through request never counts on the upstream-wide breaker
     counted: bool = False  # a relayed 429/5xx was already counted
     finished: bool = False
+    released: bool = False
+
+    def release(self) -> None:
+        """Close the response and give its connection slot back to the upstream's pool."""
+        self.response.close()
+        if not self.released:
+            self.released = True
+            self.candidate.target.slots.release()
 
     def finish(self, *, interrupted: bool) -> None:
-        """The relay ended: count the outcome on the breakers; the call is no longer in flight."""
+        """The relay ended: count the outcome on the breakers; the call is no longer in flight;
+        the response is released."""
+        self.release()
         if self.finished:
             return
         self.finished = True
@@ -168,56 +178,62 @@ class Failover:
         error: SentinelError | None = None
         wait_asked: int | None = None
         previous: str | None = None
-        while queue and tried < allowed:
-            candidate = queue.popleft()
-            health = self.board[candidate.name]
-            if not health.try_acquire(candidate.model, self.board.clock.now_ms()):
-                continue
-            if tried:
-                same = candidate.name == previous
-                await self._pause(tried, wait_asked if same else None)
-            tried += 1
-            previous = ctx.upstream = candidate.name
-            keys = candidate.target.keys
-            key_index = keys.pick(self.board.clock.now_ms())
-            url = upstream_url(candidate.target, path, query, candidate.model)
-            started = time.perf_counter_ns()
-            health.in_flight += 1
-            try:
-                response = await open_upstream(
-                    session, candidate.target, ctx, method, url, dict(headers),
-                    body(candidate), key_index,
-                )  # fmt: skip
-            except SentinelError as failure:
+        try:
+            while queue and tried < allowed:
+                candidate = queue.popleft()
+                health = self.board[candidate.name]
+                if not health.try_acquire(candidate.model, self.board.clock.now_ms()):
+                    continue
+                if tried:
+                    same = candidate.name == previous
+                    await self._pause(tried, wait_asked if same else None)
+                tried += 1
+                previous = ctx.upstream = candidate.name
+                keys = candidate.target.keys
+                key_index = keys.pick(self.board.clock.now_ms())
+                url = upstream_url(candidate.target, path, query, candidate.model)
+                started = time.perf_counter_ns()
+                health.in_flight += 1
+                try:
+                    response = await open_upstream(
+                        session, candidate.target, ctx, method, url, dict(headers),
+                        body(candidate), key_index,
+                    )  # fmt: skip
+                except SentinelError as failure:
+                    health.in_flight -= 1
+                    if failure.code != UPSTREAM_BUSY:  # a full pool is ours, not the upstream's
+                        now = self.board.clock.now_ms()
+                        health.record_failure(candidate.model, now, upstream_wide=not passthrough)
+                    elapsed_ns = time.perf_counter_ns() - started
+                    ctx.attempts.append(_attempt(candidate, None, failure.code, elapsed_ns))
+                    error, wait_asked = failure, None
+                    continue
+                except BaseException:
+                    health.in_flight -= 1
+                    raise
+                elapsed_ns = time.perf_counter_ns() - started
+                health.observe_latency(elapsed_ns / 1_000_000)
+                ctx.attempts.append(_attempt(candidate, response.status, None, elapsed_ns))
+                served = Served(candidate, response, health, self.board, key, passthrough)
+                if held is not None:
+                    held.release()
+                    held = None
+                if not is_retryable(response.status):
+                    return served
+                served.count()
                 health.in_flight -= 1
                 now = self.board.clock.now_ms()
-                health.record_failure(candidate.model, now, upstream_wide=not passthrough)
-                elapsed_ns = time.perf_counter_ns() - started
-                ctx.attempts.append(_attempt(candidate, None, failure.code, elapsed_ns))
-                error, wait_asked = failure, None
-                continue
-            except BaseException:
-                health.in_flight -= 1
-                raise
-            elapsed_ns = time.perf_counter_ns() - started
-            health.observe_latency(elapsed_ns / 1_000_000)
-            ctx.attempts.append(_attempt(candidate, response.status, None, elapsed_ns))
-            served = Served(candidate, response, health, self.board, key, passthrough)
-            if held is not None:
-                held.response.close()
-                held = None
-            if not is_retryable(response.status):
-                return served
-            served.count()
-            health.in_flight -= 1
-            now = self.board.clock.now_ms()
-            held, error = served, None
-            wait_asked = retry_after_ms(response.headers)
-            if response.status == 429 and len(keys) > 1:
-                pause = wait_asked if wait_asked is not None else self.routing.backoff_max_ms
-                keys.bench(key_index, now + min(pause, _MAX_BENCH_MS))
-                if keys.has_spare(key_index, now):
-                    queue.appendleft(candidate)  # the same upstream, with another key
+                held, error = served, None
+                wait_asked = retry_after_ms(response.headers)
+                if response.status == 429 and len(keys) > 1:
+                    pause = wait_asked if wait_asked is not None else self.routing.backoff_max_ms
+                    keys.bench(key_index, now + min(pause, _MAX_BENCH_MS))
+                    if keys.has_spare(key_index, now):
+                        queue.appendleft(candidate)  # the same upstream, with another key
+        except BaseException:
+            if held is not None:  # cancelled while a fallback answer was held: give it back
+                held.release()
+            raise
         if held is not None:
             held.health.in_flight += 1
             ctx.upstream = held.candidate.name

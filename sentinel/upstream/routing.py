@@ -9,6 +9,7 @@ drawn per request from an injectable ``random.Random``. Breaker state is not con
 
 from __future__ import annotations
 
+import asyncio
 import fnmatch
 import itertools
 import random
@@ -43,6 +44,7 @@ class UpstreamTarget:
     matches: Callable[[str], bool]
     is_azure: bool
     deployments: dict[str, str]
+    slots: asyncio.Semaphore  # this upstream's own connection pool: max_connections calls
 
     @classmethod
     def build(cls, config: UpstreamConfig) -> UpstreamTarget:
@@ -66,6 +68,7 @@ class UpstreamTarget:
             matches=lambda model: compiled.match(model) is not None,
             is_azure=is_azure,
             deployments=dict(config.deployments),
+            slots=asyncio.Semaphore(config.max_connections),
         )
 
 

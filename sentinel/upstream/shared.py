@@ -34,8 +34,8 @@ from redis.asyncio import Redis, RedisCluster
 
 from sentinel.breaker import BreakerState, CircuitBreaker
 from sentinel.clock import Clock, WallClock
-from sentinel.shared_state import hash_tag
-from sentinel.upstream.health import HealthBoard
+from sentinel.redis_io.client import hash_tag
+from sentinel.upstream.board import HealthBoard
 
 __all__ = ["SharedBreakers", "breaker_key"]
 

@@ -12,7 +12,7 @@ from sentinel.limits import (
     MemoryStore,
     Reservation,
     StoreUnavailable,
-    Usage,
+    WindowUsage,
 )
 from tests.limits.conftest import TIMING
 
@@ -57,7 +57,7 @@ class FlakyPrimary:
         self._reach()
         return await self.inner.renew(reservation, now_ms)
 
-    async def usage(self, key_name: str, spec: LimitSpec, now_ms: int) -> Usage:
+    async def usage(self, key_name: str, spec: LimitSpec, now_ms: int) -> WindowUsage:
         self._reach()
         return await self.inner.usage(key_name, spec, now_ms)
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 
+from sentinel.config.limits import LimitDefaults
 from sentinel.limits import LimitSpec, MemoryStore, Reservation
 from sentinel.limits.gate import Gate
-from sentinel.limits.settings import LimitDefaults
 from sentinel.limits.window import Timing
 
 DEFAULTS = LimitDefaults(lease_ttl_ms=60)  # renewed every 20 ms

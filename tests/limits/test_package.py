@@ -18,7 +18,6 @@ def test_public_names() -> None:
             "GuardStats",
             "GuardedStore",
             "KeyState",
-            "LimitDefaults",
             "LimitSpec",
             "LimitStore",
             "MemoryStore",
@@ -31,14 +30,16 @@ def test_public_names() -> None:
             "Reservation",
             "StoreUnavailable",
             "Timing",
-            "Usage",
+            "WindowUsage",
             "current_period",
+            "key_spec",
             "duration",
             "local_share",
             "rate_limit_headers",
             "redis_keys",
             "refusal_error",
             "reservation_tokens",
+            "timing_of",
         ]
     )
 

@@ -140,7 +140,7 @@ async def test_a_stalled_redis_times_out_and_a_late_reply_answers_no_one(
     try:
         store = RedisStore(client, 100, timing=TIMING, prefix=prefix)
         assert (await store.admit(FULL, Admission("team-a", "r1", 1), T0)).allowed
-        stall = asyncio.create_task(blocker.execute_command("DEBUG", "SLEEP", "0.5"))
+        stall = asyncio.create_task(debug_sleep(blocker, 0.5))
         await asyncio.sleep(0.05)
         with pytest.raises(StoreUnavailable, match="TimeoutError"):
             await store.admit(FULL, Admission("team-a", "r2", 1), T0)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from sentinel.limits import LimitDefaults, LimitSpec, Timing, local_share, reservation_tokens
+from sentinel.config.limits import LimitDefaults
+from sentinel.limits import LimitSpec, Timing, key_spec, local_share, reservation_tokens, timing_of
 
 
 def test_local_share_divides_every_limit_rounding_down() -> None:
@@ -84,13 +85,13 @@ def test_spec_reports_every_bad_field() -> None:
 def test_defaults_fill_what_a_key_leaves_out() -> None:
     """A key's own values win; the rest come from [limits]."""
     defaults = LimitDefaults(rpm=60, tpm=100_000, timezone="Europe/Berlin")
-    assert defaults.spec(rpm=10) == LimitSpec(rpm=10, tpm=100_000, timezone="Europe/Berlin")
+    assert key_spec(defaults, rpm=10) == LimitSpec(rpm=10, tpm=100_000, timezone="Europe/Berlin")
 
 
 def test_defaults_build_the_store_timing() -> None:
     """bucket_ms, lease_ttl_ms and parallel_retry_ms shape the stores' timing."""
     defaults = LimitDefaults(bucket_ms=500, lease_ttl_ms=30_000, parallel_retry_ms=250)
-    assert defaults.timing == Timing(bucket_ms=500, lease_ttl_ms=30_000, parallel_retry_ms=250)
+    assert timing_of(defaults) == Timing(bucket_ms=500, lease_ttl_ms=30_000, parallel_retry_ms=250)
 
 
 def test_defaults_report_bad_timing() -> None:

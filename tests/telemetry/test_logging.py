@@ -85,21 +85,26 @@ def test_redactor_scrubs_the_repr_of_other_objects() -> None:
     assert "upstream-secret-value" not in str(event) and "a" * 12 not in str(event)
 
 
-def _configured(level: str = "info") -> io.BytesIO:
+def _configured(level: str = "info") -> tuple[io.BytesIO, LineLogger]:
+    """The output of a configured JSON pipeline, and the request line's logger over it."""
     out = io.StringIO()
     buffer = io.BytesIO()
     out.buffer = buffer  # type: ignore[misc]
-    configure_logging(TelemetryConfig(log_level=level), ["topsecret-admin-token"], stream=out)
-    return buffer
+    renderer = configure_logging(
+        TelemetryConfig(log_level=level),  # type: ignore[arg-type]
+        ["topsecret-admin-token"],
+        stream=out,
+    )
+    return buffer, LineLogger("sentinel.request", renderer)
 
 
 def test_line_logger_writes_what_the_pipeline_writes() -> None:
     """The request line's direct path renders the same line as structlog's pipeline: same
     keys in the same order, same values, secrets scrubbed, one line."""
-    buffer = _configured()
+    buffer, line = _configured()
     fields = {"status": 200, "model": "m", "note": "Bearer abc.def", "attempts": [{"ms": 1}]}
     structlog.get_logger("sentinel.request").info("request_finished", **fields)
-    LineLogger("sentinel.request").info("request_finished", dict(fields))
+    line.info("request_finished", dict(fields))
     through_structlog, direct = (orjson.loads(line) for line in buffer.getvalue().splitlines())
     assert list(direct) == list(through_structlog)
     del direct["timestamp"], through_structlog["timestamp"]
@@ -107,12 +112,12 @@ def test_line_logger_writes_what_the_pipeline_writes() -> None:
 
 
 def test_line_logger_honours_the_level_and_capture_logs() -> None:
-    """Below the configured level nothing is written; under capture_logs the line is captured
-    like any other event instead of being written."""
-    quiet = _configured("warning")
-    LineLogger("sentinel.request").info("request_finished", {"status": 200})
+    """Below the configured level nothing is written; a line logger handed no renderer goes
+    through structlog, so capture_logs captures its line like any other event."""
+    quiet, line = _configured("warning")
+    line.info("request_finished", {"status": 200})
     assert quiet.getvalue() == b""
-    loud = _configured()
+    loud, _ = _configured()
     line = LineLogger("sentinel.request")
     with structlog.testing.capture_logs() as logs:
         line.info("request_finished", {"status": 200})

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import dataclasses
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import orjson
 from prometheus_client.parser import text_string_to_metric_families
 
-from sentinel.config import AdminConfig, Config, KeyConfig, TelemetryConfig, hash_key
+from sentinel.config import AdminConfig, Config, KeyConfig, RedisConfig, TelemetryConfig, hash_key
+from sentinel.config.usage import UsageSettings
 from sentinel.telemetry.metrics import BoundedLabel
 from tests.conftest import CLIENT_KEY, StartGateway, Upstream, make_config
+from tests.redis_server import RedisServer
 
 ADMIN = "admin-token-for-metrics-0123"
 AUTH = {"Authorization": f"Bearer {CLIENT_KEY}"}
@@ -151,3 +155,37 @@ def test_bounded_label_keeps_the_first_values() -> None:
         "none",
         "none",
     ]
+
+
+async def test_the_fallback_and_drain_counters_are_exported(
+    upstream: Upstream,
+    start_gateway: StartGateway,
+    http: aiohttp.ClientSession,
+    private_redis: RedisServer,
+) -> None:
+    """What the limits' fallback did (settlements queued and dropped included) and what the
+    drainer did are counters on /metrics, not only fields in memory."""
+    config = dataclasses.replace(
+        _config(upstream),
+        redis=RedisConfig(url=f"redis://127.0.0.1:{private_redis.port}/0", timeout_ms=200),
+        usage=UsageSettings(drain_on_disconnect=True, spool_dir=Path(tempfile.mkdtemp())),
+    )
+    gateway = await start_gateway(config)
+    private_redis.stop()
+    async with http.post(f"{gateway.base_url}/chat/completions", json=CHAT, headers=AUTH) as r:
+        assert r.status == 200 and r.headers["x-sentinel-degraded"] == "limits"
+    samples = await _scrape(http, gateway.url)
+    names = {name for name, _ in samples}
+    for name in (
+        "sentinel_limits_store_unavailable_total",
+        "sentinel_limits_local_decisions_total",
+        "sentinel_limits_settlements_queued_total",
+        "sentinel_limits_settlements_dropped_total",
+        "sentinel_limits_recoveries_total",
+        "sentinel_streams_drained_total",
+        "sentinel_streams_drain_stopped_total",
+        "sentinel_streams_drain_skipped_total",
+    ):
+        assert name in names, name
+    assert _total(samples, "sentinel_limits_local_decisions_total") >= 1
+    assert _total(samples, "sentinel_limits_store_unavailable_total") >= 1

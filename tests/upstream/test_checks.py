@@ -7,8 +7,8 @@ import aiohttp
 from sentinel.breaker import BreakerPolicy, BreakerState
 from sentinel.config import UpstreamConfig
 from sentinel.mock import MockSettings, serve
+from sentinel.upstream.board import HealthBoard
 from sentinel.upstream.checks import HealthChecker
-from sentinel.upstream.health import HealthBoard
 from sentinel.upstream.routing import Router
 
 

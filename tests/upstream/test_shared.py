@@ -11,7 +11,7 @@ from redis.asyncio import Redis, RedisCluster
 from structlog.testing import capture_logs
 
 from sentinel.breaker import BreakerPolicy, BreakerState
-from sentinel.upstream.health import HealthBoard
+from sentinel.upstream.board import HealthBoard
 from sentinel.upstream.shared import SharedBreakers, breaker_key
 from tests.redis_server import RedisServer
 
@@ -202,7 +202,7 @@ async def test_a_stalled_redis_costs_one_timeout(private_redis: RedisServer, pre
         board = HealthBoard(NAMES, SETTINGS, FakeClock(1_000))
         shared = SharedBreakers(client, board, 100, prefix=prefix)
         assert await shared.sync()  # connected
-        stall = asyncio.create_task(staller.execute_command("DEBUG", "SLEEP", "1"))
+        stall = asyncio.create_task(debug_sleep(staller, 1))
         await asyncio.sleep(0.05)  # let DEBUG SLEEP reach the server first
         started = time.perf_counter()
         assert not await shared.sync()

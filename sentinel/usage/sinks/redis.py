@@ -26,7 +26,7 @@ from typing import Literal
 from redis.asyncio import Redis, RedisCluster
 from redis.exceptions import NoScriptError, RedisError
 
-from sentinel.redis_scripts import ScriptBatcher
+from sentinel.redis_io.batching import ScriptBatcher
 from sentinel.usage.records import UsageRecord
 from sentinel.usage.sinks import DeliveryError
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import aiohttp
 
-from sentinel.usage.pipeline import build_tracker
-from sentinel.usage.settings import UsageSettings, WebhookSettings, default_spool_dir
+from sentinel.config.usage import UsageSettings, WebhookSettings, default_spool_dir
+from sentinel.usage.assembly import build_tracker
 from sentinel.usage.sinks.jsonl import JsonlSink
 from sentinel.usage.sinks.webhook import WebhookSink
 

@@ -6,7 +6,7 @@ import aiohttp
 from redis.asyncio import Redis, RedisCluster
 
 from sentinel.breaker import BreakerPolicy, CircuitBreaker
-from sentinel.usage.settings import UsageSettings
+from sentinel.config.usage import UsageSettings
 from sentinel.usage.sinks import UsageSink
 from sentinel.usage.sinks.jsonl import JsonlSink
 from sentinel.usage.sinks.redis import RedisCounterSink

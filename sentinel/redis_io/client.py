@@ -12,15 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import TYPE_CHECKING
 
 import structlog
 from redis.asyncio import Redis, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-if TYPE_CHECKING:  # the config imports the limits, which import hash_tag from here
-    from sentinel.config import RedisConfig
+from sentinel.config import RedisConfig
 
 __all__ = ["hash_tag", "open_redis", "warm_up"]
 

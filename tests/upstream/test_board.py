@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sentinel.breaker import BreakerState
 from sentinel.config import RoutingConfig
-from sentinel.upstream.health import UpstreamHealth, breaker_settings
+from sentinel.upstream.board import UpstreamHealth, breaker_settings
 
 POLICY = breaker_settings(RoutingConfig(breaker_failures=2, breaker_cooldown_ms=1_000))
 

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import orjson
 
+from sentinel.container import Services, services_of
 from sentinel.http.asgi import Receive, Scope, Send
 from sentinel.http.context import CONTEXT_KEY, RequestContext
 from sentinel.limits import GuardedStore
-from sentinel.services import Services, services_of
 
 __all__ = ["Healthz", "Readyz"]
 
@@ -74,7 +74,7 @@ class Readyz:
             entry["name"]: entry["state"]
             if entry["usable"] or entry["state"] != "half_open"
             else "open"
-            for entry in services.health.snapshot()
+            for entry in services.board.snapshot()
         }
         store, store_ok = _store_state(services)
         tracker = services.tracker

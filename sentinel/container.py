@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import aiohttp
@@ -9,13 +10,13 @@ import aiohttp
 from sentinel.auth.keys import KeyRing
 from sentinel.config import Config
 from sentinel.http.asgi import Scope
+from sentinel.http.context import RequestContext
 from sentinel.limits.gate import Gate
-from sentinel.proxy.recording import UsageRecorder
 from sentinel.streaming.drain import Drainer
 from sentinel.tenancy import OwnerIndex
 from sentinel.tokens import PromptCounter
+from sentinel.upstream.board import HealthBoard
 from sentinel.upstream.failover import Failover
-from sentinel.upstream.health import HealthBoard
 from sentinel.upstream.routing import Router
 from sentinel.usage.estimate import DriftStats
 from sentinel.usage.tracker import UsageTracker
@@ -37,9 +38,9 @@ class Services:
     drift: DriftStats
     gate: Gate
     tracker: UsageTracker
-    record_usage: UsageRecorder
+    record_usage: Callable[[RequestContext, int], None]  # the usage record of a finished request
     drainer: Drainer | None  # with [usage] drain_on_disconnect
-    health: HealthBoard  # breakers, latency and in-flight calls per upstream
+    board: HealthBoard  # breakers, latency and in-flight calls per upstream
     failover: Failover
     owners: OwnerIndex  # who owns each object created through the gateway
 
