@@ -6,9 +6,19 @@ WORKDIR /app
 
 COPY pyproject.toml README.md ./
 COPY sentinel ./sentinel
-RUN pip install . && useradd --system --uid 10001 sentinel
+# A numeric, non-root user (deploy/k8s runs it as 10001:10001 with a read-only root
+# filesystem) that owns the one place Sentinel writes: the usage spool's directory.
+RUN pip install . \
+    && groupadd --system --gid 10001 sentinel \
+    && useradd --system --uid 10001 --gid 10001 --home-dir /var/lib/sentinel \
+        --no-create-home --shell /usr/sbin/nologin sentinel \
+    && mkdir -p /var/lib/sentinel/spool \
+    && chown -R 10001:10001 /var/lib/sentinel \
+    && chmod 0700 /var/lib/sentinel /var/lib/sentinel/spool
 
-USER sentinel
+# Without [usage] spool_dir the spool is $XDG_STATE_HOME/sentinel/spool: this directory.
+ENV XDG_STATE_HOME=/var/lib
+USER 10001:10001
 EXPOSE 8080
 # Mount a config at /etc/sentinel/sentinel.toml (see deploy/sentinel.example.toml).
 ENV SENTINEL_CONFIG=/etc/sentinel/sentinel.toml

@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 ARGS ?=
 
-.PHONY: install install-test run test lint format bench clean
+.PHONY: install install-test run test check lint format bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,10 @@ run: install
 
 test: install-test
 	$(BIN)/pytest $(ARGS)
+
+# The quick check (under a minute): lint, types and the unit tests, none that starts a server.
+check: lint
+	$(BIN)/pytest -m "not e2e and not slow" $(ARGS)
 
 lint: install-test
 	$(BIN)/ruff check sentinel tests bench

@@ -2,7 +2,7 @@
 
 ``direct`` has no proxy: the load generator talks to the mock itself. ``bare`` is
 ``bench.passthrough``; ``sentinel`` is ``sentinel serve`` on a generated config with one
-upstream (the mock) and one client key, logging as it would in production. ``accounting`` is
+upstream (the mock) and one client key, logging as it would in production. ``uvicorn`` is the same on the uvicorn engine. ``accounting`` is
 Sentinel keeping every request's usage: records in a JSONL file and usage counters in a
 ``redis-server`` the benchmark starts for it (never a Redis already running). ``policy`` is
 accounting plus limits in that Redis: the key's limits are far above anything a run reaches,
@@ -130,7 +130,7 @@ def start_proxy(
     bind = f"127.0.0.1:{port}"
     if mode == "bare":
         argv = python_argv("bench.passthrough", "--bind", bind, "--upstream", upstream)
-    elif mode in ("sentinel", "routed", *USAGE_MODES):
+    elif mode in ("sentinel", "uvicorn", "routed", *USAGE_MODES):
         config = workdir / f"{mode}.toml"
         if mode in USAGE_MODES:
             if redis is None:
@@ -139,6 +139,8 @@ def start_proxy(
             config.write_text(keeping(upstream, bind, redis.redis_url, usage_dir(workdir, mode)))
         elif mode == "routed":
             config.write_text(routed_config(upstream, bind))
+        elif mode == "uvicorn":
+            config.write_text(sentinel_config(upstream, bind, engine="uvicorn"))
         else:
             config.write_text(sentinel_config(upstream, bind))
         argv = python_argv("sentinel", "serve", "--config", str(config), "--bind", bind)
@@ -157,11 +159,12 @@ def _ready(child: Child, port: int, path: str) -> None:
         raise
 
 
-def sentinel_config(upstream: str, bind: str) -> str:
+def sentinel_config(upstream: str, bind: str, engine: str = "hypercorn") -> str:
     """The TOML config Sentinel runs on: the mock as its only upstream, one client key."""
     return (
         "[server]\n"
         f'bind = "{bind}"\n'
+        f'engine = "{engine}"\n'
         "\n"
         "[[upstreams]]\n"
         'name = "mock"\n'

@@ -104,7 +104,7 @@ def _serve(args: argparse.Namespace) -> int:
             f"sentinel: development key (valid until exit): {dev_key}",
             file=sys.stderr,
         )
-    print(f"sentinel: serving on http://{server.bind}", file=sys.stderr)
+    print(f"sentinel: starting on http://{server.bind}", file=sys.stderr)
     try:
         serve(config)
     except StartupError as error:

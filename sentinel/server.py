@@ -1,8 +1,10 @@
-"""Serving the app with hypercorn: one worker in-process, or N spawned workers sharing sockets.
+"""Serving the app: one worker in-process, or N spawned workers sharing the listening sockets.
 
-Each worker runs uvloop when it is installed, stops accepting on SIGTERM/SIGINT and lets
-in-flight requests finish within ``server.shutdown_grace_s``. Whatever stops startup (a port
-that cannot be bound, encodings that do not load, a lifespan step that fails) is raised as one
+``[server] engine`` picks the HTTP server (``sentinel.engines``: hypercorn or uvicorn); what is
+around it is the same for both. The sockets are bound before anything else opens; each worker
+runs uvloop when it is installed, stops accepting on SIGTERM/SIGINT and lets in-flight
+requests finish within ``server.shutdown_grace_s``. Whatever stops startup (a port that
+cannot be bound, encodings that do not load, a lifespan step that fails) is raised as one
 ``StartupError`` for the command line to print as a single line.
 """
 
@@ -17,33 +19,16 @@ from multiprocessing.queues import SimpleQueue
 from multiprocessing.synchronize import Event as ProcessEvent
 from typing import Any, TextIO
 
-from hypercorn.asyncio.run import worker_serve
-from hypercorn.config import Config as HypercornConfig
 from hypercorn.config import Sockets
-from hypercorn.utils import LifespanFailureError, wrap_app
 
 from sentinel.app import StartupError, create_app
 from sentinel.config import Config
+from sentinel.engines import hypercorn, uvicorn
+from sentinel.engines.hypercorn import hypercorn_config
 from sentinel.telemetry.logging import configure_logging
 from sentinel.tokens import Encodings, TokenizerError
 
 __all__ = ["StartupError", "hypercorn_config", "serve", "serve_app"]
-
-
-def hypercorn_config(config: Config) -> HypercornConfig:
-    """Hypercorn settings for ``config`` (no access log: Sentinel logs its own line)."""
-    hc = HypercornConfig()
-    hc.bind = [config.server.bind]
-    hc.workers = config.server.workers
-    hc.graceful_timeout = float(config.server.shutdown_grace_s)
-    hc.accesslog = None
-    hc.errorlog = "-"
-    # hypercorn's idle timer runs from the end of one request until the next one's headers are
-    # complete: it bounds both an idle keep-alive connection and a slow request head.
-    hc.keep_alive_timeout = config.server.header_timeout_ms / 1000
-    hc.include_server_header = False
-    hc.h11_max_incomplete_size = 64 * 1024
-    return hc
 
 
 def tune_gc() -> None:
@@ -72,50 +57,49 @@ async def serve_app(
     encodings: Encodings | None = None,
     log_stream: TextIO | None = None,
 ) -> None:
-    """Serve in the running loop until ``stop`` returns (or SIGTERM/SIGINT when it is None);
-    log lines go to ``log_stream`` (default: stdout).
+    """Serve with ``config.server.engine`` in the running loop until ``stop`` returns (or
+    SIGTERM/SIGINT when it is None); log lines go to ``log_stream`` (default: stdout).
+    ``sockets`` None: bind ``server.bind`` first, and close it at the end.
 
     A failed startup raises ``StartupError``, after the lifespan closed what it had opened.
     """
+    if sockets is None:
+        listening = _listen(config)
+        try:
+            await serve_app(config, listening, stop, encodings, log_stream)
+        finally:
+            _close(listening)
+        return
     lines = configure_logging(config.telemetry, config.secrets(), log_stream)
     if encodings is None:
         try:
             encodings = await asyncio.to_thread(Encodings.load)
         except TokenizerError as error:
             raise StartupError(_one_line(f"tokens: {error}", config)) from error
-    hc = hypercorn_config(config)
-    # Starlette's ASGI types are looser than hypercorn's.
-    asgi: Any = create_app(config, encodings, lines)
+    app = create_app(config, encodings, lines)
     tune_gc()
-    app = wrap_app(asgi, hc.wsgi_max_body_size, "asgi")
     if stop is None:
-        stopping = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stopping.set)
-
-        async def wait_stop() -> None:
-            await stopping.wait()
-
-        stop = wait_stop
+        stop = _on_signals()
     try:
-        await worker_serve(app, hc, sockets=sockets, shutdown_trigger=stop)
-    except LifespanFailureError as error:
-        raise StartupError(_one_line(_lifespan_failure(error), config)) from None
+        if config.server.engine == "uvicorn":
+            await uvicorn.serve(app, config, sockets.insecure_sockets, stop)
+        else:
+            await hypercorn.serve(app, config, sockets, stop)
+    except StartupError as error:
+        raise StartupError(_one_line(str(error), config)) from None
 
 
-def _lifespan_failure(error: LifespanFailureError) -> str:
-    """What made the lifespan fail, without the traceback hypercorn's message carries.
+def _on_signals() -> Callable[[], Awaitable[None]]:
+    """A stop trigger that returns at SIGTERM or SIGINT."""
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stopping.set)
 
-    Starlette sends ``lifespan.startup.failed`` from inside its ``except`` block and hypercorn
-    raises on that send, so the lifespan's own error is found along ``__context__``.
-    """
-    cause = error.__context__
-    if isinstance(cause, StartupError):
-        return str(cause)
-    if cause is None:
-        return "startup failed"
-    return f"startup: {type(cause).__name__}: {cause}"
+    async def wait_stop() -> None:
+        await stopping.wait()
+
+    return wait_stop
 
 
 def _one_line(message: str, config: Config) -> str:

@@ -1,8 +1,8 @@
 """Shared fixtures: a real mock upstream and a real Sentinel on loopback sockets.
 
 Everything runs in the test's own event loop: the upstream is the built-in aiohttp mock, the
-gateway is hypercorn serving ``create_app`` on a socket bound to a free port, and clients talk
-to both over TCP.
+gateway is ``create_app`` served by hypercorn or uvicorn (``start_gateway`` runs each test on
+both) on a socket bound to a free port, and clients talk to both over TCP.
 """
 
 from __future__ import annotations
@@ -10,15 +10,17 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import functools
+import inspect
 import io
 import json
 import socket
 import sys
+import types
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO, Literal
 
 import aiohttp
 import pytest
@@ -28,7 +30,7 @@ from sentinel.config import Config, KeyConfig, ServerConfig, UpstreamConfig, has
 from sentinel.mock import MockSettings, serve
 from sentinel.server import serve_app
 from sentinel.tokens import Encodings
-from tests.redis_server import RedisServer, start_redis_cluster, start_redis_server
+from tests.support.redis_server import RedisServer, start_redis_cluster, start_redis_server
 
 if TYPE_CHECKING:
     from _typeshed import ReadableBuffer
@@ -41,6 +43,66 @@ UPSTREAM_KEY = "sk-upstream-secret-key-9876543210"
 SECRETS: set[str] = {CLIENT_KEY, UPSTREAM_KEY}
 """Every secret a test hands Sentinel; ``running_gateway`` adds each config's secrets."""
 _leaks: list[str] = []
+
+
+# --- unit or end-to-end ------------------------------------------------------------------------
+
+E2E_FIXTURES = frozenset(
+    {"gateway", "start_gateway", "upstream", "lenient", "edge"}
+    | {"redis_server", "private_redis", "redis_cluster"}
+)
+"""The fixtures that start a server: a test that uses one, even indirectly, is ``e2e``."""
+
+STARTS_SERVER = frozenset(
+    {"subprocess", "create_subprocess_exec", "Popen"}  # a process
+    | {"serve", "serve_app", "running_gateway", "TCPSite", "start_server"}  # a listening socket
+)
+"""Names whose use, in a test, a fixture or any test helper they call, makes a test ``e2e``."""
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test that starts a server or a process as ``e2e``: ``make check`` runs the
+    others. Parameters that start one (a store ``on redis``) carry the mark themselves."""
+    for item in items:
+        if not isinstance(item, pytest.Function):
+            continue
+        if E2E_FIXTURES.intersection(item.fixturenames) or _starts_server(item):
+            item.add_marker(pytest.mark.e2e)
+
+
+def _starts_server(item: pytest.Function) -> bool:
+    """Whether the test, or a fixture of the suite's it uses, reaches a name of STARTS_SERVER
+    through the functions and classes of ``tests`` it calls."""
+    defs = item._fixtureinfo.name2fixturedefs
+    fixtures = [d.func for name in item.fixturenames for d in defs.get(name, ())]
+    seen: set[int] = set()
+    return any(_reaches_server(f, seen) for f in [item.function, *fixtures])
+
+
+def _reaches_server(target: object, seen: set[int]) -> bool:
+    target = inspect.unwrap(target) if callable(target) else target
+    module = getattr(target, "__module__", None) or ""
+    if id(target) in seen or not (module == "tests" or module.startswith("tests.")):
+        return False
+    seen.add(id(target))
+    if inspect.isclass(target):
+        return any(_reaches_server(member, seen) for member in vars(target).values())
+    if not inspect.isfunction(target):
+        return False
+    names = _names(target.__code__)
+    if names & STARTS_SERVER:
+        return True
+    scope = target.__globals__
+    return any(_reaches_server(scope[name], seen) for name in names if name in scope)
+
+
+def _names(code: types.CodeType) -> set[str]:
+    """The global and attribute names a code object and the functions nested in it use."""
+    names = set(code.co_names)
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            names |= _names(const)
+    return names
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
@@ -148,7 +210,9 @@ def encodings() -> Encodings:
 
 @asynccontextmanager
 async def running_gateway(config: Config) -> AsyncIterator[Gateway]:
-    """Sentinel served by hypercorn on a free loopback port, in the running loop."""
+    """Sentinel served on a free loopback port, in the running loop, by the engine its config
+    names (``serve_app``: hypercorn's ``worker_serve`` or uvicorn's ``Server.serve``, on the
+    socket bound here, stopped by the trigger)."""
     SECRETS.update(config.secrets())
     sock = _listening_socket()
     port = sock.getsockname()[1]
@@ -173,12 +237,20 @@ async def running_gateway(config: Config) -> AsyncIterator[Gateway]:
         await asyncio.gather(task, return_exceptions=True)
 
 
-@pytest.fixture
-async def start_gateway() -> AsyncIterator[StartGateway]:
-    """Start Sentinel for a given config; every one started is stopped at teardown."""
+ENGINES = ("hypercorn", "uvicorn")
+"""The HTTP servers every end-to-end test runs on (``[server] engine``)."""
+
+
+@pytest.fixture(params=ENGINES, ids=ENGINES)
+async def start_gateway(request: pytest.FixtureRequest) -> AsyncIterator[StartGateway]:
+    """Start Sentinel for a given config, on the engine of this test's run (the config's
+    ``server.engine`` replaced); every one started is stopped at teardown."""
+    engine: Literal["hypercorn", "uvicorn"] = request.param
     async with AsyncExitStack() as stack:
 
         async def start(config: Config) -> Gateway:
+            server = dataclasses.replace(config.server, engine=engine)
+            config = dataclasses.replace(config, server=server)
             return await stack.enter_async_context(running_gateway(config))
 
         yield start
@@ -205,7 +277,7 @@ async def gateway(upstream: Upstream, start_gateway: StartGateway) -> Gateway:
     return await start_gateway(make_config(upstream.url))
 
 
-# --- real redis-servers (see tests/redis_server.py) ------------------------------------------
+# --- real redis-servers (see tests/support/redis_server.py) ---------------------------------------
 
 
 @pytest.fixture(scope="session")

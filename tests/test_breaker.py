@@ -9,7 +9,7 @@ import pytest
 from sentinel.breaker import BreakerPolicy, BreakerState, CircuitBreaker
 from sentinel.config import RoutingConfig
 from sentinel.limits import REDIS_BREAKER
-from sentinel.upstream.health import breaker_settings
+from sentinel.upstream.board import breaker_settings
 from sentinel.usage.sinks.webhook import WEBHOOK_BREAKER
 
 POLICIES = {

@@ -15,10 +15,12 @@ from pathlib import Path
 import aiohttp
 
 from tests.conftest import CLIENT_KEY, UPSTREAM_KEY, Upstream
-from tests.processes import ROOT, free_port, wait_healthy
+from tests.support.processes import ROOT, free_port, wait_healthy
 
 
-def sentinel(*args: str, stdin: str = "", env: dict[str, str] | None = None, cwd: Path = ROOT):
+def sentinel(
+    *args: str, stdin: str = "", env: dict[str, str] | None = None, cwd: Path = ROOT
+) -> subprocess.CompletedProcess[str]:
     """Run ``python -m sentinel ARGS`` to completion."""
     return subprocess.run(
         [sys.executable, "-m", "sentinel", *args],

@@ -20,9 +20,9 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from sentinel.config import AdminConfig, KeyConfig, RedisConfig, hash_key, load_config
-from tests import dashboard
 from tests.conftest import CLIENT_KEY, StartGateway, Upstream, make_config
-from tests.redis_server import RedisServer
+from tests.support import dashboard
+from tests.support.redis_server import RedisServer
 
 DEPLOY = dashboard.DEPLOY
 COMPOSE = DEPLOY / "docker-compose.yml"

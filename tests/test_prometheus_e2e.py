@@ -20,17 +20,17 @@ import aiohttp
 import pytest
 
 from sentinel.config import AdminConfig, KeyConfig, RedisConfig, TelemetryConfig, hash_key
-from sentinel.usage.settings import UsageSettings
-from tests import dashboard
+from sentinel.config.usage import UsageSettings
 from tests.conftest import CLIENT_KEY, Gateway, StartGateway, Upstream, make_config
-from tests.prometheus_server import (
+from tests.support import dashboard
+from tests.support.prometheus_server import (
     PrometheusServer,
     PrometheusUnavailable,
     find_or_install_prometheus,
     running_prometheus,
     scrape_config,
 )
-from tests.redis_server import RedisServer
+from tests.support.redis_server import RedisServer
 
 pytestmark = pytest.mark.slow
 

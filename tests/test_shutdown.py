@@ -9,7 +9,7 @@ from pathlib import Path
 import aiohttp
 
 from tests.conftest import CLIENT_KEY, UPSTREAM_KEY, Upstream
-from tests.processes import free_port, wait_healthy
+from tests.support.processes import free_port, wait_healthy
 from tests.test_cli import _write_config, process
 
 CHAT = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}], "stream": True}

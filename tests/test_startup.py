@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from tests.conftest import CLIENT_KEY
-from tests.processes import ROOT, free_port
+from tests.support.processes import ROOT, free_port
 
 STARTUP_FAILED = 2
 QUICK_S = 15  # a refusal takes an interpreter start and a config load, never a timeout
@@ -51,7 +51,7 @@ def _refused(result: subprocess.CompletedProcess[str], elapsed_s: float) -> list
     return [
         line
         for line in result.stderr.splitlines()
-        if line.startswith("sentinel: ") and not line.startswith("sentinel: serving on ")
+        if line.startswith("sentinel: ") and not line.startswith("sentinel: starting on ")
     ]
 
 

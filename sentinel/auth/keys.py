@@ -38,6 +38,7 @@ class Principal:
     limits: LimitSpec
     models: tuple[str, ...] | None = None  # globs; None allows every model
     id: str = ""  # default: cfg:<name>
+    team: str | None = None
     is_admin: bool = False  # sees every tenant's objects
     passthrough: frozenset[str] = frozenset()  # spending families allowed despite token limits
     is_limited: bool = field(init=False)
@@ -119,6 +120,7 @@ class KeyRing:
                     ),
                     k.models,
                     is_admin=k.admin,
+                    team=k.team,
                     passthrough=frozenset(k.passthrough),
                 ),
             )

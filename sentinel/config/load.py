@@ -31,6 +31,7 @@ from sentinel.config.table import (
     http_url_problem,
     name_problem,
     redis_url_problem,
+    show,
 )
 from sentinel.config.upstreams import read_aliases, read_headers, read_routing, read_upstreams
 from sentinel.config.usage import UsageSettings, WebhookSettings, default_spool_dir
@@ -164,6 +165,7 @@ def _server(t: Table) -> ServerConfig:
         max_client_connections=t.integer(
             "max_client_connections", d.max_client_connections, minimum=1
         ),
+        engine=t.choice("engine", ("hypercorn", "uvicorn"), d.engine),
     )
     t.finish()
     return server
@@ -171,15 +173,58 @@ def _server(t: Table) -> ServerConfig:
 
 def _redis(t: Table) -> RedisConfig:
     d = RedisConfig()
+    with_sentinels = t.has("sentinels")  # the master comes from them, not from a URL
     redis = RedisConfig(
-        url=t.string("url", d.url, check=redis_url_problem),
+        url=t.string("url", "" if with_sentinels else d.url, check=redis_url_problem),
         timeout_ms=t.integer("timeout_ms", d.timeout_ms, minimum=1),
         on_unavailable=t.choice("on_unavailable", ("local", "deny"), d.on_unavailable),
         replicas=t.integer("replicas", d.replicas, minimum=1),
         cluster=t.boolean("cluster", d.cluster),
+        sentinels=_sentinels(t),
+        master_name=t.string("master_name", required=with_sentinels, check=name_problem),
+        sentinel_password=t.secret("sentinel_password"),
+        password=t.secret("password"),
+        db=t.integer("db", d.db, minimum=0),
     )
+    if with_sentinels:
+        if t.has("url"):
+            t.problem("url", "cannot be combined with redis.sentinels (they name the master)")
+        if redis.cluster:
+            t.problem("cluster", "cannot be combined with redis.sentinels")
+    else:
+        for key in ("master_name", "sentinel_password"):
+            if t.has(key):
+                t.problem(key, "only with redis.sentinels")
+        for key in ("password", "db"):
+            if t.has(key):
+                t.problem(key, "only with redis.sentinels (a url carries its own)")
     t.finish()
     return redis
+
+
+def _sentinels(t: Table) -> tuple[str, ...]:
+    """``redis.sentinels``: every entry a ``host:port``; () when any is not."""
+    value = t.take("sentinels")
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not value:
+        t.problem("sentinels", f'expected a non-empty array of "host:port", got {show(value)}')
+        return ()
+    problems = [(i, _sentinel_problem(entry)) for i, entry in enumerate(value)]
+    for i, problem in problems:
+        if problem:
+            t.problem(f"sentinels[{i}]", problem)
+    return () if any(problem for _, problem in problems) else tuple(value)
+
+
+def _sentinel_problem(entry: object) -> str | None:
+    """Why ``entry`` is not a sentinel's ``host:port``, or None."""
+    if not isinstance(entry, str):
+        return f'expected a "host:port" string, got {show(entry)}'
+    problem = bind_problem(entry)
+    if problem is None and int(entry.rpartition(":")[2]) == 0:
+        problem = f"expected a port from 1 to 65535, got {show(entry)}"
+    return problem
 
 
 def _admin(t: Table) -> AdminConfig:
@@ -322,6 +367,7 @@ def _key(t: Table) -> KeyConfig:
         **_limit_fields(t),
         models=t.string_list("models", ()) or None if t.has("models") else None,
         admin=t.boolean("admin", False),
+        team=t.string("team", check=name_problem) or None,
         passthrough=_names(t, "passthrough", SPENDING_FAMILIES),
     )
     t.finish()

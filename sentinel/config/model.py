@@ -20,10 +20,11 @@ class ServerConfig:
     workers: int = 1
     max_body_bytes: int = 10 * 1024 * 1024
     shutdown_grace_s: int = 30
-    header_timeout_ms: int = 30_000  # request line and headers (hypercorn: idle keep-alive too)
+    header_timeout_ms: int = 30_000  # request line and headers, and idle keep-alive
     body_timeout_ms: int = 60_000  # the whole request body: 408 after it
     write_timeout_ms: int = 30_000  # one write to a client that stopped reading: dropped
     max_client_connections: int = 10_000  # requests in flight at once: 503 above it
+    engine: Literal["hypercorn", "uvicorn"] = "hypercorn"  # the HTTP server (sentinel.engines)
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +36,12 @@ class RedisConfig:
     on_unavailable: Literal["local", "deny"] = "local"
     replicas: int = 1
     cluster: bool = False  # use redis-py's cluster client (keys are hash-tagged per API key)
+    # Redis Sentinel instead of url: "host:port" of each sentinel, and the master's name there.
+    sentinels: tuple[str, ...] = ()
+    master_name: str = ""
+    sentinel_password: str | None = None  # AUTH to the sentinels
+    password: str | None = None  # AUTH to the master (with url, the URL carries it)
+    db: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +119,7 @@ class KeyConfig:
     tokens_per_month: int | None = None
     models: tuple[str, ...] | None = None  # allow-list of globs; None allows every model
     admin: bool = False  # sees every tenant's objects (files, batches, responses, ...)
+    team: str | None = None  # carried on usage records and log lines
     passthrough: tuple[str, ...] = ()  # token-spending families allowed despite token limits
 
 
@@ -178,7 +186,10 @@ class Config:
         if self.usage.webhook is not None:
             found.extend(value for _, value in self.usage.webhook.headers)
         if self.redis is not None:
-            password = urlsplit(self.redis.url).password
-            if password:
-                found.append(password)
+            passwords = (
+                urlsplit(self.redis.url).password,
+                self.redis.password,
+                self.redis.sentinel_password,
+            )
+            found.extend(password for password in passwords if password)
         return tuple(found)

@@ -10,7 +10,7 @@ from typing import Any
 
 import orjson
 
-from sentinel.deadline import Deadline
+from sentinel.deadline import LooseDeadline
 from sentinel.errors import InvalidRequest, PayloadTooLarge, RequestTimeout, UnsupportedMediaType
 from sentinel.http.asgi import Message, Receive
 
@@ -47,7 +47,7 @@ async def read_body(
     if deadline is None:
         return await _read_body(receive, limit)
     try:
-        with Deadline(deadline):
+        with LooseDeadline(deadline):
             return await _read_body(receive, limit)
     except TimeoutError:
         raise _too_slow() from None
@@ -116,7 +116,7 @@ class BodyStream:
         if self._deadline is None:
             return await self._receive()
         try:
-            with Deadline(self._deadline):
+            with LooseDeadline(self._deadline):
                 return await self._receive()
         except TimeoutError:
             self.timed_out = True
@@ -151,9 +151,11 @@ def parse_json_object(body: bytes, content_encoding: bytes | None) -> dict[str, 
         raise InvalidRequest(
             "The request body must be a JSON object.", code="invalid_type", param="body"
         )
-    if _key_count(body) != _key_count(orjson.dumps(parsed)):
+    if _may_repeat_a_key(body, parsed):
         # A parser that keeps the first of two values would run what Sentinel never judged.
         where = _first_duplicate(json.loads(body, object_pairs_hook=_Pairs), "")
+        if where is None:
+            return parsed  # the quick test's false alarm: no key is repeated
         raise InvalidRequest(
             f"The JSON body repeats the key {where or 'of an object'!r}; "
             "each key may appear only once in an object.",
@@ -163,13 +165,19 @@ def parse_json_object(body: bytes, content_encoding: bytes | None) -> dict[str, 
     return parsed
 
 
-# In valid JSON every colon outside a string separates a key from its value, so a body whose
-# parse (which keeps one value per key) re-serializes with fewer colons repeated a key.
-_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
+# In JSON a colon outside a string separates a key from its value. The parse keeps one value
+# per key, and orjson writes every colon inside a string back as a colon; so a body that
+# spells none as a \u003a escape holds exactly as many colons as its re-serialization unless
+# it repeats a key (each repeat brings its own colon), and then it holds more.
+_COLON_ESCAPE = re.compile(rb"\\u003[aA]")
 
 
-def _key_count(body: bytes) -> int:
-    return _STRING.sub(b"", body).count(b":")
+def _may_repeat_a_key(body: bytes, parsed: dict[str, Any]) -> bool:
+    """False only when ``body`` certainly repeats no key (the usual case: two counts and one
+    re-serialization, well under a microsecond); True sends it to the exact check."""
+    if b"\\u003" in body and _COLON_ESCAPE.search(body) is not None:
+        return True
+    return body.count(b":") != orjson.dumps(parsed).count(b":")
 
 
 class _Pairs(list[tuple[str, Any]]):

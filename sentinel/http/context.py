@@ -47,6 +47,8 @@ class RequestContext:
     started_ns: int
     route: str = "other"
     key: str | None = None
+    key_id: str | None = None  # the key's stable id
+    team: str | None = None
     model: str | None = None
     upstream: str | None = None
     stream: bool = False
@@ -85,6 +87,8 @@ class RequestContext:
             "method": self.method,
             "route": self.route,
             "key": self.key,
+            "key_id": self.key_id,
+            "team": self.team,
             "model": self.model,
             "upstream": self.upstream,
             "stream": self.stream,

@@ -19,6 +19,7 @@ reach Redis is queued (bounded; drops are counted) and replayed by the next prob
 
 from __future__ import annotations
 
+import asyncio
 from collections import deque
 from dataclasses import dataclass, replace
 from typing import Literal
@@ -95,7 +96,9 @@ class GuardedStore:
         self._queue: deque[_Settlement] = deque()
         self._max_queued = max_queued_settlements
         self._local: dict[str, set[str]] = {}  # key name → ids of reservations held locally
-        self._in_transit: set[str] = set()  # key names being written back right now
+        # Key names whose local usage is being written back right now, each with the event set
+        # when it has arrived (or failed to).
+        self._in_transit: dict[str, asyncio.Event] = {}
 
     @property
     def is_degraded(self) -> bool:
@@ -104,6 +107,10 @@ class GuardedStore:
 
     async def admit(self, spec: LimitSpec, admission: Admission, now_ms: int) -> Decision:
         """Admit against Redis, or against the local share when Redis cannot answer."""
+        while (written := self._in_transit.get(admission.key_name)) is not None:
+            # The key's local usage is on its way to Redis: decided here, the request would
+            # see an empty local window and be admitted past the share. Wait for it to land.
+            await written.wait()
         if not self.breaker.is_closed and self.breaker.try_acquire(now_ms):
             await self._recover(now_ms)
         if self.breaker.is_closed:
@@ -279,14 +286,15 @@ class GuardedStore:
     async def _write_back(self, key_name: str, now_ms: int) -> None:
         ids = set(self._local.get(key_name, ()))
         state = self._fallback.take(key_name)
-        self._in_transit.add(key_name)
+        written = self._in_transit[key_name] = asyncio.Event()
         try:
             await self._primary.merge(key_name, state, now_ms)
         except BaseException:
             await self._fallback.merge(key_name, state, now_ms)
             raise
         finally:
-            self._in_transit.discard(key_name)
+            del self._in_transit[key_name]
+            written.set()
         held = self._local.get(key_name)
         if held is not None:
             held -= ids

@@ -27,7 +27,7 @@ import aiohttp
 
 from sentinel.auth.keys import Principal, presented_key
 from sentinel.container import Services, services_of
-from sentinel.deadline import Deadline
+from sentinel.deadline import LooseDeadline
 from sentinel.errors import SentinelError, UpstreamTimeout
 from sentinel.http.asgi import Receive, Scope, Send
 from sentinel.http.body import BodyStream
@@ -134,7 +134,7 @@ async def run_exchange(endpoint: Endpoint, scope: Scope, receive: Receive, send:
     services = services_of(scope)
     headers = scan_request_headers(scope["headers"])
     principal = services.keys.authenticate(presented_key(headers.authorization, headers.api_key))
-    ctx.key = principal.name
+    ctx.key, ctx.key_id, ctx.team = principal.name, principal.id, principal.team
     ctx.on_finish = services.record_usage
     if principal.is_limited:
         services.gate.refuse_early(principal.name)
@@ -248,7 +248,7 @@ async def relay_reply(
     client's ``write_timeout_ms``."""
     target = served.candidate.target
     try:
-        with Deadline(exchange.reply_deadline(target)):
+        with LooseDeadline(exchange.reply_deadline(target)):
             await relay(
                 served.response,
                 exchange.ctx,

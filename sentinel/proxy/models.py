@@ -35,7 +35,7 @@ class ModelsEndpoint:
         principal = services.keys.authenticate(
             presented_key(headers.authorization, headers.api_key)
         )
-        ctx.key = principal.name
+        ctx.key, ctx.key_id, ctx.team = principal.name, principal.id, principal.team
         targets = services.router.targets
         results = await asyncio.gather(
             *(_list_models(services, t, ctx, dict(headers.forward)) for t in targets),

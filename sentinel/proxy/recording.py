@@ -34,6 +34,8 @@ class UsageRecorder:
                 record_id="rec_" + secrets.token_hex(16),
                 request_id=ctx.request_id,
                 key=ctx.key,
+                key_id=ctx.key_id or "",
+                team=ctx.team,
                 model=ctx.model or "",
                 upstream=ctx.upstream or "",
                 endpoint=ctx.path,

@@ -28,7 +28,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 from redis.asyncio.connection import AbstractConnection
-from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import NoScriptError, ReadOnlyError, ResponseError
 
 from sentinel.deadline import Deadline
 
@@ -143,6 +143,8 @@ class ScriptBatcher:
             for _ in commands:
                 try:
                     replies.append(await connection.read_response())
+                except ReadOnlyError:
+                    raise  # a primary demoted to a replica: drop it, the next one finds the new
                 except ResponseError as exc:  # read whole: the connection stays in step
                     replies.append(exc)
             return replies

@@ -18,7 +18,7 @@ from typing import Protocol
 
 import aiohttp
 
-from sentinel.deadline import Deadline
+from sentinel.deadline import LooseDeadline
 from sentinel.errors import SentinelError, UpstreamError
 from sentinel.http.asgi import Message, Receive, Send
 from sentinel.http.body import ClientStalled
@@ -159,7 +159,7 @@ async def _write(send: Send, message: Message, timeout_s: float | None) -> None:
         await send(message)
         return
     try:
-        with Deadline(asyncio.get_running_loop().time() + timeout_s):
+        with LooseDeadline(asyncio.get_running_loop().time() + timeout_s):
             await send(message)
     except TimeoutError:
         raise ClientStalled() from None

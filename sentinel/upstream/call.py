@@ -49,12 +49,11 @@ async def _take_slot(target: UpstreamTarget, deadline: float) -> None:
     """One of the upstream's connection slots, waiting at most until ``deadline``; an
     upstream whose pool stays full is Sentinel's own saturation, not the upstream failing:
     503 ``upstream_busy``, which no breaker counts."""
-    if not target.slots.locked():
-        await target.slots.acquire()  # free: no wait, no timer
-        return
+    if target.slots.try_take():
+        return  # free: no wait, no timer
     try:
         with Deadline(deadline):
-            await target.slots.acquire()
+            await target.slots.wait()
     except TimeoutError:
         raise ServiceUnavailable(
             "Every connection to the upstream provider is in use; try again shortly.",
@@ -101,7 +100,7 @@ async def open_upstream(
                 allow_redirects=False,
             )
     except BaseException:
-        target.slots.release()
+        target.slots.give()
         raise
     finally:
         ctx.upstream_wait_ns += time.perf_counter_ns() - started
@@ -110,7 +109,7 @@ async def open_upstream(
         # The client authenticated with Sentinel; a 401 here means Sentinel's own upstream
         # key is wrong, which the client must not mistake for its key being refused.
         response.close()
-        target.slots.release()
+        target.slots.give()
         raise UpstreamError(
             "The upstream provider refused the gateway's credentials.",
             code="upstream_auth_failed",

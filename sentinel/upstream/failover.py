@@ -93,7 +93,7 @@ class Served:
         self.response.close()
         if not self.released:
             self.released = True
-            self.candidate.target.slots.release()
+            self.candidate.target.slots.give()
 
     def finish(self, *, interrupted: bool) -> None:
         """The relay ended: count the outcome on the breakers; the call is no longer in flight;

@@ -9,7 +9,6 @@ drawn per request from an injectable ``random.Random``. Breaker state is not con
 
 from __future__ import annotations
 
-import asyncio
 import fnmatch
 import itertools
 import random
@@ -22,6 +21,7 @@ import aiohttp
 from sentinel.config import ModelAlias, UpstreamConfig
 from sentinel.errors import NotFound
 from sentinel.upstream.credentials import KeyRotation
+from sentinel.upstream.slots import ConnectionSlots
 
 __all__ = ["Candidate", "Router", "UpstreamTarget", "weighted_order"]
 
@@ -44,7 +44,7 @@ class UpstreamTarget:
     matches: Callable[[str], bool]
     is_azure: bool
     deployments: dict[str, str]
-    slots: asyncio.Semaphore  # this upstream's own connection pool: max_connections calls
+    slots: ConnectionSlots  # this upstream's own connection pool: max_connections calls
 
     @classmethod
     def build(cls, config: UpstreamConfig) -> UpstreamTarget:
@@ -68,7 +68,7 @@ class UpstreamTarget:
             matches=lambda model: compiled.match(model) is not None,
             is_azure=is_azure,
             deployments=dict(config.deployments),
-            slots=asyncio.Semaphore(config.max_connections),
+            slots=ConnectionSlots(config.max_connections),
         )
 
 

@@ -57,6 +57,8 @@ class UsageRecord:
     record_id: str
     request_id: str
     key: str
+    key_id: str  # the key's stable id (cfg:<name> for the config file's keys)
+    team: str | None
     model: str
     upstream: str
     endpoint: str
@@ -80,6 +82,8 @@ class UsageRecord:
         record_id: str,
         request_id: str,
         key: str,
+        key_id: str,
+        team: str | None,
         model: str,
         upstream: str,
         endpoint: str,
@@ -100,10 +104,12 @@ class UsageRecord:
         if (usage is None) != (source == "none"):
             raise ValueError(f"usage {usage!r} does not fit source {source!r}")
         counts = usage or Usage(0, 0, 0)
-        return cls(  # positional: measurably cheaper than 18 keywords on the request path
+        return cls(  # positional: measurably cheaper than 20 keywords on the request path
             record_id,
             request_id,
             key,
+            key_id,
+            team,
             model,
             upstream,
             endpoint,
@@ -156,8 +162,16 @@ class UsageRecord:
         record_id = obj.get("record_id", obj["request_id"])
         if not isinstance(record_id, str) or not record_id:
             raise ValueError("usage record: record_id: expected a non-empty string")
+        # Records written before keys had ids: a config key's id is cfg:<name>.
+        key_id = obj.get("key_id", f"cfg:{obj['key']}")
+        if not isinstance(key_id, str) or not key_id:
+            raise ValueError("usage record: key_id: expected a non-empty string")
+        team = obj.get("team")
+        if team is not None and not isinstance(team, str):
+            raise ValueError("usage record: team: expected a string or null")
         values = {f.name: obj.get(f.name) for f in dataclasses.fields(cls)}
         values["record_id"] = record_id
+        values["key_id"] = key_id
         return cls(**values)  # type: ignore[arg-type]  # every field was checked above
 
 

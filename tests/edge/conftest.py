@@ -13,7 +13,7 @@ import pytest
 
 from sentinel.config import AdminConfig, Config, KeyConfig, ServerConfig, UpstreamConfig, hash_key
 from tests.conftest import SECRETS, UPSTREAM_KEY, Gateway, StartGateway
-from tests.lenient_upstream import LenientUpstream, start_lenient
+from tests.support.lenient_upstream import LenientUpstream, start_lenient
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from tests.conftest import Gateway
 from tests.edge.conftest import LIMITED_KEY, TENANT_A, bearer, raw_request
-from tests.lenient_upstream import LenientUpstream
+from tests.support.lenient_upstream import LenientUpstream
 
 JSON = {"Content-Type": "application/json"}
 CHAT = "/v1/chat/completions"

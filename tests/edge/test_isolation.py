@@ -10,7 +10,7 @@ import pytest
 
 from tests.conftest import Gateway
 from tests.edge.conftest import ADMIN_KEY, TENANT_A, TENANT_B, bearer
-from tests.lenient_upstream import LenientUpstream
+from tests.support.lenient_upstream import LenientUpstream
 
 
 async def _upload(http: aiohttp.ClientSession, gateway: Gateway, key: str) -> dict[str, Any]:

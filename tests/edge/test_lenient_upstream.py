@@ -6,7 +6,7 @@ import orjson
 import pytest
 
 from tests.edge.conftest import raw_request
-from tests.lenient_upstream import (
+from tests.support.lenient_upstream import (
     LEAKED_HEADERS,
     USAGE_CHAT,
     USAGE_RESPONSES,

@@ -22,7 +22,7 @@ from tests.edge.conftest import (
     edge_config,
     raw_request,
 )
-from tests.lenient_upstream import LEAKED_HEADERS, LenientUpstream
+from tests.support.lenient_upstream import LEAKED_HEADERS, LenientUpstream
 
 IMAGE = {"model": "gpt-image-1", "prompt": "a cat"}
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 5}

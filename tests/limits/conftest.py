@@ -14,7 +14,7 @@ import pytest
 from redis.asyncio import Redis, RedisCluster
 
 from sentinel.limits import LimitStore, MemoryStore, RedisStore, Timing
-from tests.redis_server import RedisServer
+from tests.support.redis_server import RedisServer
 
 T0 = 1_710_000_000_000
 """2024-03-09 16:00:00 UTC, a Saturday, on a whole minute."""
@@ -55,7 +55,13 @@ def clock() -> FakeClock:
     return FakeClock()
 
 
-@pytest.fixture(params=["memory", "redis", "cluster"])
+@pytest.fixture(
+    params=[
+        "memory",
+        pytest.param("redis", marks=pytest.mark.e2e),
+        pytest.param("cluster", marks=pytest.mark.e2e),
+    ]
+)
 async def store(request: pytest.FixtureRequest, prefix: str) -> AsyncIterator[LimitStore]:
     """Each store in turn: the contract tests run unchanged against all of them."""
     if request.param == "memory":

@@ -8,7 +8,8 @@ from collections.abc import AsyncIterator
 import pytest
 
 from sentinel.limits import Admission, Decision, LimitSpec, RedisStore
-from tests.limits.conftest import T0, TIMING, RedisServer
+from tests.limits.conftest import T0, TIMING
+from tests.support.redis_server import RedisServer
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from sentinel.limits import (
     Timing,
     redis_keys,
 )
-from tests.limits.conftest import RedisServer
+from tests.support.redis_server import RedisServer
 
 # 2024-03-30 22:00 UTC: Berlin's DST jump, a month end and an ISO week end lie hours ahead.
 START = 1_711_836_000_000
@@ -89,10 +89,14 @@ async def run_both(
     return decisions
 
 
+def _text(field: bytes | str) -> str:
+    return field if isinstance(field, str) else field.decode()
+
+
 async def assert_meta_exact(client: Redis, prefix: str, name: str) -> None:
     """Each window hash's running sum, newest start and lower bound match its buckets."""
     for key in redis_keys(prefix, name)[:2]:
-        raw = {k.decode(): int(v) for k, v in (await client.hgetall(key)).items()}
+        raw = {_text(k): int(v) for k, v in (await client.hgetall(key)).items()}
         meta = {k: raw.pop(k) for k in ("s", "l", "h", "b") if k in raw}
         buckets = {int(k): v for k, v in raw.items()}
         if not buckets:

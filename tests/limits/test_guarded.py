@@ -217,10 +217,11 @@ async def test_request_above_the_full_limit_still_never_fits(primary: FlakyPrima
     assert decision.refusal.dimension is Dimension.TOKENS
 
 
-async def test_admissions_during_write_back_are_written_back_too(
+async def test_admissions_during_write_back_wait_for_it(
     guarded: GuardedStore, primary: FlakyPrimary
 ) -> None:
-    """Requests admitted locally while a write-back is in flight reach the primary as well."""
+    """Requests of a key whose local usage is being written back wait until it has landed,
+    then are decided by the primary, which then holds every request exactly once."""
     spec = LimitSpec(rpm=100)
     primary.down = True
     for n in range(3):
@@ -229,12 +230,38 @@ async def test_admissions_during_write_back_are_written_back_too(
     primary.merge_gate = asyncio.Event()
     probe = asyncio.create_task(guarded.recover(T0 + 1_000))
     await primary.merge_entered.wait()
-    during = [await guarded.admit(spec, ask(), T0 + 1_001) for _ in range(2)]
-    assert all(d.degraded and d.allowed for d in during)
+    during = [asyncio.create_task(guarded.admit(spec, ask(), T0 + 1_001)) for _ in range(2)]
+    await asyncio.sleep(0)
+    assert not any(task.done() for task in during)
     primary.merge_gate.set()
     assert await probe
+    decisions = [await task for task in during]
+    assert all(d.allowed and not d.degraded for d in decisions)
     assert (await primary.inner.usage(KEY, spec, T0 + 1_002)).requests == 5
     assert (await guarded.local_state(KEY)).is_empty()
+
+
+async def test_a_full_local_share_is_not_reopened_by_a_write_back(
+    guarded: GuardedStore, primary: FlakyPrimary
+) -> None:
+    """A key whose local share is spent stays refused while its usage is in transit, and
+    after a write-back that failed: its usage is never out of sight of an admission."""
+    spec = LimitSpec(rpm=4)  # four replicas: a local share of 1
+    primary.down = True
+    assert (await guarded.admit(spec, ask(), T0)).allowed
+    assert not (await guarded.admit(spec, ask(), T0 + 1)).allowed
+    primary.down = False
+    primary.merge_gate = asyncio.Event()
+    probe = asyncio.create_task(guarded.recover(T0 + 1_000))
+    await primary.merge_entered.wait()
+    waiting = asyncio.create_task(guarded.admit(spec, ask(), T0 + 1_001))
+    await asyncio.sleep(0)
+    assert not waiting.done()  # not decided against a local window emptied for the transit
+    primary.down = True  # the write-back fails: the usage comes back to the local share
+    primary.merge_gate.set()
+    assert not await probe
+    assert not (await waiting).allowed
+    assert (await guarded.local_state(KEY)).requests
 
 
 async def test_settlement_during_its_write_back_is_applied_after_it(

@@ -21,7 +21,8 @@ from sentinel.limits import (
     RedisStore,
     StoreUnavailable,
 )
-from tests.limits.conftest import TIMING, FakeClock, RedisServer
+from tests.limits.conftest import TIMING, FakeClock
+from tests.support.redis_server import RedisServer
 
 KEY = "team-a"
 SPEC = LimitSpec(rpm=100, tpm=1_000_000, tokens_per_day=10_000_000)

@@ -15,7 +15,8 @@ from sentinel.limits import (
     Timing,
     redis_keys,
 )
-from tests.limits.conftest import T0, TIMING, RedisServer
+from tests.limits.conftest import T0, TIMING
+from tests.support.redis_server import RedisServer, debug_sleep
 
 FULL = LimitSpec(
     rpm=10,

@@ -15,7 +15,7 @@ from sentinel.config import AdminConfig, Config, KeyConfig, RedisConfig, Telemet
 from sentinel.config.usage import UsageSettings
 from sentinel.telemetry.metrics import BoundedLabel
 from tests.conftest import CLIENT_KEY, StartGateway, Upstream, make_config
-from tests.redis_server import RedisServer
+from tests.support.redis_server import RedisServer
 
 ADMIN = "admin-token-for-metrics-0123"
 AUTH = {"Authorization": f"Bearer {CLIENT_KEY}"}

@@ -21,13 +21,19 @@ from sentinel.tenancy import (
     owned_key,
     owner_key,
 )
-from tests.redis_server import RedisServer
+from tests.support.redis_server import RedisServer
 
 ALICE = "team-alice"
 BOB = "team-bob"
 
 
-@pytest.fixture(params=["memory", "redis", "cluster"])
+@pytest.fixture(
+    params=[
+        "memory",
+        pytest.param("redis", marks=pytest.mark.e2e),
+        pytest.param("cluster", marks=pytest.mark.e2e),
+    ]
+)
 async def owners(request: pytest.FixtureRequest, prefix: str) -> AsyncIterator[OwnerIndex]:
     """Each owner index in turn: the contract tests run unchanged against all of them."""
     if request.param == "memory":

@@ -44,7 +44,7 @@ async def test_checks_open_and_close_the_breaker() -> None:
             checker = HealthChecker(session, Router((config,)).targets, board)
             clock.now = 1_000
             assert await checker.check(checker._targets[0]) is True
-            assert board["u"].breaker.state is BreakerState.CLOSED
+            assert board["u"].breaker.is_closed
     finally:
         await failing.cleanup()
         await healthy.cleanup()

@@ -13,7 +13,7 @@ from structlog.testing import capture_logs
 from sentinel.breaker import BreakerPolicy, BreakerState
 from sentinel.upstream.board import HealthBoard
 from sentinel.upstream.shared import SharedBreakers, breaker_key
-from tests.redis_server import RedisServer
+from tests.support.redis_server import RedisServer, debug_sleep
 
 SETTINGS = BreakerPolicy(failures=2, cooldown_ms=10_000)
 NAMES = ("primary", "odd{name}")
@@ -49,7 +49,12 @@ class Replica:
         self.clock.ms += ms
 
 
-@pytest.fixture(params=["redis", "cluster"])
+@pytest.fixture(
+    params=[
+        pytest.param("redis", marks=pytest.mark.e2e),
+        pytest.param("cluster", marks=pytest.mark.e2e),
+    ]
+)
 async def client(request: pytest.FixtureRequest) -> AsyncIterator[Redis | RedisCluster]:
     """A client of the shared redis-server, then of the 3-node cluster."""
     client: Redis | RedisCluster

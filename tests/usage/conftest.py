@@ -9,7 +9,7 @@ import pytest
 from redis.asyncio import Redis
 
 from sentinel.usage.spool import Spool
-from tests.redis_server import start_redis_server
+from tests.support.redis_server import start_redis_server
 
 
 @pytest.fixture

@@ -24,6 +24,8 @@ def make_record(
         record_id=f"rec-{n:05d}",
         request_id=f"req-{n:05d}",
         key=key,
+        key_id="cfg:" + key,
+        team=None,
         model="gpt-4o-mini",
         upstream="openai",
         endpoint="/v1/chat/completions",

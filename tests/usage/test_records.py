@@ -32,7 +32,7 @@ def test_started_at_is_iso_utc_with_milliseconds() -> None:
 
 
 def test_record_serialises_to_one_json_object_with_every_field() -> None:
-    """The JSON form carries all eighteen fields, in order, on one line."""
+    """The JSON form carries all twenty fields, in order, on one line."""
     data = make_record(7).to_json()
     assert b"\n" not in data
     obj = orjson.loads(data)
@@ -40,6 +40,8 @@ def test_record_serialises_to_one_json_object_with_every_field() -> None:
         "record_id",
         "request_id",
         "key",
+        "key_id",
+        "team",
         "model",
         "upstream",
         "endpoint",
@@ -72,6 +74,8 @@ def test_no_usage_means_source_none_and_zero_counts() -> None:
         record_id="rec",
         request_id="r",
         key="k",
+        key_id="cfg:k",
+        team=None,
         model="",
         upstream="",
         endpoint="/v1/files",
@@ -97,6 +101,8 @@ def _record(usage: Usage | None, source: Source) -> UsageRecord:
         record_id="rec",
         request_id="r",
         key="k",
+        key_id="cfg:k",
+        team=None,
         model="m",
         upstream="u",
         endpoint="/v1/chat/completions",
@@ -185,3 +191,11 @@ def test_batch_id_of_old_records_is_the_one_older_versions_derived() -> None:
     batch = [replace(r, record_id=r.request_id) for r in records(3)]
     ids = sorted(r.request_id for r in batch)
     assert batch_id(batch) == hashlib.sha256(orjson.dumps(ids)).hexdigest()[:32]
+
+
+def test_a_record_spooled_before_key_ids_gets_its_config_id() -> None:
+    """A spooled record without ``key_id`` (written before it existed) takes ``cfg:<key>``."""
+    obj = orjson.loads(make_record(3).to_json())
+    del obj["key_id"], obj["team"]
+    record = UsageRecord.from_dict(obj)
+    assert record.key_id == f"cfg:{record.key}" and record.team is None

@@ -17,7 +17,7 @@ from sentinel.usage.sinks.redis import (
     counter_key,
     read_counters,
 )
-from tests.redis_server import RedisServer
+from tests.support.redis_server import RedisServer
 from tests.usage.fakes import free_port, make_record, records
 
 STARTED = 1_738_326_645.123  # 2025-01-31T12:30:45.123Z

@@ -18,14 +18,16 @@ import openai
 import orjson
 import pytest
 from multidict import CIMultiDictProxy
+from openai.types.chat import ChatCompletionMessageParam
 
 from sentinel.mock import MockSettings, serve
 from sentinel.mock.server import parse_bind
 from sentinel.mock.settings import Fault, parse_fault
 from tests.conftest import Upstream
 
-ROOT = Path(__file__).resolve().parent.parent
-CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hello mock world"}]}
+ROOT = Path(__file__).resolve().parents[2]
+MESSAGES: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hello mock world"}]
+CHAT = {"model": "gpt-4o-mini", "messages": MESSAGES}
 STREAM = {**CHAT, "stream": True}
 WITH_USAGE = {**STREAM, "stream_options": {"include_usage": True}}
 
@@ -67,7 +69,7 @@ async def _eventually(check: Callable[[], Awaitable[bool]]) -> None:
 
 async def test_chat_json_through_sdk(sdk: openai.AsyncOpenAI) -> None:
     """A chat completion echoes the model and the last user message, with full usage."""
-    reply = await sdk.chat.completions.create(**CHAT)  # type: ignore[call-overload]
+    reply = await sdk.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
     assert reply.choices[0].message.content == "gpt-4o-mini: hello mock world gpt-4o-mini:"
     assert reply.choices[0].finish_reason == "stop"
     assert reply.usage is not None
@@ -91,7 +93,7 @@ async def test_chat_prompt_tokens_are_words_plus_three_per_message(upstream: Ups
 
 async def test_chat_stream_without_usage_through_sdk(sdk: openai.AsyncOpenAI) -> None:
     """A plain stream opens with the role, carries the pieces, ends with stop and no usage."""
-    stream = await sdk.chat.completions.create(**STREAM)  # type: ignore[call-overload]
+    stream = await sdk.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=True)
     chunks = [chunk async for chunk in stream]
     assert chunks[0].choices[0].delta.role == "assistant"
     assert chunks[-1].choices[0].finish_reason == "stop"
@@ -102,7 +104,12 @@ async def test_chat_stream_without_usage_through_sdk(sdk: openai.AsyncOpenAI) ->
 
 async def test_chat_stream_with_usage_through_sdk(sdk: openai.AsyncOpenAI) -> None:
     """With include_usage the last chunk has no choices and the usage."""
-    stream = await sdk.chat.completions.create(**WITH_USAGE)  # type: ignore[call-overload]
+    stream = await sdk.chat.completions.create(
+        model="gpt-4o-mini",
+        messages=MESSAGES,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
     chunks = [chunk async for chunk in stream]
     assert chunks[-1].choices == []
     assert chunks[-1].usage is not None and chunks[-1].usage.total_tokens == 11
@@ -178,7 +185,7 @@ async def test_responses_stream_usage_through_sdk(sdk: openai.AsyncOpenAI) -> No
     assert events[0].type == "response.created" and events[-1].type == "response.completed"
     deltas = [e.delta for e in events if e.type == "response.output_text.delta"]
     assert len(deltas) == 5
-    usage = events[-1].response.usage  # type: ignore[union-attr]
+    usage = events[-1].response.usage
     assert usage is not None and usage.input_tokens_details.cached_tokens == 0
     assert (usage.input_tokens, usage.output_tokens, usage.total_tokens) == (2, 5, 7)
 
@@ -301,7 +308,7 @@ def test_settings_reject_bad_values() -> None:
     """MockSettings validates every knob when it is built."""
     for bad in ({"chunks": -1}, {"latency_ms": float("inf")}, {"fault": "status:99"}):
         with pytest.raises(ValueError):
-            MockSettings(**bad)  # type: ignore[arg-type]
+            MockSettings(**bad)
 
 
 def test_fault_grammar() -> None:
@@ -338,8 +345,10 @@ async def test_status_429_fault_has_retry_headers(upstream: Upstream) -> None:
 async def test_status_500_fault_through_sdk(sdk: openai.AsyncOpenAI) -> None:
     """``status:500`` is an InternalServerError in the SDK."""
     with pytest.raises(openai.InternalServerError):
-        await sdk.chat.completions.create(  # type: ignore[call-overload]
-            **CHAT, extra_headers={"x-mock-fault": "status:500"}
+        await sdk.chat.completions.create(
+            model="gpt-4o-mini",
+            messages=MESSAGES,
+            extra_headers={"x-mock-fault": "status:500"},
         )
 
 
@@ -371,7 +380,7 @@ async def test_stall_fault_sends_nothing_until_the_client_leaves(upstream: Upstr
             )
 
     async def released() -> bool:
-        return (await upstream.stats())["open_connections"] == 0
+        return int((await upstream.stats())["open_connections"]) == 0
 
     await _eventually(released)
 
@@ -417,8 +426,11 @@ async def test_die_after_cuts_a_json_body_short(upstream: Upstream) -> None:
 
 async def test_die_after_through_sdk_is_an_error(sdk: openai.AsyncOpenAI) -> None:
     """The SDK sees a stream cut by ``die-after`` as a transport error after some chunks."""
-    stream = await sdk.chat.completions.create(  # type: ignore[call-overload]
-        **STREAM, extra_headers={"x-mock-fault": "die-after:3"}
+    stream = await sdk.chat.completions.create(
+        model="gpt-4o-mini",
+        messages=MESSAGES,
+        stream=True,
+        extra_headers={"x-mock-fault": "die-after:3"},
     )
     received = []
     with pytest.raises(openai.APIError):
@@ -537,7 +549,7 @@ async def test_open_connections_return_to_zero(upstream: Upstream) -> None:
         await client.close()
 
     async def released() -> bool:
-        return (await upstream.stats())["open_connections"] == 0
+        return int((await upstream.stats())["open_connections"]) == 0
 
     await _eventually(released)
 
@@ -554,7 +566,7 @@ async def test_client_leaving_mid_stream_ends_the_stream(upstream: Upstream) -> 
 
     async def released() -> bool:
         stats = await upstream.stats()
-        return stats["active_streams"] == 0 and stats["open_connections"] == 0
+        return int(stats["active_streams"]) == int(stats["open_connections"]) == 0
 
     await _eventually(released)
 

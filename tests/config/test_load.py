@@ -24,7 +24,7 @@ from sentinel.config import (
     resolve_config_path,
 )
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "deploy" / "sentinel.example.toml"
+EXAMPLE = Path(__file__).resolve().parents[2] / "deploy" / "sentinel.example.toml"
 UPSTREAM = '[[upstreams]]\nname = "u"\nbase_url = "http://127.0.0.1:9000/v1"\n'
 DIGEST = "sha256:" + "ab" * 32
 

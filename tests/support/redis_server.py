@@ -11,13 +11,15 @@ import shutil
 import socket
 import subprocess
 import threading
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any, cast
 
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-__all__ = ["RedisServer", "start_redis_cluster", "start_redis_server"]
+__all__ = ["RedisServer", "debug_sleep", "start_redis_cluster", "start_redis_server"]
 
 
 class RedisServer:
@@ -74,15 +76,23 @@ class RedisServer:
             self._process.wait()
             self._process = None
 
-    def client(self, **options: object) -> Redis:
+    def client(self, **options: Any) -> Redis:
         """A new client with its own connection pool and no retries of its own."""
-        settings: dict[str, object] = {
+        settings: dict[str, Any] = {
             "socket_connect_timeout": 2,
             "socket_timeout": 2,
             "retry": Retry(NoBackoff(), 0),
         }
         settings.update(options)
-        return Redis(host="127.0.0.1", port=self.port, **settings)  # type: ignore[arg-type]
+        return Redis(host="127.0.0.1", port=self.port, **settings)
+
+
+async def debug_sleep(client: Redis, seconds: float) -> None:
+    """Keep the server behind ``client`` busy for ``seconds`` (``DEBUG SLEEP``): it answers no
+    client meanwhile."""
+    # redis-py leaves execute_command unannotated; the reply of DEBUG SLEEP is OK.
+    command = cast(Callable[..., Awaitable[object]], client.execute_command)
+    await command("DEBUG", "SLEEP", str(seconds))
 
 
 def _drain(process: subprocess.Popen[bytes], log: queue.Queue[bytes]) -> None:

@@ -25,14 +25,14 @@ import orjson
 import pytest
 
 from sentinel.config import Config, RedisConfig
+from sentinel.config.usage import UsageSettings, WebhookSettings
 from sentinel.usage.records import UsageRecord
-from sentinel.usage.settings import UsageSettings, WebhookSettings
 from sentinel.usage.sinks.redis import Period, UsageCounters, read_counters
 from sentinel.usage.spool import Spool
 from tests.conftest import CLIENT_KEY, UPSTREAM_KEY, Gateway, Upstream, make_config, running_gateway
-from tests.processes import free_port, sentinel_process
-from tests.redis_server import RedisServer
-from tests.webhook_receiver import TOKEN_FIELDS, WebhookReceiver
+from tests.support.processes import free_port, sentinel_process
+from tests.support.redis_server import RedisServer
+from tests.support.webhook_receiver import TOKEN_FIELDS, WebhookReceiver
 
 MODEL = "gpt-4o-mini"
 MESSAGES: list[Any] = [{"role": "user", "content": "Count the tokens of this request"}]
@@ -52,8 +52,9 @@ class Sent:
 
 def _tokens(usage: Any) -> dict[str, int]:
     """The three token counts of an SDK usage object or an OpenAI ``usage`` JSON object."""
-    get = usage.get if isinstance(usage, dict) else lambda name: getattr(usage, name, None)
-    return {field: int(get(field) or 0) for field in TOKEN_FIELDS}
+    if isinstance(usage, dict):
+        return {field: int(usage.get(field) or 0) for field in TOKEN_FIELDS}
+    return {field: int(getattr(usage, field, None) or 0) for field in TOKEN_FIELDS}
 
 
 NO_TOKENS = dict.fromkeys(TOKEN_FIELDS, 0)

@@ -13,8 +13,8 @@ import pytest
 from sentinel.config import RedisConfig
 from sentinel.mock import MockSettings, serve
 from tests.conftest import Gateway, StartGateway, Upstream
-from tests.redis_server import RedisServer
-from tests.test_failover import ADMIN_TOKEN, AUTH, OTHER, calls, chat, config, up
+from tests.support.redis_server import RedisServer
+from tests.upstream.test_failover import ADMIN_TOKEN, AUTH, OTHER, calls, chat, config, up
 
 COOLDOWN_MS = 1_500
 

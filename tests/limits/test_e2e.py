@@ -30,7 +30,8 @@ from sentinel.config import (
     UpstreamConfig,
     hash_key,
 )
-from sentinel.limits import LimitDefaults, RedisStore
+from sentinel.config.limits import LimitDefaults
+from sentinel.limits import RedisStore
 from sentinel.tokens import PromptCounter
 from tests.conftest import (
     CLIENT_KEY,
@@ -39,8 +40,8 @@ from tests.conftest import (
     Upstream,
     encodings,
 )
-from tests.processes import free_port, sentinel_process
-from tests.redis_server import RedisServer
+from tests.support.processes import free_port, sentinel_process
+from tests.support.redis_server import RedisServer
 
 CHAT = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}
 

@@ -15,7 +15,7 @@ from typing import IO
 
 import aiohttp
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 __all__ = ["ROOT", "free_port", "sentinel_process", "wait_healthy"]
 

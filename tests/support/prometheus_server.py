@@ -19,7 +19,7 @@ from typing import Any
 
 import aiohttp
 
-from tests.processes import free_port
+from tests.support.processes import free_port
 
 __all__ = [
     "PrometheusServer",

@@ -6,12 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from sentinel.config import ConfigError, ModelAlias, RoutingConfig, load_config
+from sentinel.config import Config, ConfigError, ModelAlias, RoutingConfig, load_config
 
 UPSTREAM = '[[upstreams]]\nname = "u"\nbase_url = "http://127.0.0.1:9000/v1"\n'
 
 
-def load(tmp_path: Path, text: str, env: dict[str, str] | None = None) -> object:
+def load(tmp_path: Path, text: str, env: dict[str, str] | None = None) -> Config:
     path = tmp_path / "sentinel.toml"
     path.write_text(text, encoding="utf-8")
     return load_config(path, env=env or {})
@@ -52,17 +52,17 @@ deployments = { "gpt-4o-2024-11-20" = "prod-4o" }
 priority = 1
 """
     config = load(tmp_path, text, {"SECOND_KEY": "sk-two-1111"})
-    primary, azure = config.upstreams  # type: ignore[attr-defined]
+    primary, azure = config.upstreams
     assert primary.keys == ("sk-one-0000", "sk-two-1111") and primary.weight == 3
     assert primary.health_check_interval_s == 10
     assert azure.kind == "azure" and azure.deployments == (("gpt-4o-2024-11-20", "prod-4o"),)
-    assert config.routing == RoutingConfig(  # type: ignore[attr-defined]
+    assert config.routing == RoutingConfig(
         max_attempts=4, breaker_failure_ratio=0.25, breaker_cooldown_ms=500
     )
-    assert config.aliases == (  # type: ignore[attr-defined]
+    assert config.aliases == (
         ModelAlias("gpt-4o", (("primary", "gpt-4o"), ("az", "gpt-4o-2024-11-20"))),
     )
-    assert "sk-two-1111" in config.secrets()  # type: ignore[attr-defined]
+    assert "sk-two-1111" in config.secrets()
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from sentinel.config import PassthroughConfig, load_config
 from sentinel.config.families import DEFAULT_FAMILIES, FAMILIES, match_route
-from tests.test_config import DIGEST, UPSTREAM, problems, write
+from tests.config.test_load import DIGEST, UPSTREAM, problems, write
 
 KEY = f'[[keys]]\nname = "k"\nkey_sha256 = "{DIGEST}"\n'
 

@@ -61,8 +61,7 @@ def closed_url() -> str:
 def config(*upstreams: UpstreamConfig, **routing: Any) -> Config:
     """Upstreams tried in the order given (priority = position), two keys with a tpm limit."""
     ordered = tuple(
-        u if u.priority else dataclasses.replace(u, priority=i)
-        for i, u in enumerate(upstreams)
+        u if u.priority else dataclasses.replace(u, priority=i) for i, u in enumerate(upstreams)
     )
     return Config(
         upstreams=ordered,

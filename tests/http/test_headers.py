@@ -133,4 +133,7 @@ async def test_raw_control_bytes_in_request_header_get_400(gateway: Gateway) -> 
     response = await reader.read()
     writer.close()
     assert response.startswith(b"HTTP/1.1 400")
-    assert b'"param":"x-evil"' in response
+    if gateway.config.server.engine == "hypercorn":  # h11 passes the byte on: Sentinel names it
+        assert b'"param":"x-evil"' in response
+    else:  # llhttp refuses the request itself: the engine's plain 400, before any handler
+        assert b"content-length: 0" in response.lower()
