@@ -2,12 +2,13 @@
 
 ``direct`` has no proxy: the load generator talks to the mock itself. ``bare`` is
 ``bench.passthrough``; ``sentinel`` is ``sentinel serve`` on a generated config with one
-upstream (the mock) and one client key, logging as it would in production. ``uvicorn`` is the same on the uvicorn engine. ``accounting`` is
-Sentinel keeping every request's usage: records in a JSONL file and usage counters in a
-``redis-server`` the benchmark starts for it (never a Redis already running). ``policy`` is
-accounting plus limits in that Redis: the key's limits are far above anything a run reaches,
-so every limit is checked and none refuses. Each of the two writes into a directory of its own
-under the benchmark's working directory, named after it.
+upstream (the mock) and one client key, logging as it would in production; ``uvicorn`` is
+the same on the uvicorn engine. ``accounting`` is Sentinel keeping every request's usage:
+records in a JSONL file and usage counters in a ``redis-server`` the benchmark starts for it
+(never a Redis already running). ``policy`` is accounting plus limits in that Redis: the
+key's limits are far above anything a run reaches, so every limit is checked and none
+refuses. Each of the two writes into a directory of its own under the benchmark's working
+directory, named after it.
 """
 
 from __future__ import annotations
