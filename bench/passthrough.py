@@ -19,6 +19,7 @@ from contextlib import asynccontextmanager
 from typing import Any, TypedDict
 
 import aiohttp
+import uvicorn
 from hypercorn.asyncio import serve
 from hypercorn.config import Config as HypercornConfig
 from starlette.applications import Starlette
@@ -116,13 +117,35 @@ def _hypercorn_config(bind: str) -> HypercornConfig:
     return config
 
 
-async def _serve(bind: str, upstream: str) -> None:
+def _uvicorn_server(app: Any, bind: str) -> uvicorn.Server:
+    host, _, port = bind.rpartition(":")
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=int(port),
+        loop="none",  # the running uvloop
+        http="httptools",
+        access_log=False,
+        log_level="warning",
+        timeout_keep_alive=75,
+    )
+    return uvicorn.Server(config)
+
+
+async def _serve(bind: str, upstream: str, engine: str) -> None:
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stopping.set)
-    app: Any = create_app(upstream)  # Starlette's ASGI types are looser than hypercorn's
-    await serve(app, _hypercorn_config(bind), shutdown_trigger=stopping.wait)
+    app: Any = create_app(upstream)  # Starlette's ASGI types are looser than the engines'
+    if engine == "hypercorn":
+        await serve(app, _hypercorn_config(bind), shutdown_trigger=stopping.wait)
+        return
+    server = _uvicorn_server(app, bind)
+    serving = asyncio.create_task(server.serve())
+    await stopping.wait()
+    server.should_exit = True
+    await serving
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -130,9 +153,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.passthrough", description=__doc__)
     parser.add_argument("--bind", default="127.0.0.1:8081", help="HOST:PORT to listen on")
     parser.add_argument("--upstream", required=True, help="upstream base URL ending in /v1")
+    parser.add_argument(
+        "--engine", choices=("hypercorn", "uvicorn"), default="hypercorn", help="ASGI server"
+    )
     args = parser.parse_args(argv)
     with loop_runner() as runner:
-        runner.run(_serve(args.bind, args.upstream))
+        runner.run(_serve(args.bind, args.upstream, args.engine))
     return 0
 
 

@@ -56,7 +56,7 @@ def _row(outcome: Outcome, found: Mapping[Key, Measurement]) -> list[str]:
     if m is None:
         return [*head, f"**{outcome.failure}**", *[""] * (len(_COLUMNS) - 4)]
     per_request = m.cpu_us_per_request
-    bare = found.get(("bare", s.kind, s.connections))
+    bare = found.get((baseline(s.mode), s.kind, s.connections))
     direct = found.get(("direct", s.kind, s.connections))
     share = f"{100 * m.rps / bare.rps:.0f}%" if s.mode in _GATEWAYS and bare and bare.rps else "-"
     added = f"{(m.p50_us - direct.p50_us) / 1000:+.2f}" if s.mode != "direct" and direct else "-"
@@ -83,6 +83,7 @@ def _table(outcomes: Sequence[Outcome]) -> list[str]:
 def _summary(outcomes: Sequence[Outcome], usage: Mapping[str, UsageKept]) -> list[str]:
     found = _index(outcomes)
     lines = [line for kind in _kinds(outcomes) if (line := _latency_line(found, kind))]
+    lines += [line for kind in _kinds(outcomes) if (line := _own_cpu_line(found, kind))]
     rss = {
         mode: max(values)
         for mode in _GATEWAYS
@@ -104,6 +105,11 @@ def _summary(outcomes: Sequence[Outcome], usage: Mapping[str, UsageKept]) -> lis
     return lines
 
 
+def baseline(mode: str) -> str:
+    """The bare pass-through a target is measured against: the one on its own engine."""
+    return "bare-uvicorn" if mode == "uvicorn" else "bare"
+
+
 def _kinds(outcomes: Sequence[Outcome]) -> list[str]:
     return list(dict.fromkeys(o.scenario.kind for o in outcomes))
 
@@ -111,18 +117,41 @@ def _kinds(outcomes: Sequence[Outcome]) -> list[str]:
 def _latency_line(found: Mapping[Key, Measurement], kind: str) -> str | None:
     """What each proxy adds to direct's p50 at one connection, and the gateways over bare."""
     direct = found.get(("direct", kind, 1))
-    bare = found.get(("bare", kind, 1))
     if direct is None:
         return None
     parts = []
-    for mode in ("bare", *_GATEWAYS):
+    for mode in ("bare", "bare-uvicorn", *_GATEWAYS):
         if (measured := found.get((mode, kind, 1))) is None:
             continue
         part = f"{mode} +{_ms(measured.p50_us - direct.p50_us)} ms"
-        if bare is not None and mode != "bare":
-            part += f" ({_ms(measured.p50_us - bare.p50_us)} over bare)"
+        bare = found.get((baseline(mode), kind, 1))
+        if bare is not None and not mode.startswith("bare"):
+            part += f" ({_ms(measured.p50_us - bare.p50_us)} over {baseline(mode)})"
         parts.append(part)
     return f"- {kind}, p50 added to direct at 1 connection: " + ", ".join(parts) if parts else None
+
+
+def _own_cpu_line(found: Mapping[Key, Measurement], kind: str) -> str | None:
+    """Each gateway's own CPU per request at the most connections measured: its CPU less its
+    engine's bare pass-through's, as a share of the latter (issue 18 asks for at most 0.25)."""
+    connections = max((c for (_, k, c) in found if k == kind), default=None)
+    if connections is None:
+        return None
+    parts = []
+    for mode in _GATEWAYS:
+        measured = found.get((mode, kind, connections))
+        bare = found.get((baseline(mode), kind, connections))
+        if measured is None or bare is None:
+            continue
+        own, floor = measured.cpu_us_per_request, bare.cpu_us_per_request
+        if own is None or not floor:
+            continue
+        parts.append(
+            f"{mode} {own - floor:.0f} µs ({(own - floor) / floor:.2f} of {baseline(mode)})"
+        )
+    if not parts:
+        return None
+    return f"- {kind}, own CPU per request at {connections} connections: " + ", ".join(parts)
 
 
 def _store_costs(outcomes: Sequence[Outcome], usage: Mapping[str, UsageKept]) -> list[str]:

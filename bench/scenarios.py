@@ -24,10 +24,10 @@ CLIENT_KEY = "sk-bench-client-key"
 MODEL = "gpt-4o-mini"
 PATH = "/v1/chat/completions"
 
-MODES = ("direct", "bare", "sentinel", "uvicorn", "routed", "accounting", "policy")
-"""direct: the mock itself; bare: the pass-through floor; sentinel: the gateway; uvicorn: the
-gateway on the uvicorn engine (bare runs on hypercorn: its share of bare shows both the
-engine's saving and Sentinel's cost); routed: the
+MODES = ("direct", "bare", "bare-uvicorn", "sentinel", "uvicorn", "routed", "accounting", "policy")
+"""direct: the mock itself; bare: the pass-through floor (on hypercorn); bare-uvicorn: the same
+pass-through on uvicorn; sentinel: the gateway; uvicorn: the gateway on the uvicorn engine
+(measured against bare-uvicorn); routed: the
 gateway choosing among three upstreams (priorities, weights, breakers); accounting: the gateway
 with usage records and Redis usage counters on (no limits); policy: accounting plus Redis
 limits on every dimension."""

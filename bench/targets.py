@@ -1,14 +1,14 @@
 """How each process of the benchmark is started: the mock upstream and the proxies under test.
 
 ``direct`` has no proxy: the load generator talks to the mock itself. ``bare`` is
-``bench.passthrough``; ``sentinel`` is ``sentinel serve`` on a generated config with one
-upstream (the mock) and one client key, logging as it would in production; ``uvicorn`` is
-the same on the uvicorn engine. ``accounting`` is Sentinel keeping every request's usage:
-records in a JSONL file and usage counters in a ``redis-server`` the benchmark starts for it
-(never a Redis already running). ``policy`` is accounting plus limits in that Redis: the
-key's limits are far above anything a run reaches, so every limit is checked and none
-refuses. Each of the two writes into a directory of its own under the benchmark's working
-directory, named after it.
+``bench.passthrough`` on hypercorn, ``bare-uvicorn`` the same on uvicorn; ``sentinel`` is
+``sentinel serve`` on a generated config with one upstream (the mock) and one client key,
+logging as it would in production; ``uvicorn`` is the same on the uvicorn engine.
+``accounting`` is Sentinel keeping every request's usage: records in a JSONL file and usage
+counters in a ``redis-server`` the benchmark starts for it (never a Redis already running).
+``policy`` is accounting plus limits in that Redis: the key's limits are far above anything a
+run reaches, so every limit is checked and none refuses. Each of the two writes into a
+directory of its own under the benchmark's working directory, named after it.
 """
 
 from __future__ import annotations
@@ -129,8 +129,11 @@ def start_proxy(
     """
     port = free_port()
     bind = f"127.0.0.1:{port}"
-    if mode == "bare":
-        argv = python_argv("bench.passthrough", "--bind", bind, "--upstream", upstream)
+    if mode in ("bare", "bare-uvicorn"):
+        engine = "uvicorn" if mode == "bare-uvicorn" else "hypercorn"
+        argv = python_argv(
+            "bench.passthrough", "--bind", bind, "--upstream", upstream, "--engine", engine
+        )
     elif mode in ("sentinel", "uvicorn", "routed", *USAGE_MODES):
         config = workdir / f"{mode}.toml"
         if mode in USAGE_MODES:

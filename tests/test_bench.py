@@ -529,7 +529,10 @@ def test_quick_benchmark_runs_every_target(tmp_path: Path) -> None:
     text = completed.stdout
     matrix = table(text, "| target |")
     assert [row[0] for row in matrix] == [mode for mode in MODES for _ in range(4)]
-    assert all(row[8].endswith("%") for row in matrix if row[0] not in ("direct", "bare"))
+    assert all(
+        row[8].endswith("%") for row in matrix if row[0] not in ("direct", "bare", "bare-uvicorn")
+    )
+    assert "own CPU per request at" in text and "uvicorn" in text.split("own CPU")[1]
     checks = [row[0] for row in table(text, "| check |")]
     assert "accounting req/s, share of sentinel" in checks
     assert checks[-1] == "policy p50 over bare, 1 connection"
