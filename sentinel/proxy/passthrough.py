@@ -90,7 +90,12 @@ class PassthroughEndpoint:
         exchange.meter = family.spends_tokens
         candidates, data, upload, model = await _read(exchange, family.name)
         forward = exchange.headers.forward
-        forward["accept-encoding"] = exchange.headers.accept_encoding or "identity"
+        reads_reply = exchange.claim is not None or exchange.meter
+        # A reply Sentinel reads (to claim what it shows, or to charge its usage) must come
+        # uncompressed; any other goes back in the encoding the client accepts.
+        forward["accept-encoding"] = (
+            "identity" if reads_reply else exchange.headers.accept_encoding or "identity"
+        )
         if upload is not None and exchange.headers.content_length is not None:
             forward["content-length"] = str(exchange.headers.content_length)
         exchange.ctx.model = model

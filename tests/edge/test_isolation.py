@@ -133,3 +133,18 @@ async def test_a_conversation_id_is_never_forwarded(
     body = {"model": "gpt-4o-mini", "input": "hi", "conversation": "conv_someone_elses"}
     assert await _status(http, "POST", f"{edge.base_url}/responses", TENANT_A, body) == 404
     assert lenient.requests == []
+
+
+async def test_replies_sentinel_reads_are_asked_for_uncompressed(
+    edge: Gateway, lenient: LenientUpstream, http: aiohttp.ClientSession
+) -> None:
+    """A create whose reply Sentinel must read to claim the object is asked for without
+    compression, whatever the client accepts; a plain download keeps the client's encoding."""
+    file = await _upload(http, edge, TENANT_A)  # aiohttp accepts gzip and deflate
+    create = next(seen for seen in lenient.requests if seen.method == "POST")
+    assert create.header("accept-encoding") == "identity"
+    lenient.clear()
+    headers = {**bearer(TENANT_A), "Accept-Encoding": "gzip"}
+    async with http.get(f"{edge.base_url}/files/{file['id']}/content", headers=headers) as r:
+        assert r.status == 200
+    assert lenient.last.header("accept-encoding") == "gzip"
