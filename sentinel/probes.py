@@ -8,30 +8,13 @@ The upstreams' breakers are listed in the body for information only.
 
 from __future__ import annotations
 
-import orjson
-
 from sentinel.container import Services, services_of
 from sentinel.http.asgi import Receive, Scope, Send
 from sentinel.http.context import CONTEXT_KEY, RequestContext
+from sentinel.http.responses import send_json
 from sentinel.limits import GuardedStore
 
 __all__ = ["Healthz", "Readyz"]
-
-
-async def _json(send: Send, status: int, payload: object) -> None:
-    body = orjson.dumps(payload)
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode("ascii")),
-                (b"cache-control", b"no-store"),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
 class Healthz:
@@ -41,7 +24,7 @@ class Healthz:
         """Answer 200."""
         ctx: RequestContext = scope[CONTEXT_KEY]
         ctx.route = "/healthz"
-        await _json(send, 200, {"status": "ok"})
+        await send_json(send, {"status": "ok"}, store=False)
 
 
 def _store_state(services: Services) -> tuple[str, bool]:
@@ -86,6 +69,9 @@ class Readyz:
             "upstreams": upstreams,
         }
         ready = session_open and store_ok and not saturated
-        await _json(
-            send, 200 if ready else 503, {"status": "ready" if ready else "unready", **components}
+        await send_json(
+            send,
+            {"status": "ready" if ready else "unready", **components},
+            status=200 if ready else 503,
+            store=False,
         )

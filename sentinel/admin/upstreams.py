@@ -7,12 +7,11 @@ latency and in-flight calls — never its keys or headers.
 
 from __future__ import annotations
 
-import orjson
-
 from sentinel.admin.token import require_admin
 from sentinel.container import services_of
 from sentinel.http.asgi import Receive, Scope, Send
 from sentinel.http.context import CONTEXT_KEY, RequestContext
+from sentinel.http.responses import send_json
 
 __all__ = ["AdminUpstreams"]
 
@@ -40,16 +39,4 @@ class AdminUpstreams:
                     "open_models": entry["models"],
                 }
             )
-        body = orjson.dumps({"object": "list", "data": upstreams})
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 200,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode("ascii")),
-                    (b"cache-control", b"no-store"),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body, "more_body": False})
+        await send_json(send, {"object": "list", "data": upstreams}, store=False)

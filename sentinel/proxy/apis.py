@@ -21,7 +21,14 @@ from sentinel.deadline import Deadline
 from sentinel.http.asgi import Receive, Scope, Send
 from sentinel.http.body import parse_json_object, read_body
 from sentinel.http.validation import RESERVED, Api, ApiRequest, validate
-from sentinel.proxy.exchange import Exchange, Plan, relay_reply, run_exchange, send_whole
+from sentinel.proxy.exchange import (
+    Exchange,
+    Plan,
+    parse_reply,
+    relay_reply,
+    run_exchange,
+    send_whole,
+)
 from sentinel.proxy.ownership import check_references, claim_created, claim_streamed
 from sentinel.streaming.accumulator import StreamAccumulator, StreamApi
 from sentinel.tenancy import ObjectKind
@@ -151,7 +158,7 @@ async def _send_whole(
     with upstream_errors(upstream, started=True), Deadline(deadline):
         body = await response.read()
     if response.status < 300:
-        parsed = _parse(body)
+        parsed = parse_reply(body)
         usage = parsed.get("usage") if isinstance(parsed, dict) else None
         outcome.usage = Usage.from_openai(usage)
         outcome.produced = True
@@ -160,10 +167,3 @@ async def _send_whole(
         if exchange.stored is not None:
             await claim_created(exchange, exchange.stored, parsed, body)
     await send_whole(exchange, response, body)
-
-
-def _parse(body: bytes) -> Any:
-    try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return None

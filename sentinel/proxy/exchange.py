@@ -21,9 +21,10 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import aiohttp
+import orjson
 
 from sentinel.auth.keys import Principal, presented_key
 from sentinel.container import Services, services_of
@@ -48,6 +49,7 @@ __all__ = [
     "Exchange",
     "Outcome",
     "Plan",
+    "parse_reply",
     "relay_reply",
     "run_exchange",
     "send_whole",
@@ -101,15 +103,17 @@ class Exchange:
     def body_deadline(self) -> float:
         """When the request body must have arrived (``loop.time()`` seconds): the request's
         start plus ``[server] body_timeout_ms``."""
-        elapsed_s = (time.perf_counter_ns() - self.ctx.started_ns) / 1e9
-        timeout_s = self.services.config.server.body_timeout_ms / 1000
-        return asyncio.get_running_loop().time() + timeout_s - elapsed_s
+        return self._after_start(self.services.config.server.body_timeout_ms / 1000)
 
     def reply_deadline(self, target: UpstreamTarget) -> float:
         """When the upstream's whole reply must have been relayed (``loop.time()`` seconds):
         the request's start plus the upstream's ``timeout_ms``, streams included."""
+        return self._after_start(target.total_s)
+
+    def _after_start(self, seconds: float) -> float:
+        """``seconds`` after the request's start, on the loop's clock."""
         elapsed_s = (time.perf_counter_ns() - self.ctx.started_ns) / 1e9
-        return asyncio.get_running_loop().time() + target.total_s - elapsed_s
+        return asyncio.get_running_loop().time() + seconds - elapsed_s
 
 
 class Endpoint(Protocol):
@@ -222,6 +226,14 @@ async def _settle(exchange: Exchange, plan: Plan, reservation: Reservation | Non
             usage.total_tokens if usage is not None else 0,
             produced=usage is not None or outcome.produced,
         )
+
+
+def parse_reply(body: bytes) -> Any:
+    """An upstream's JSON reply, or None when it is not JSON (never raises)."""
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
 
 
 async def send_whole(exchange: Exchange, response: aiohttp.ClientResponse, body: bytes) -> None:

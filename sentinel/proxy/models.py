@@ -14,6 +14,7 @@ from sentinel.errors import SentinelError, UpstreamError
 from sentinel.http.asgi import Receive, Scope, Send
 from sentinel.http.context import CONTEXT_KEY, RequestContext
 from sentinel.http.headers import scan_request_headers
+from sentinel.http.responses import send_json
 from sentinel.tenancy import ObjectRef
 from sentinel.upstream.call import open_upstream, upstream_url
 from sentinel.upstream.client import upstream_errors
@@ -65,18 +66,7 @@ class ModelsEndpoint:
                 seen.setdefault(
                     alias, {"id": alias, "object": "model", "created": 0, "owned_by": "sentinel"}
                 )
-        body = orjson.dumps({"object": "list", "data": list(seen.values())})
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 200,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode("ascii")),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body, "more_body": False})
+        await send_json(send, {"object": "list", "data": list(seen.values())})
 
 
 async def _list_models(

@@ -19,6 +19,7 @@ import orjson
 import structlog
 
 from sentinel.errors import InvalidRequest, NotFound
+from sentinel.http.responses import send_json
 from sentinel.proxy.exchange import Exchange
 from sentinel.tenancy import (
     ObjectKind,
@@ -133,26 +134,16 @@ async def answer_list(exchange: Exchange, kind: ObjectKind) -> None:
         ascending=order == "asc",
     )
     data = [orjson.loads(snapshot) for snapshot in snapshots]
-    body = orjson.dumps(
+    await send_json(
+        exchange.send,
         {
             "object": "list",
             "data": data,
             "first_id": data[0].get("id") if data else None,
             "last_id": data[-1].get("id") if data else None,
             "has_more": has_more,
-        }
+        },
     )
-    await exchange.send(
-        {
-            "type": "http.response.start",
-            "status": 200,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode("ascii")),
-            ],
-        }
-    )
-    await exchange.send({"type": "http.response.body", "body": body, "more_body": False})
 
 
 def _limit(value: str | None) -> int:

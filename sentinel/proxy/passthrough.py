@@ -27,7 +27,14 @@ from sentinel.deadline import Deadline
 from sentinel.errors import MethodNotAllowed, NotFound, UpstreamError
 from sentinel.http.asgi import Receive, Scope, Send
 from sentinel.http.body import BodyStream, parse_json_object, read_body
-from sentinel.proxy.exchange import Exchange, Plan, relay_reply, run_exchange, send_whole
+from sentinel.proxy.exchange import (
+    Exchange,
+    Plan,
+    parse_reply,
+    relay_reply,
+    run_exchange,
+    send_whole,
+)
 from sentinel.proxy.ownership import (
     answer_list,
     check_references,
@@ -115,7 +122,7 @@ class PassthroughEndpoint:
         is_json = response.content_type == "application/json"
         if exchange.claim is not None and succeeded and is_json:
             body = await _read_object(exchange, response, served)
-            await claim_created(exchange, exchange.claim, _parsed(body), body)
+            await claim_created(exchange, exchange.claim, parse_reply(body), body)
             await send_whole(exchange, response, body)
             return
         tap = _UsageTap() if exchange.meter and succeeded and is_json else None
@@ -197,13 +204,6 @@ def _with_model(
     return orjson.dumps(parsed)
 
 
-def _parsed(body: bytes) -> object:
-    try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return None
-
-
 async def _read_object(
     exchange: Exchange, response: aiohttp.ClientResponse, served: Served
 ) -> bytes:
@@ -253,5 +253,5 @@ class _UsageTap:
         """The reply's ``usage`` (images, transcriptions), None when it has none."""
         if self._size > _MAX_METERED_BYTES:
             return None
-        parsed = _parsed(b"".join(self._parts))
+        parsed = parse_reply(b"".join(self._parts))
         return Usage.from_openai(parsed.get("usage")) if isinstance(parsed, dict) else None
