@@ -41,6 +41,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from sentinel.admin import AdminUpstreams, MetricsEndpoint
+from sentinel.auth.authenticator import Authenticator
 from sentinel.auth.keys import KeyRing
 from sentinel.config import Config
 from sentinel.container import SERVICES_KEY, Services
@@ -160,7 +161,7 @@ def create_app(
             )
             services = Services(
                 config=config,
-                keys=KeyRing(config.keys, config.limits),
+                auth=Authenticator(KeyRing(config.keys, config.limits)),
                 router=router,
                 session=session,
                 tokens=PromptCounter(encodings, config.tokens.default_encoding),

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import aiohttp
 
-from sentinel.auth.keys import KeyRing
+from sentinel.auth.authenticator import Authenticator
 from sentinel.config import Config
 from sentinel.http.asgi import Scope
 from sentinel.http.context import RequestContext
@@ -31,7 +31,7 @@ class Services:
     """Everything a request may use, opened by the lifespan and closed after it."""
 
     config: Config
-    keys: KeyRing
+    auth: Authenticator  # config keys, then runtime keys and the identity service
     router: Router
     session: aiohttp.ClientSession
     tokens: PromptCounter

@@ -13,14 +13,15 @@ from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 
 from sentinel.config import KeyConfig
+from sentinel.config.budgets import Budgets
 from sentinel.config.limits import LimitDefaults
+from sentinel.config.table import MAX_KEY_BYTES
 from sentinel.errors import AuthenticationFailed, PermissionDenied
 from sentinel.limits.settings import key_spec
 from sentinel.limits.spec import Dimension, LimitSpec
 
-__all__ = ["KeyRing", "Principal", "presented_key"]
+__all__ = ["MAX_KEY_BYTES", "KeyRing", "Principal", "presented_key"]
 
-_MAX_KEY_BYTES = 512
 
 
 _TOKEN_DIMENSIONS = (Dimension.TOKENS, Dimension.DAY, Dimension.WEEK, Dimension.MONTH)
@@ -41,6 +42,7 @@ class Principal:
     team: str | None = None
     is_admin: bool = False  # sees every tenant's objects
     passthrough: frozenset[str] = frozenset()  # spending families allowed despite token limits
+    budgets: Budgets = Budgets()  # dollar budgets in nano-USD (enforced by sentinel.money)
     is_limited: bool = field(init=False)
     """Whether any limit applies (an unlimited key never touches the limit store)."""
     has_token_limits: bool = field(init=False)
@@ -129,12 +131,26 @@ class KeyRing:
 
     def authenticate(self, key: bytes | None) -> Principal:
         """The principal for ``key``; ``AuthenticationFailed`` for anything else."""
-        if key is None or len(key) > _MAX_KEY_BYTES:
+        if key is None or len(key) > MAX_KEY_BYTES:
             raise AuthenticationFailed()
-        digest = hashlib.sha256(key).digest()
+        principal = self.lookup(hashlib.sha256(key).digest())
+        if principal is None:
+            raise AuthenticationFailed()
+        return principal
+
+    def lookup(self, digest: bytes) -> Principal | None:
+        """The config key whose SHA-256 is ``digest``, or None."""
         entry = self._by_digest.get(digest)
         # The lookup is by digest, so its timing says nothing about any stored key; the
         # constant-time compare keeps the accept path free of early exits all the same.
         if entry is None or not hmac.compare_digest(entry[0], digest):
-            raise AuthenticationFailed()
+            return None
         return entry[1]
+
+    def names(self) -> frozenset[str]:
+        """The names of the config keys (runtime names may not clash with them)."""
+        return frozenset(principal.name for _, principal in self._by_digest.values())
+
+    def principals(self) -> tuple[Principal, ...]:
+        """Every config key's principal, in file order."""
+        return tuple(principal for _, principal in self._by_digest.values())

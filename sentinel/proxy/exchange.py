@@ -137,11 +137,13 @@ async def run_exchange(endpoint: Endpoint, scope: Scope, receive: Receive, send:
     ctx.route = endpoint.route
     services = services_of(scope)
     headers = scan_request_headers(scope["headers"])
-    principal = services.keys.authenticate(presented_key(headers.authorization, headers.api_key))
+    principal = await services.auth.authenticate(
+        presented_key(headers.authorization, headers.api_key)
+    )
     ctx.key, ctx.key_id, ctx.team = principal.name, principal.id, principal.team
     ctx.on_finish = services.record_usage
     if principal.is_limited:
-        services.gate.refuse_early(principal.name)
+        services.gate.refuse_early(principal.id)
     exchange = Exchange(scope, receive, send, ctx, services, headers, principal)
     plan = await endpoint.prepare(exchange)
     if plan is None:
@@ -172,7 +174,7 @@ async def _admit(exchange: Exchange, tokens: int) -> Reservation | None:
     if not principal.is_limited:
         return None
     gate = exchange.services.gate
-    decision = await gate.admit(principal.name, principal.limits, ctx.request_id, tokens)
+    decision = await gate.admit(principal.id, principal.limits, ctx.request_id, tokens)
     ctx.degraded = decision.degraded
     ctx.response_headers = rate_limit_header_pairs(decision)
     return decision.reservation

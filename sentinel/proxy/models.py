@@ -33,7 +33,7 @@ class ModelsEndpoint:
         ctx.route = "/v1/models"
         services = services_of(scope)
         headers = scan_request_headers(scope["headers"])
-        principal = services.keys.authenticate(
+        principal = await services.auth.authenticate(
             presented_key(headers.authorization, headers.api_key)
         )
         ctx.key, ctx.key_id, ctx.team = principal.name, principal.id, principal.team

@@ -306,13 +306,13 @@ async def test_redis_killed_mid_load_fails_closed_to_the_local_share_and_recover
     try:
         store = RedisStore(client, 1_000)
         deadline = asyncio.get_running_loop().time() + 3
-        while sum((await store.state(name)).requests.values()) != 10:
+        while sum((await store.state(f"cfg:{name}")).requests.values()) != 10:
             assert asyncio.get_running_loop().time() < deadline, "never recovered"
             await asyncio.sleep(0.05)
         status, headers, _ = await post(http, gateway.url, CHAT)
         assert status == 200 and "x-sentinel-degraded" not in headers
         assert headers["x-ratelimit-remaining-requests"] == "9"  # 20 - 10 written back - 1
-        assert sum((await store.state(name)).requests.values()) == 11
+        assert sum((await store.state(f"cfg:{name}")).requests.values()) == 11
     finally:
         await client.aclose()
 
@@ -364,7 +364,7 @@ async def test_a_thousand_upstream_failures_leave_every_counter_at_zero(
     assert Counter(status for status, _, _ in results) == {502: 1_000}
     client = redis_server.client()
     try:
-        state = await RedisStore(client, 1_000).state(name)
+        state = await RedisStore(client, 1_000).state(f"cfg:{name}")
     finally:
         await client.aclose()
     assert state.is_empty(), state
