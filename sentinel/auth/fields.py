@@ -75,9 +75,7 @@ def read_fields(
     )
 
 
-def principal_of(
-    fields: PrincipalFields, principal_id: str, defaults: LimitDefaults
-) -> Principal:
+def principal_of(fields: PrincipalFields, principal_id: str, defaults: LimitDefaults) -> Principal:
     """The ``Principal`` of checked ``fields`` under a stable, source-namespaced id."""
     return Principal(
         fields.name,

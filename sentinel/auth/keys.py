@@ -23,7 +23,6 @@ from sentinel.limits.spec import Dimension, LimitSpec
 __all__ = ["MAX_KEY_BYTES", "KeyRing", "Principal", "presented_key"]
 
 
-
 _TOKEN_DIMENSIONS = (Dimension.TOKENS, Dimension.DAY, Dimension.WEEK, Dimension.MONTH)
 
 
@@ -42,7 +41,7 @@ class Principal:
     team: str | None = None
     is_admin: bool = False  # sees every tenant's objects
     passthrough: frozenset[str] = frozenset()  # spending families allowed despite token limits
-    budgets: Budgets = Budgets()  # dollar budgets in nano-USD (enforced by sentinel.money)
+    budgets: Budgets = field(default_factory=Budgets)  # nano-USD (enforced by sentinel.money)
     is_limited: bool = field(init=False)
     """Whether any limit applies (an unlimited key never touches the limit store)."""
     has_token_limits: bool = field(init=False)

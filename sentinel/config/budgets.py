@@ -25,11 +25,12 @@ def parse_usd(value: object) -> int:
     readable reason for anything else: floats (inexact), negatives, more than nine decimals,
     or amounts above ``MAX_NANO_USD``."""
     if isinstance(value, bool) or not isinstance(value, str | int):
-        raise ValueError(f"must be a decimal string such as \"5.00\", got {value!r}")
+        raise ValueError(f'must be a decimal string such as "5.00", got {value!r}')
     try:
         amount = Decimal(value.strip() if isinstance(value, str) else value)
     except (InvalidOperation, ValueError):
-        raise ValueError(f"must be a decimal string such as \"5.00\", got {str(value)[:40]!r}")
+        shown = str(value)[:40]
+        raise ValueError(f'must be a decimal string such as "5.00", got {shown!r}') from None
     if not amount.is_finite() or amount < 0:
         raise ValueError(f"must be a finite amount of at least 0, got {str(value)[:40]!r}")
     nano = amount * NANO

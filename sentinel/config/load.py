@@ -34,7 +34,12 @@ from sentinel.config.table import (
     show,
 )
 from sentinel.config.upstreams import read_aliases, read_headers, read_routing, read_upstreams
-from sentinel.config.usage import UsageSettings, WebhookSettings, default_spool_dir
+from sentinel.config.usage import (
+    UsageSettings,
+    WebhookSettings,
+    default_spool_dir,
+    default_state_dir,
+)
 
 # --- errors and key digests ------------------------------------------------------------------
 
@@ -87,7 +92,9 @@ def embedded_config(env: Mapping[str, str] | None, dev_key: str) -> Config:
         api_key=env.get("OPENAI_API_KEY") or None,
     )
     return Config(
-        upstreams=(upstream,), keys=(KeyConfig(name="dev", key_sha256=hash_key(dev_key)),)
+        upstreams=(upstream,),
+        keys=(KeyConfig(name="dev", key_sha256=hash_key(dev_key)),),
+        server=ServerConfig(state_dir=default_state_dir(env, _home(env))),
     )
 
 
@@ -166,6 +173,9 @@ def _server(t: Table) -> ServerConfig:
             "max_client_connections", d.max_client_connections, minimum=1
         ),
         engine=t.choice("engine", ("hypercorn", "uvicorn"), d.engine),
+        state_dir=Path(state)
+        if (state := t.string("state_dir"))
+        else default_state_dir(t.env, _home(t.env)),
     )
     t.finish()
     return server

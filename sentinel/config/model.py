@@ -25,6 +25,8 @@ class ServerConfig:
     write_timeout_ms: int = 30_000  # one write to a client that stopped reading: dropped
     max_client_connections: int = 10_000  # requests in flight at once: 503 above it
     engine: Literal["hypercorn", "uvicorn"] = "hypercorn"  # the HTTP server (sentinel.engines)
+    # Without [redis]: the SQLite file of runtime keys, credits and the audit (sentinel.statefile)
+    state_dir: Path = Path(".sentinel")
 
 
 @dataclass(frozen=True, slots=True)

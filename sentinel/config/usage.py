@@ -11,7 +11,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-__all__ = ["UsageSettings", "WebhookSettings", "default_spool_dir"]
+__all__ = ["UsageSettings", "WebhookSettings", "default_spool_dir", "default_state_dir"]
+
+
+def default_state_dir(environ: Mapping[str, str], home: Path | None) -> Path:
+    """Where ``[server] state_dir`` is when not set: the spool's parent (see below)."""
+    return default_spool_dir(environ, home).parent
 
 
 def default_spool_dir(environ: Mapping[str, str], home: Path | None) -> Path:
