@@ -41,7 +41,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from sentinel.admin import AdminUpstreams, MetricsEndpoint
-from sentinel.auth.authenticator import Authenticator
+from sentinel.auth.authenticator import Authenticator, PrincipalSource
 from sentinel.auth.keys import KeyRing
 from sentinel.config import Config
 from sentinel.container import SERVICES_KEY, Services
@@ -159,9 +159,13 @@ def create_app(
                 if config.redis is not None and redis is not None
                 else MemoryOwners()
             )
+            # Where principals come from besides the TOML file, asked in this order: runtime
+            # keys, then the identity service; bearer JWTs go to ``jwt`` alone.
+            sources: list[PrincipalSource] = []
+            jwt: PrincipalSource | None = None
             services = Services(
                 config=config,
-                auth=Authenticator(KeyRing(config.keys, config.limits)),
+                auth=Authenticator(KeyRing(config.keys, config.limits), sources, jwt),
                 router=router,
                 session=session,
                 tokens=PromptCounter(encodings, config.tokens.default_encoding),
