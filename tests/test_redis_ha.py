@@ -251,7 +251,7 @@ async def test_primary_killed_mid_load_fails_closed_then_follows_the_promoted_re
         async with asyncio.timeout(5):
             while (await replica.info("replication"))["master_link_status"] != "down":
                 await asyncio.sleep(0.005)
-        replicated = await RedisStore(replica, 1_000).state(name)
+        replicated = await RedisStore(replica, 1_000).state(f"cfg:{name}")
         async with asyncio.timeout(20):
             while redis_ha.replica.port not in await redis_ha.master_ports():
                 await asyncio.sleep(0.01)
@@ -268,7 +268,7 @@ async def test_primary_killed_mid_load_fails_closed_then_follows_the_promoted_re
         await primary.aclose()
 
     try:
-        window = await RedisStore(replica, 1_000).state(name)
+        window = await RedisStore(replica, 1_000).state(f"cfg:{name}")
     finally:
         await replica.aclose()
 
