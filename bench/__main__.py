@@ -23,7 +23,7 @@ from types import FrameType
 from bench.children import ChildError, CpuPlan
 from bench.report import render, save_json
 from bench.runner import Options, run_benchmark
-from bench.scenarios import KINDS, MODES
+from bench.scenarios import ALL_KINDS, KINDS, MODES
 
 __all__ = ["main"]
 
@@ -96,7 +96,7 @@ def _parser() -> argparse.ArgumentParser:
         help="times the matrix runs; each scenario keeps its best (3)",
     )
     parser.add_argument("--only", type=_names(MODES), default=MODES, help="targets to run")
-    parser.add_argument("--scenarios", type=_names(KINDS), default=KINDS, help="request kinds")
+    parser.add_argument("--scenarios", type=_names(ALL_KINDS), default=KINDS, help="request kinds")
     parser.add_argument("--connections", type=_counts, help="concurrent connections (1,16)")
     parser.add_argument(
         "--counting-runs",

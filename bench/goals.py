@@ -22,6 +22,8 @@ THROUGHPUT_GOALS: tuple[tuple[str, str, float], ...] = (
     ("policy", "bare", 0.80),
     ("accounting", "sentinel", 0.90),  # what keeping usage may cost on top of Sentinel
     ("routed", "sentinel", 0.95),  # routing and breakers: within noise of one upstream
+    ("guardrails", "sentinel", 0.90),  # 50 rules and every PII detector on each prompt
+    ("keys", "sentinel", 0.97),  # a runtime key instead of a config key (issue 13)
 )
 """(mode, base, least share): ``mode``'s req/s at least this share of ``base``'s."""
 

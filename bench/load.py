@@ -27,7 +27,7 @@ from typing import cast
 from bench.http1 import ProtocolError, ResponseParser
 from bench.loops import loop_runner
 from bench.measurement import Measurement, percentile
-from bench.scenarios import KINDS, build_request
+from bench.scenarios import ALL_KINDS, build_request
 from bench.window import Watched, Window
 
 __all__ = ["Recorder", "main", "run_load"]
@@ -205,8 +205,8 @@ def _summarize(recorder: Recorder, window: Window) -> Measurement:
 
 def _scenario(text: str) -> tuple[str, int]:
     kind, _, count = text.partition("/")
-    if kind not in KINDS or not count.isdigit() or int(count) < 1:
-        raise argparse.ArgumentTypeError(f"expected KIND/CONNECTIONS with KIND in {KINDS}")
+    if kind not in ALL_KINDS or not count.isdigit() or int(count) < 1:
+        raise argparse.ArgumentTypeError(f"expected KIND/CONNECTIONS with KIND in {ALL_KINDS}")
     return kind, int(count)
 
 

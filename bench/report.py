@@ -33,7 +33,7 @@ _COLUMNS = (
     "+p50 vs direct",
     "errors",
 )
-_GATEWAYS = ("sentinel", "uvicorn", "routed", "accounting", "policy")
+_GATEWAYS = ("sentinel", "uvicorn", "routed", "accounting", "policy", "guardrails")
 _NOISY_BACKGROUND = 0.05  # of one CPU
 
 

@@ -10,6 +10,7 @@ import itertools
 from dataclasses import dataclass
 
 __all__ = [
+    "ALL_KINDS",
     "CLIENT_KEY",
     "KINDS",
     "MODEL",
@@ -24,16 +25,46 @@ CLIENT_KEY = "sk-bench-client-key"
 MODEL = "gpt-4o-mini"
 PATH = "/v1/chat/completions"
 
-MODES = ("direct", "bare", "bare-uvicorn", "sentinel", "uvicorn", "routed", "accounting", "policy")
+MODES = (
+    "direct",
+    "bare",
+    "bare-uvicorn",
+    "sentinel",
+    "uvicorn",
+    "routed",
+    "accounting",
+    "policy",
+    "guardrails",
+    "keys",
+)
 """direct: the mock itself; bare: the pass-through floor (on hypercorn); bare-uvicorn: the same
 pass-through on uvicorn; sentinel: the gateway; uvicorn: the gateway on the uvicorn engine
 (measured against bare-uvicorn); routed: the
 gateway choosing among three upstreams (priorities, weights, breakers); accounting: the gateway
 with usage records and Redis usage counters on (no limits); policy: accounting plus Redis
-limits on every dimension."""
+limits on every dimension; guardrails: the gateway with 50 ``[[rules]]`` and every ``[pii]``
+detector (``bench.targets.GUARDRAILS``), measured against sentinel; keys: the gateway with its
+client key a runtime key (the keys API) instead of a config key, measured against sentinel."""
 
 KINDS = ("json", "stream")
 """json: a non-streaming chat completion; stream: a chat completion as an SSE stream."""
+ALL_KINDS = (*KINDS, "prompt1k")
+"""With, on request only: prompt1k, a non-streaming chat completion with a 1 KB prompt (what
+the guardrails screen)."""
+
+_PROMPT_1K = (
+    "Please summarise the following meeting notes for the weekly report. The team reviewed "
+    "the quarterly roadmap, agreed to move the billing migration to the next sprint, and "
+    "discussed how the new onboarding flow performed in the pilot with three customers. "
+    "Latency on the search endpoint improved after the cache change, but the error budget "
+    "for the export job was exceeded twice, so the on-call rotation will add a runbook step. "
+    "Design asked for feedback on the settings page before Thursday; marketing wants the "
+    "release notes by Friday morning. Open questions: whether to deprecate the legacy "
+    "webhooks this quarter, who owns the data retention review, and how to staff the "
+    "holiday freeze. Action items were assigned to each lead, with a follow-up meeting "
+    "planned for next Tuesday afternoon to confirm the dates and the budget for the new "
+    "hires. Keep the summary short, neutral, and in bullet points, one per topic, please."
+)
 
 
 @dataclass(frozen=True)
@@ -61,10 +92,11 @@ def matrix(
 
 
 def request_body(kind: str) -> bytes:
-    """The JSON body of a ``kind`` request (compact, ≈100 bytes)."""
+    """The JSON body of a ``kind`` request (compact, ≈100 bytes; ≈1 KB for prompt1k)."""
     stream = "true" if kind == "stream" else "false"
+    prompt = _PROMPT_1K if kind == "prompt1k" else "Say hello"
     return (
-        f'{{"model":"{MODEL}","messages":[{{"role":"user","content":"Say hello"}}],'
+        f'{{"model":"{MODEL}","messages":[{{"role":"user","content":"{prompt}"}}],'
         f'"stream":{stream}}}'
     ).encode("ascii")
 

@@ -6,22 +6,28 @@
 logging as it would in production; ``uvicorn`` is the same on the uvicorn engine.
 ``accounting`` is Sentinel keeping every request's usage: records in a JSONL file and usage
 counters in a ``redis-server`` the benchmark starts for it (never a Redis already running).
-``policy`` is accounting plus limits in that Redis: the key's limits are far above anything a
+``keys`` is ``sentinel`` with its client key a runtime key (in the state file) instead of a
+``[[keys]]`` entry: what a runtime key's lookup costs. ``policy`` is accounting plus limits in
+that Redis: the key's limits are far above anything a
 run reaches, so every limit is checked and none refuses. Each of the two writes into a
 directory of its own under the benchmark's working directory, named after it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import socket
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 from bench.children import Child, ChildError, free_port, python_argv
 from bench.scenarios import CLIENT_KEY
 
 __all__ = [
+    "GUARDRAILS",
     "POLICY_LIMITS",
     "UPSTREAM_KEY",
     "USAGE_FILE",
@@ -38,11 +44,37 @@ __all__ = [
 ]
 
 UPSTREAM_KEY = "sk-bench-upstream"
+BENCH_ADMIN_TOKEN = "bench-admin-token-0123456789"
 MOCK_CHUNKS = 20
 USAGE_FILE = "usage.jsonl"
 """Where, in its own directory (``usage_dir``), a target keeping usage writes its records."""
 USAGE_MODES = ("accounting", "policy")
 """The targets that keep usage records and counters, each with a Redis of its own."""
+
+
+def _rules() -> str:
+    """50 rules of the kinds deployments write: word lists, ids with digits, hosts; a third
+    each block, redact and flag (none matches the bench prompts)."""
+    actions = ("block", "redact", "flag")
+    shapes = (
+        r"(?i)\b(?:codename{i}|project-orion-{i}|nightjar{i})\b",
+        r"\bTICKET-{i}\d{{4,8}}\b",
+        r"(?i)\b[a-z0-9-]{{1,30}}\.corp{i}\.internal\b",
+        r"(?i)confidential[ _-]?{i}",
+        r"\b(?:acct|cust)_{i}[0-9a-f]{{8}}\b",
+    )
+    return "".join(
+        f"[[rules]]\nname = \"rule-{i}\"\npattern = '{shapes[i % len(shapes)].format(i=i)}'\n"
+        f'action = "{actions[i % 3]}"\n\n'
+        for i in range(50)
+    )
+
+
+GUARDRAILS = (
+    "\n" + _rules() + "[pii]\n"
+    'redact = ["email", "phone", "credit_card", "iban", "us_ssn", "ip_address", "api_key"]\n'
+)
+"""The ``guardrails`` target's rules: 50 ``[[rules]]`` and every PII detector."""
 POLICY_LIMITS = {
     "rpm": 100_000_000,
     "tpm": 10**12,
@@ -134,7 +166,7 @@ def start_proxy(
         argv = python_argv(
             "bench.passthrough", "--bind", bind, "--upstream", upstream, "--engine", engine
         )
-    elif mode in ("sentinel", "uvicorn", "routed", *USAGE_MODES):
+    elif mode in ("sentinel", "uvicorn", "routed", "guardrails", "keys", *USAGE_MODES):
         config = workdir / f"{mode}.toml"
         if mode in USAGE_MODES:
             if redis is None:
@@ -145,6 +177,10 @@ def start_proxy(
             config.write_text(routed_config(upstream, bind))
         elif mode == "uvicorn":
             config.write_text(sentinel_config(upstream, bind, engine="uvicorn"))
+        elif mode == "guardrails":
+            config.write_text(sentinel_config(upstream, bind) + GUARDRAILS)
+        elif mode == "keys":
+            config.write_text(runtime_keys_config(upstream, bind, workdir / mode))
         else:
             config.write_text(sentinel_config(upstream, bind))
         argv = python_argv("sentinel", "serve", "--config", str(config), "--bind", bind)
@@ -152,6 +188,8 @@ def start_proxy(
         raise ValueError(f"no proxy for mode {mode!r}")
     child = Child(mode, argv, workdir / f"{mode}.log", cpus)
     _ready(child, port, "/healthz")
+    if mode == "keys":
+        _import_client_key(child, port)
     return Target(child, port)
 
 
@@ -179,6 +217,40 @@ def sentinel_config(upstream: str, bind: str, engine: str = "hypercorn") -> str:
         'name = "bench"\n'
         f'key = "{CLIENT_KEY}"\n'
     )
+
+
+def runtime_keys_config(upstream: str, bind: str, state_dir: Path) -> str:
+    """``sentinel_config`` without its ``[[keys]]`` table: the client key is a runtime key,
+    imported through the keys API once the gateway is up (``_import_client_key``)."""
+    config = sentinel_config(upstream, bind).partition("[[keys]]")[0]
+    return (
+        config.replace("[server]\n", f"[server]\nstate_dir = {json.dumps(str(state_dir))}\n", 1)
+        + f"[admin]\ntoken = {json.dumps(BENCH_ADMIN_TOKEN)}\n"
+    )
+
+
+def _import_client_key(child: Child, port: int) -> None:
+    """Import ``CLIENT_KEY``'s digest as the runtime key ``bench`` (a rerun finds it there)."""
+    body = {
+        "name": "bench",
+        "key_sha256": "sha256:" + hashlib.sha256(CLIENT_KEY.encode()).hexdigest(),
+    }
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/admin/v1/keys",
+        data=json.dumps(body).encode(),
+        headers={
+            "authorization": f"Bearer {BENCH_ADMIN_TOKEN}",
+            "content-type": "application/json",
+        },
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10):
+            pass
+    except urllib.error.HTTPError as error:
+        if error.code != 409:  # 409: imported by an earlier run into the same state file
+            child.stop()
+            raise ChildError(f"keys: importing the client key failed with {error.code}") from None
 
 
 def routed_config(upstream: str, bind: str) -> str:

@@ -4,6 +4,7 @@ sentinel serve [--config PATH] [--bind HOST:PORT] [--workers N]
 sentinel check-config [--config PATH]
 sentinel mock-upstream [--bind HOST:PORT] [--chunks N] [--chunk-delay-ms MS] ...
 sentinel keys hash            (key on stdin → sha256:<hex>)
+sentinel keys create|list|show|revoke|rotate   (over the admin API; see sentinel.keys.cli)
 
 ``serve`` prints one line per problem that stops it starting and exits 2; ``check-config``
 lists its problems and exits 1.
@@ -19,6 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from sentinel.config import (
+    AdminConfig,
     Config,
     ConfigError,
     embedded_config,
@@ -29,6 +31,7 @@ from sentinel.config import (
 )
 from sentinel.config.environment import environment_problems
 from sentinel.config.table import bind_problem
+from sentinel.keys.cli import KeyCommandError, add_key_commands, run_key_command
 from sentinel.tokens import TokenizerError
 
 __all__ = ["main"]
@@ -52,6 +55,7 @@ def _parser() -> argparse.ArgumentParser:
     keys = commands.add_parser("keys", help="key utilities")
     key_commands = keys.add_subparsers(dest="keys_command", required=True)
     key_commands.add_parser("hash", help="read a key on stdin, print its sha256:<hex> form")
+    add_key_commands(key_commands)
     return parser
 
 
@@ -66,7 +70,8 @@ def _load(cli_path: str | None) -> tuple[Config, str | None]:
     if path is not None:
         return load_config(path), None
     dev_key = "sk-sentinel-dev-" + secrets.token_urlsafe(24)
-    return embedded_config(None, dev_key), dev_key
+    admin = AdminConfig(token="sentinel-admin-dev-" + secrets.token_urlsafe(24))
+    return dataclasses.replace(embedded_config(None, dev_key), admin=admin), dev_key
 
 
 _STARTUP_FAILED = 2  # serve's exit status for a config or environment that stops it starting
@@ -101,7 +106,8 @@ def _serve(args: argparse.Namespace) -> int:
     if dev_key is not None:
         print(
             "sentinel: no config file; running on embedded defaults.\n"
-            f"sentinel: development key (valid until exit): {dev_key}",
+            f"sentinel: development key (valid until exit): {dev_key}\n"
+            f"sentinel: development admin token (valid until exit): {config.admin.token}",
             file=sys.stderr,
         )
     print(f"sentinel: starting on http://{server.bind}", file=sys.stderr)
@@ -158,6 +164,12 @@ def _mock(args: argparse.Namespace) -> int:
 
 
 def _keys(args: argparse.Namespace) -> int:
+    if args.keys_command != "hash":
+        try:
+            print(run_key_command(args))
+        except KeyCommandError as error:
+            return _fail(str(error))
+        return 0
     key = sys.stdin.readline().rstrip("\r\n")
     if not key:
         return _fail("keys hash: expected a key on standard input")

@@ -2,6 +2,11 @@
 
 Layers, outermost first:
 
+0. ``CorsHeaders`` (with ``[cors]`` only) — CORS headers on every response to an allowed
+   ``Origin``, errors and streams included; then ``GzipReplies`` (unless ``[compression]
+   responses = false``) — gzip of whole JSON replies for clients that accept it. Both wrap
+   ``send`` only for requests that carry ``Origin`` / accept gzip (``sentinel.http.cors``,
+   ``sentinel.http.compression``).
 1. ``RequestContextMiddleware`` — puts a ``RequestContext`` in ``scope["sentinel.context"]``,
    adds ``x-request-id`` to every response, maps ``SentinelError`` to OpenAI's error shape (or
    an in-band SSE error after a stream started), answers any other exception with OpenAI's
@@ -9,9 +14,13 @@ Layers, outermost first:
    every send and answer a bug in plain text) and logs one canonical line per request.
    It calls the four read APIs (POST) itself, past layers 2 and 3, which would otherwise wrap
    every send of every stream.
+   With ``[cors]``, ``Preflight`` sits between it and layer 2: browsers' ``OPTIONS``
+   preflights are answered there, past the canonical-path check and before any route or
+   authentication.
 2. Starlette's ``ExceptionMiddleware`` — renders routing 404/405 in OpenAI's shape.
 3. The router: ``/healthz``, ``/readyz``, ``/metrics``, ``/v1/models``,
-   ``/admin/v1/upstreams``, then every other ``/v1/*`` path as a pass-through, which forwards
+   ``/admin/v1/upstreams``, the keys API (``/admin/v1/keys…``, ``/admin/v1/audit``),
+   ``GET /v1/key``, then every other ``/v1/*`` path as a pass-through, which forwards
    only the families ``[passthrough]`` enables (``GET /v1/chat/completions`` is the stored
    completions family: the read APIs are matched by method and path).
 
@@ -41,19 +50,29 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from sentinel.admin import AdminUpstreams, MetricsEndpoint
+from sentinel.admin.credits import credit_routes
+from sentinel.admin.keys import key_routes
 from sentinel.auth.authenticator import Authenticator, PrincipalSource
 from sentinel.auth.keys import KeyRing
 from sentinel.config import Config
 from sentinel.container import SERVICES_KEY, Services
 from sentinel.errors import MethodNotAllowed, NotFound, SentinelError
+from sentinel.guardrails import Guardrails
 from sentinel.http.asgi import ASGIApp
+from sentinel.http.compression import GzipReplies
 from sentinel.http.context import RequestContextMiddleware
+from sentinel.http.cors import CorsHeaders, CorsPolicy, Preflight
+from sentinel.identity import BearerTokens, IdentityService
+from sentinel.keys import KeyAdmin, open_runtime_keys
 from sentinel.limits import GuardedStore, LimitStore, MemoryStore, RedisStore
 from sentinel.limits.gate import Gate, keep_recovering
 from sentinel.limits.settings import timing_of
+from sentinel.money.budgets import open_budgeting
+from sentinel.money.prices import PriceBook
 from sentinel.probes import Healthz, Readyz
 from sentinel.proxy.apis import ApiEndpoint
 from sentinel.proxy.models import ModelsEndpoint
+from sentinel.proxy.own_key import OwnKeyEndpoint
 from sentinel.proxy.passthrough import PassthroughEndpoint
 from sentinel.proxy.recording import UsageRecorder
 from sentinel.redis_io.client import open_redis, warm_up
@@ -85,6 +104,15 @@ def _step(name: str) -> Iterator[None]:
         yield
     except Exception as error:  # startup's boundary: any failure here ends it, with its step
         raise StartupError(f"{name}: {error or type(error).__name__}") from error
+
+
+def _guardrails(config: Config) -> Guardrails | None:
+    """The content rules, their common screens compiled now (None: nothing to screen)."""
+    if config.guardrails.is_empty:
+        return None
+    guardrails = Guardrails(config.guardrails)
+    guardrails.screens()
+    return guardrails
 
 
 async def _routing_error(request: Request, exc: Exception) -> Response:
@@ -138,6 +166,7 @@ def create_app(
                     RedisStore(redis, config.redis.timeout_ms, timing=timing),
                     MemoryStore(timing),
                     replicas=config.redis.replicas,
+                    workers=config.server.workers,
                     on_unavailable=config.redis.on_unavailable,
                 )
             with _step("usage tracker"):
@@ -163,6 +192,25 @@ def create_app(
             # keys, then the identity service; bearer JWTs go to ``jwt`` alone.
             sources: list[PrincipalSource] = []
             jwt: PrincipalSource | None = None
+            runtime = open_runtime_keys(config, redis)
+            key_admin = None
+            if runtime is not None:
+                stack.push_async_callback(runtime.aclose)
+                sources.append(runtime)
+                key_admin = KeyAdmin(runtime, config.keys, KeyRing(config.keys))
+            # The identity service is asked last: the runtime keys' source goes above this line.
+            if config.identity.service is not None:
+                identity = IdentityService(session, config.identity.service, config.limits)
+                stack.push_async_callback(identity.aclose)
+                sources.append(identity)
+            if config.identity.jwt is not None:
+                bearer = BearerTokens(session, config.identity.jwt, config.limits)
+                stack.push_async_callback(bearer.aclose)
+                bearer.start()  # fetches the JWKS in the background
+                jwt = bearer
+            with _step("budgets"):
+                budgeting = open_budgeting(config, store, redis, session)
+            stack.push_async_callback(budgeting.aclose)  # after the gate's last settlements
             services = Services(
                 config=config,
                 auth=Authenticator(KeyRing(config.keys, config.limits), sources, jwt),
@@ -181,8 +229,13 @@ def create_app(
                 board=board,
                 failover=Failover(config.routing, board),
                 owners=owners,
+                prices=PriceBook.from_config(config.money),
+                keys=key_admin,
+                guardrails=_guardrails(config),
+                budgeting=budgeting,
             )
             stack.push_async_callback(services.gate.drain)
+            budgeting.start(services.gate)
             if shared is not None:
                 stack.push_async_callback(shared.aclose)
             stack.push_async_callback(checker.aclose)
@@ -198,6 +251,8 @@ def create_app(
             with _step("usage tracker"):
                 tracker.start()
             checker.start()
+            if runtime is not None:
+                runtime.start()
             if shared is not None:
                 shared.start()
             if isinstance(store, GuardedStore):
@@ -216,9 +271,12 @@ def create_app(
     routes = [
         Route("/healthz", Healthz(), methods=["GET"]),
         Route("/readyz", Readyz(), methods=["GET"]),
-        Route("/metrics", MetricsEndpoint(telemetry, config.admin.token), methods=["GET"]),
+        Route("/metrics", MetricsEndpoint(telemetry, config.admin), methods=["GET"]),
         Route("/v1/models", ModelsEndpoint(), methods=["GET"]),
         Route("/admin/v1/upstreams", AdminUpstreams(), methods=["GET"]),
+        *key_routes(),
+        *credit_routes(),
+        Route("/v1/key", OwnKeyEndpoint(), methods=["GET"]),
         Route("/v1/{path:path}", PassthroughEndpoint()),
     ]
     app = _Routes(
@@ -226,11 +284,17 @@ def create_app(
         exception_handlers={HTTPException: _routing_error},
         lifespan=lifespan,
     )
-    return RequestContextMiddleware(
-        app,
+    cors = CorsPolicy(config.cors) if config.cors is not None else None
+    gateway: ASGIApp = RequestContextMiddleware(
+        app if cors is None else Preflight(app, cors),
         on_finished=metrics.request_finished,
         tracing=telemetry.tracing,
         direct={("POST", route): endpoint for route, endpoint in apis.items()},
         max_in_flight=config.server.max_client_connections,
         line=LineLogger("sentinel.request", lines),
     )
+    if config.compression.responses:
+        gateway = GzipReplies(gateway, config.compression)
+    if cors is not None:
+        gateway = CorsHeaders(gateway, cors)
+    return gateway

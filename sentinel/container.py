@@ -9,9 +9,13 @@ import aiohttp
 
 from sentinel.auth.authenticator import Authenticator
 from sentinel.config import Config
+from sentinel.guardrails import Guardrails
 from sentinel.http.asgi import Scope
 from sentinel.http.context import RequestContext
+from sentinel.keys import KeyAdmin
 from sentinel.limits.gate import Gate
+from sentinel.money.budgets import Budgeting
+from sentinel.money.prices import PriceBook
 from sentinel.streaming.drain import Drainer
 from sentinel.tenancy import OwnerIndex
 from sentinel.tokens import PromptCounter
@@ -43,6 +47,10 @@ class Services:
     board: HealthBoard  # breakers, latency and in-flight calls per upstream
     failover: Failover
     owners: OwnerIndex  # who owns each object created through the gateway
+    prices: PriceBook  # shipped OpenAI prices, [money] prices_file, [prices]
+    keys: KeyAdmin | None = None  # runtime keys and their admin (None: no store for them)
+    guardrails: Guardrails | None = None  # [[rules]] and [pii] (None: nothing is screened)
+    budgeting: Budgeting | None = None  # dollar budgets, credits, alerts (None: no money)
 
 
 def services_of(scope: Scope) -> Services:

@@ -7,7 +7,9 @@ logged but never sent::
 
     SentinelError                    500 api_error        internal_error
     ├── InvalidRequest               400 invalid_request_error
+    │   └── ContentBlocked           400 invalid_request_error  content_blocked
     ├── AuthenticationFailed         401 invalid_request_error  invalid_api_key
+    ├── PaymentRequired              402 insufficient_quota     budget_exceeded / price_unknown / …
     ├── PermissionDenied             403 invalid_request_error
     ├── NotFound                     404 invalid_request_error
     ├── MethodNotAllowed             405 invalid_request_error  method_not_allowed
@@ -31,10 +33,12 @@ import orjson
 
 __all__ = [
     "AuthenticationFailed",
+    "ContentBlocked",
     "InvalidRequest",
     "MethodNotAllowed",
     "NotFound",
     "PayloadTooLarge",
+    "PaymentRequired",
     "PermissionDenied",
     "RateLimited",
     "RequestTimeout",
@@ -97,6 +101,13 @@ class InvalidRequest(SentinelError):
     default_message = "The request is invalid."
 
 
+class ContentBlocked(InvalidRequest):
+    """A ``[[rules]]`` block rule matched a text of the request or of the reply."""
+
+    default_code = "content_blocked"
+    default_message = "The content was blocked by a content rule."
+
+
 class AuthenticationFailed(SentinelError):
     """A missing, malformed or unknown API key: one message for all three."""
 
@@ -106,6 +117,18 @@ class AuthenticationFailed(SentinelError):
     default_message = (
         "Incorrect API key provided. Send a Sentinel key as 'Authorization: Bearer <key>'."
     )
+
+
+class PaymentRequired(SentinelError):
+    """Money refuses the request: a dollar budget or prepaid credits cannot cover it, or the
+    model has no price for a key whose spending is counted in dollars. Codes:
+    ``budget_exceeded``, ``price_unknown``, ``insufficient_credits``. OpenAI's SDKs do not
+    retry a 402."""
+
+    status = 402
+    error_type = "insufficient_quota"
+    default_code = "budget_exceeded"
+    default_message = "This key's budget cannot cover this request."
 
 
 class PermissionDenied(SentinelError):

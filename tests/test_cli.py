@@ -120,10 +120,12 @@ async def test_serve_proxies_and_stops_cleanly_on_sigterm(
 
 
 async def test_serve_without_config_prints_a_dev_key(tmp_path: Path) -> None:
-    """With no config file at all, serve runs on defaults and announces a development key."""
+    """With no config file at all, serve runs on defaults and announces a development key and
+    a development admin token."""
     port = free_port()
     env = {"SENTINEL_CONFIG": "", "OPENAI_API_KEY": "sk-none"}
     env_without = {k: v for k, v in env.items() if v}
+    env_without["XDG_STATE_HOME"] = str(tmp_path / "state")  # its keys' state file goes here
     async with process(
         "serve", "--bind", f"127.0.0.1:{port}", env=env_without, cwd=tmp_path
     ) as child:
@@ -133,6 +135,7 @@ async def test_serve_without_config_prints_a_dev_key(tmp_path: Path) -> None:
         assert child.stderr is not None
         err = (await child.stderr.read()).decode()
     assert "development key" in err and "sk-sentinel-dev-" in err
+    assert "development admin token" in err and "sentinel-admin-dev-" in err
 
 
 async def test_mock_upstream_command_serves_models(tmp_path: Path) -> None:

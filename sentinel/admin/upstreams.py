@@ -24,7 +24,7 @@ class AdminUpstreams:
         ctx: RequestContext = scope[CONTEXT_KEY]
         ctx.route = "/admin/v1/upstreams"
         services = services_of(scope)
-        require_admin(scope["headers"], services.config.admin.token, scope["path"])
+        require_admin(scope["headers"], services.config.admin, scope["path"])
         kinds = {t.name: t.config for t in services.router.targets}
         upstreams = []
         for entry in services.board.snapshot():

@@ -123,6 +123,7 @@ class KeyRing:
                     is_admin=k.admin,
                     team=k.team,
                     passthrough=frozenset(k.passthrough),
+                    budgets=k.budgets,
                 ),
             )
             for k in keys

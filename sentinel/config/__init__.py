@@ -4,6 +4,7 @@ Only this package reads the environment. ``load_config`` turns a TOML file into 
 and reports every problem at once, each with its path, by raising ``ConfigError``.
 """
 
+from sentinel.config.admin import AdminConfig
 from sentinel.config.load import (
     ConfigError,
     embedded_config,
@@ -13,7 +14,6 @@ from sentinel.config.load import (
     resolve_config_path,
 )
 from sentinel.config.model import (
-    AdminConfig,
     Config,
     KeyConfig,
     ModelAlias,

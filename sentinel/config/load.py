@@ -10,10 +10,13 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from sentinel.config.admin import read_admin
+from sentinel.config.edge import read_compression, read_cors
 from sentinel.config.families import FAMILIES, SPENDING_FAMILIES
+from sentinel.config.guardrails import read_guardrails
+from sentinel.config.identity import read_identity
 from sentinel.config.limits import LimitDefaults
 from sentinel.config.model import (
-    AdminConfig,
     Config,
     KeyConfig,
     PassthroughConfig,
@@ -23,6 +26,8 @@ from sentinel.config.model import (
     TokensConfig,
     UpstreamConfig,
 )
+from sentinel.config.money import read_money
+from sentinel.config.spending import read_budget_settings, read_budgets
 from sentinel.config.table import (
     MAX_KEY_BYTES,
     Table,
@@ -126,7 +131,7 @@ def _read_toml(path: Path) -> dict[str, Any]:
 def _build(root: Table, source: Path) -> Config:
     server = _server(root.table("server"))
     redis = _redis(root.table("redis")) if root.has("redis") else None
-    admin = _admin(root.table("admin"))
+    admin = read_admin(root.table("admin"))
     upstreams = read_upstreams(root.tables("upstreams", required=True))
     routing = read_routing(root.table("routing"))
     aliases = read_aliases(root.table("models"), upstreams)
@@ -136,6 +141,17 @@ def _build(root: Table, source: Path) -> Config:
     limits = _limits(root.table("limits"))
     usage = _usage(root.table("usage"))
     passthrough = _passthrough(root.table("passthrough"))
+    identity = read_identity(root.table("identity"))
+    cors = read_cors(root.table("cors")) if root.has("cors") else None
+    compression = read_compression(root.table("compression"))
+    money = read_money(root.table("money"), root.table("prices"), {u.name for u in upstreams})
+    guardrails = read_guardrails(root.tables("rules"), root.table("pii"))
+    budgets = read_budget_settings(
+        root.table("budgets"),
+        root.table("teams"),
+        read_webhook=_webhook,
+        cluster=redis is not None and redis.cluster,
+    )
     root.finish()
     if server.workers > 1 and redis is None:
         root.problem(
@@ -155,6 +171,12 @@ def _build(root: Table, source: Path) -> Config:
         routing=routing,
         aliases=aliases,
         passthrough=passthrough,
+        identity=identity,
+        cors=cors,
+        compression=compression,
+        money=money,
+        guardrails=guardrails,
+        budgets=budgets,
         source=source,
     )
 
@@ -235,12 +257,6 @@ def _sentinel_problem(entry: object) -> str | None:
     if problem is None and int(entry.rpartition(":")[2]) == 0:
         problem = f"expected a port from 1 to 65535, got {show(entry)}"
     return problem
-
-
-def _admin(t: Table) -> AdminConfig:
-    admin = AdminConfig(token=t.secret("token"))
-    t.finish()
-    return admin
 
 
 def _telemetry(t: Table) -> TelemetryConfig:
@@ -379,6 +395,7 @@ def _key(t: Table) -> KeyConfig:
         admin=t.boolean("admin", False),
         team=t.string("team", check=name_problem) or None,
         passthrough=_names(t, "passthrough", SPENDING_FAMILIES),
+        budgets=read_budgets(t),
     )
     t.finish()
     return key

@@ -7,8 +7,15 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
+from sentinel.config.admin import AdminConfig
+from sentinel.config.edge import CompressionConfig, CorsConfig
 from sentinel.config.families import DEFAULT_FAMILIES, FAMILIES
+from sentinel.config.guardrails import GuardrailsConfig
+from sentinel.config.identity import IdentityConfig
 from sentinel.config.limits import LimitDefaults
+from sentinel.config.budgets import Budgets
+from sentinel.config.money import MoneyConfig
+from sentinel.config.spending import BudgetSettings
 from sentinel.config.usage import UsageSettings
 
 
@@ -44,13 +51,6 @@ class RedisConfig:
     sentinel_password: str | None = None  # AUTH to the sentinels
     password: str | None = None  # AUTH to the master (with url, the URL carries it)
     db: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class AdminConfig:
-    """``[admin]``: the bearer token of the admin API (None disables it)."""
-
-    token: str | None = None
 
 
 UpstreamKind = Literal["openai", "azure", "openai-compatible"]
@@ -123,6 +123,7 @@ class KeyConfig:
     admin: bool = False  # sees every tenant's objects (files, batches, responses, ...)
     team: str | None = None  # carried on usage records and log lines
     passthrough: tuple[str, ...] = ()  # token-spending families allowed despite token limits
+    budgets: Budgets = field(default_factory=Budgets)  # usd_* in nano-USD
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,15 +179,22 @@ class Config:
     routing: RoutingConfig = field(default_factory=RoutingConfig)
     aliases: tuple[ModelAlias, ...] = ()
     passthrough: PassthroughConfig = field(default_factory=PassthroughConfig)
+    identity: IdentityConfig = field(default_factory=IdentityConfig)  # service and JWTs
+    cors: CorsConfig | None = None  # absent: no CORS layer at all
+    compression: CompressionConfig = field(default_factory=CompressionConfig)
+    money: MoneyConfig = field(default_factory=MoneyConfig)  # [money] and [prices]
+    budgets: BudgetSettings = field(default_factory=BudgetSettings)  # [budgets], [teams.*]
+    guardrails: GuardrailsConfig = field(default_factory=GuardrailsConfig)  # [[rules]], [pii]
     source: Path | None = None  # the file it came from; None for embedded defaults
 
     def secrets(self) -> tuple[str, ...]:
         """Every secret string in the config, for the log redaction processor."""
         found = [key for u in self.upstreams for key in u.keys]
-        if self.admin.token:
-            found.append(self.admin.token)
+        found.extend(t.token for t in self.admin.named_tokens())
         if self.usage.webhook is not None:
             found.extend(value for _, value in self.usage.webhook.headers)
+        if self.budgets.webhook is not None:
+            found.extend(value for _, value in self.budgets.webhook.headers)
         if self.redis is not None:
             passwords = (
                 urlsplit(self.redis.url).password,
@@ -194,4 +202,5 @@ class Config:
                 self.redis.sentinel_password,
             )
             found.extend(password for password in passwords if password)
+        found.extend(self.identity.secrets())
         return tuple(found)

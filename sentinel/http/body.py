@@ -13,6 +13,7 @@ import orjson
 from sentinel.deadline import LooseDeadline
 from sentinel.errors import InvalidRequest, PayloadTooLarge, RequestTimeout, UnsupportedMediaType
 from sentinel.http.asgi import Message, Receive
+from sentinel.http.compression import inflating
 
 __all__ = ["BodyStream", "ClientGone", "ClientStalled", "parse_json_object", "read_body"]
 
@@ -38,12 +39,20 @@ def _too_slow() -> RequestTimeout:
 
 
 async def read_body(
-    receive: Receive, limit: int, declared: int | None, deadline: float | None = None
+    receive: Receive,
+    limit: int,
+    declared: int | None,
+    deadline: float | None = None,
+    *,
+    encoding: bytes | None = None,
 ) -> bytes:
     """The whole request body; 413 as soon as it is known to exceed ``limit``, 408 when it has
-    not all arrived by ``deadline`` (``loop.time()`` seconds)."""
+    not all arrived by ``deadline`` (``loop.time()`` seconds). A gzip body (``encoding``, its
+    ``Content-Encoding``) is inflated as it arrives, inflated size within ``limit`` too; any
+    other encoding is a 415."""
     if declared is not None and declared > limit:
         raise _too_large(limit)
+    receive = inflating(receive, encoding, limit)
     if deadline is None:
         return await _read_body(receive, limit)
     try:

@@ -58,6 +58,9 @@ class RequestContext:
     usage: Usage | None = None
     usage_source: UsageSource | None = None
     prompt_estimate: int | None = None
+    cost_usd: str | None = None
+    """The exact cost as a decimal string (``sentinel.proxy.pricing``); None: no price."""
+    cost_nano: int = 0  # the cost rounded up to whole nano-USD, for the metric
     outcome: str = "ok"
     ttfb_ns: int | None = None
     upstream_wait_ns: int = 0
@@ -77,6 +80,8 @@ class RequestContext:
     """This request's span as W3C ``traceparent``, for the upstream call (tracing only)."""
     on_finish: Callable[[RequestContext, int], None] | None = None
     """Called once with the finish time (perf_counter ns) after the response ended."""
+    rule_hits: dict[tuple[str, str, str], int] = field(default_factory=dict)
+    """Matches per (rule, action, direction) of ``[[rules]]`` and ``[pii]``: never the text."""
 
     def log_fields(self, finished_ns: int) -> dict[str, Any]:
         """The canonical log line's fields."""
@@ -101,6 +106,7 @@ class RequestContext:
             "total_tokens": usage.total_tokens if usage else None,
             "usage_source": self.usage_source,
             "prompt_estimate": self.prompt_estimate,
+            "cost_usd": self.cost_usd,
             "ttfb_ms": _ms(self.ttfb_ns - self.started_ns) if self.ttfb_ns else None,
             "duration_ms": _ms(duration),
             "overhead_ms": _ms(duration - self.upstream_wait_ns),
@@ -109,6 +115,7 @@ class RequestContext:
             **({"dropped_headers": self.dropped_headers} if self.dropped_headers else {}),
             **({"degraded": "limits"} if self.degraded else {}),
             **({"attempts": self.attempts} if self.attempts else {}),
+            **({"rules": sorted({hit[0] for hit in self.rule_hits})} if self.rule_hits else {}),
         }
 
 

@@ -6,8 +6,9 @@ OpenAI-Beta, Idempotency-Key, traceparent, …) is forwarded. A value with contr
 invalid UTF-8 is refused with a 400 naming the header. Responses: hop-by-hop headers, cookies,
 headers the server sets itself and headers that describe the provider account every key
 shares (``openai-organization``, ``openai-project``, its ``x-ratelimit-*``, Azure's deployment
-names) are dropped, as is any value that cannot be relayed (logged by the caller); timing such
-as ``openai-processing-ms`` is kept; the upstream's ``x-request-id`` is kept as
+names) are dropped, and so are its ``access-control-*`` (CORS is Sentinel's own, ``[cors]``)
+and any value that cannot be relayed (logged by the caller); timing such as
+``openai-processing-ms`` is kept; the upstream's ``x-request-id`` is kept as
 ``x-upstream-request-id``.
 """
 
@@ -65,6 +66,7 @@ _NOT_RELAYED = HOP_BY_HOP | {
     b"apim-request-id",
 }
 _PROVIDER_LIMITS = b"x-ratelimit-"
+_UPSTREAM_CORS = b"access-control-"  # Sentinel's own [cors] decides what browsers may do
 _CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 _UPSTREAM_REQUEST_ID = b"x-upstream-request-id"
 
@@ -141,7 +143,7 @@ def relay_headers(
             dropped.append(name.decode("latin-1"))
             continue
         lowered = name.lower()
-        if lowered.startswith(_PROVIDER_LIMITS):
+        if lowered.startswith((_PROVIDER_LIMITS, _UPSTREAM_CORS)):
             continue
         if lowered in _NOT_RELAYED:
             if lowered == b"x-request-id":

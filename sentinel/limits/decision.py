@@ -7,13 +7,16 @@ integers of ``window.py`` (and the ARGV of ``limits.lua``); ``decide`` turns the
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from sentinel.config.limits import MAX_AMOUNT
 from sentinel.limits.periods import Calendar, Period
-from sentinel.limits.spec import Admission, Dimension, LimitSpec
+from sentinel.limits.spec import MONEY, TEAM_MONEY, Admission, Dimension, LimitSpec
 from sentinel.limits.window import (
+    CREDITS_FIELD,
+    TOTAL_FIELD,
     AdmitPlan,
+    MoneyCheck,
     Outcome,
     QuotaCheck,
     QuotaSettlement,
@@ -22,14 +25,39 @@ from sentinel.limits.window import (
 )
 
 __all__ = [
+    "Budget",
     "Decision",
     "RateWindow",
     "Refusal",
     "Reservation",
+    "Spending",
     "decide",
     "plan_admission",
     "plan_settlement",
+    "spending_of",
+    "team_state_name",
 ]
+
+
+Spending = tuple[tuple[Dimension, str, int], ...]
+"""After a settlement that charged money: each money counter charged, as (dimension, counter
+name, nano-USD charged on it so far), the key's then the team's (credits included)."""
+
+
+def spending_of(plan: SettlePlan, reservation: Reservation, values: list[int]) -> Spending:
+    """Pair the counters a settlement charged with their values after it."""
+    dimensions = (
+        *reservation.money,
+        *((Dimension.CREDITS,) if reservation.credits else ()),
+        *(reservation.team_money if plan.team_fields else ()),
+    )
+    names = (*plan.money_fields, *plan.team_fields)
+    return tuple(zip(dimensions, names, values, strict=True))
+
+
+def team_state_name(team: str) -> str:
+    """The store's name for a team's money state (principal ids never start with ``team:``)."""
+    return "team:" + team
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +79,24 @@ class Reservation:
     quotas: tuple[Period, ...]
     timezone: str
     degraded: bool = False
+    nano_usd: int = 0
+    """The money held (nano-USD) on ``money``, the credits and ``team_money``."""
+    money: tuple[Dimension, ...] = ()
+    credits: bool = False
+    team: str | None = None
+    team_money: tuple[Dimension, ...] = ()
+    budgets: tuple[tuple[Dimension, int], ...] = ()
+    """Every money limit checked (key's and team's), for the budget alerts."""
+
+    @property
+    def holds_money(self) -> bool:
+        """Whether settlement must charge money (and drop a hold)."""
+        return bool(self.money or self.credits or self.team_money)
+
+    @property
+    def needs_renewal(self) -> bool:
+        """Whether a lease or a money hold expires unless renewed while the request runs."""
+        return self.has_lease or (self.nano_usd > 0 and self.holds_money)
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +134,19 @@ class Refusal:
 
 
 @dataclass(frozen=True, slots=True)
+class Budget:
+    """What is left of a key's money after an admission, for the ``x-sentinel-budget-*``
+    headers and the fallback's share: the tightest money dimension, and each one's."""
+
+    remaining: int
+    """Nano-USD left on the tightest dimension (holds of requests in flight subtracted)."""
+    reset_ms: int | None
+    """When the tightest dimension renews (None: never, as ``usd_total`` and credits)."""
+    left: tuple[tuple[Dimension, int], ...]
+    """Nano-USD left on every money dimension checked."""
+
+
+@dataclass(frozen=True, slots=True)
 class Decision:
     """The answer to one admission, with what the response headers need either way."""
 
@@ -96,6 +155,7 @@ class Decision:
     requests: RateWindow | None
     tokens: RateWindow | None
     degraded: bool = False
+    budget: Budget | None = None
 
     @property
     def allowed(self) -> bool:
@@ -107,7 +167,7 @@ def plan_admission(
     spec: LimitSpec, admission: Admission, now_ms: int, timing: Timing, calendar: Calendar
 ) -> AdmitPlan:
     """The integers one admission works on."""
-    return AdmitPlan(
+    plan = AdmitPlan(
         now_ms=now_ms,
         bucket_start_ms=timing.bucket_of(now_ms),
         bucket_ms=timing.bucket_ms,
@@ -124,6 +184,40 @@ def plan_admission(
             for dimension, limit in spec.quotas()
         ),
     )
+    if not spec.has_money:
+        return plan
+    tz = spec.timezone
+    return replace(
+        plan,
+        nano_usd=_amount(admission.nano_usd),
+        hold_expires_ms=plan.lease_expires_ms,
+        money=tuple(
+            _money_check(d, limit, now_ms, tz, calendar) for d, limit in spec.budgets_of(MONEY)
+        ),
+        credits=spec.credits,
+        credit_share=spec.credit_share,
+        team_money=tuple(
+            _money_check(d, limit, now_ms, tz, calendar) for d, limit in spec.budgets_of(TEAM_MONEY)
+        ),
+    )
+
+
+def _money_check(
+    dimension: Dimension, limit: int, now_ms: int, timezone: str, calendar: Calendar
+) -> MoneyCheck:
+    if dimension.calendar is None:
+        return MoneyCheck(dimension, TOTAL_FIELD, limit, 0)
+    period = calendar.period(dimension, now_ms, timezone)
+    return MoneyCheck(dimension, period.name, limit, period.end_ms)
+
+
+def _money_fields(
+    dimensions: tuple[Dimension, ...], now_ms: int, timezone: str, calendar: Calendar
+) -> tuple[str, ...]:
+    return tuple(
+        TOTAL_FIELD if d.calendar is None else calendar.period(d, now_ms, timezone).name
+        for d in dimensions
+    )
 
 
 def plan_settlement(
@@ -134,8 +228,18 @@ def plan_settlement(
     calendar: Calendar,
     *,
     release_request: bool,
+    nano_usd: int = 0,
 ) -> SettlePlan:
-    """The integers one settlement works on."""
+    """The integers one settlement works on; ``nano_usd`` is the real cost to charge."""
+    money_fields: tuple[str, ...] = ()
+    team_fields: tuple[str, ...] = ()
+    if reservation.holds_money:
+        tz = reservation.timezone
+        money_fields = _money_fields(reservation.money, now_ms, tz, calendar)
+        if reservation.credits:
+            money_fields += (CREDITS_FIELD,)
+        if reservation.team is not None:
+            team_fields = _money_fields(reservation.team_money, now_ms, tz, calendar)
     return SettlePlan(
         now_ms=now_ms,
         bucket_start_ms=timing.bucket_of(now_ms),
@@ -152,6 +256,10 @@ def plan_settlement(
             )
             for period in reservation.quotas
         ),
+        hold_id=reservation.reservation_id,
+        nano_charged=_amount(nano_usd) if reservation.holds_money else 0,
+        money_fields=money_fields,
+        team_fields=team_fields,
     )
 
 
@@ -170,6 +278,12 @@ def decide(spec: LimitSpec, admission: Admission, plan: AdmitPlan, outcome: Outc
             has_lease=plan.max_parallel is not None,
             quotas=tuple(q.period for q in plan.quotas),
             timezone=spec.timezone,
+            nano_usd=plan.nano_usd,
+            money=tuple(c.dimension for c in plan.money),
+            credits=plan.credits,
+            team=spec.team if plan.team_money else None,
+            team_money=tuple(c.dimension for c in plan.team_money),
+            budgets=tuple((c.dimension, c.limit) for c in (*plan.money, *plan.team_money)),
         )
     elif outcome.dimension is not None:
         limit = spec.limit(outcome.dimension)
@@ -184,6 +298,28 @@ def decide(spec: LimitSpec, admission: Admission, plan: AdmitPlan, outcome: Outc
         refusal=refusal,
         requests=_window(plan.rpm, outcome.requests_used, outcome.requests_reset_ms),
         tokens=_window(plan.tpm, outcome.tokens_used, outcome.tokens_reset_ms),
+        budget=_budget(plan, outcome),
+    )
+
+
+def _budget(plan: AdmitPlan, outcome: Outcome) -> Budget | None:
+    """The tightest money dimension and every one's remainder (None: no money checked)."""
+    checks: list[tuple[Dimension, int]] = [(c.dimension, c.end_ms) for c in plan.money]
+    if plan.credits:
+        checks.append((Dimension.CREDITS, 0))
+    checks += [(c.dimension, c.end_ms) for c in plan.team_money]
+    if not checks or len(outcome.money_remaining) != len(checks):
+        return None
+    left = tuple(
+        (dimension, remaining)
+        for (dimension, _), remaining in zip(checks, outcome.money_remaining, strict=True)
+    )
+    tightest = min(range(len(checks)), key=lambda i: outcome.money_remaining[i])
+    end_ms = checks[tightest][1]
+    return Budget(
+        remaining=outcome.money_remaining[tightest],
+        reset_ms=end_ms - plan.now_ms if end_ms else None,
+        left=left,
     )
 
 

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 
 import structlog
 
 from sentinel.clock import Clock, WallClock
 from sentinel.config.limits import LimitDefaults
-from sentinel.limits.decision import Decision, Reservation
+from sentinel.limits.decision import Decision, Reservation, Spending
 from sentinel.limits.guarded import GuardedStore
 from sentinel.limits.headers import refusal_error
 from sentinel.limits.spec import Admission, Dimension, LimitSpec, reservation_tokens
@@ -56,6 +56,12 @@ class Gate:
         # is counted (the cheap check), since only time can free a request window.
         self._refused: dict[str, tuple[int, Decision]] = {}
         self._renewer: asyncio.Task[None] | None = None
+        self._on_spent: Callable[[Reservation, Spending], None] | None = None
+
+    def watch_spending(self, on_spent: Callable[[Reservation, Spending], None]) -> None:
+        """Call ``on_spent`` after every settlement that charged money (the budget alerts);
+        it must not block (it runs in the settlement's task)."""
+        self._on_spent = on_spent
 
     def tokens_to_reserve(
         self,
@@ -98,9 +104,14 @@ class Gate:
                 return
         self._refused[key_name] = (now_ms + refusal.retry_after_ms, decision)
 
-    async def admit(self, key_name: str, spec: LimitSpec, request_id: str, tokens: int) -> Decision:
-        """An allowed decision holding a reservation; the 429 (``RateLimited``) otherwise."""
-        admission = Admission(key_name=key_name, request_id=request_id, tokens=tokens)
+    async def admit(
+        self, key_name: str, spec: LimitSpec, request_id: str, tokens: int, nano_usd: int = 0
+    ) -> Decision:
+        """An allowed decision holding a reservation; the 429 (``RateLimited``) otherwise, or
+        the 402 (``PaymentRequired``) when money refused it. ``nano_usd`` is the money hold."""
+        admission = Admission(
+            key_name=key_name, request_id=request_id, tokens=tokens, nano_usd=nano_usd
+        )
         started = time.perf_counter()
         now_ms = self._clock.now_ms()
         try:
@@ -114,12 +125,13 @@ class Gate:
             self._metrics.limit_decision(verdict, str(refusal.dimension) if refusal else None)
         if decision.reservation is None:
             self._remember_refusal(key_name, decision, now_ms)
-            raise refusal_error(decision, tokens)
+            raise refusal_error(decision, tokens, nano_usd)
         return decision
 
     def holding(self, reservation: Reservation | None) -> _Holding:
-        """Keep ``reservation``'s ``max_parallel`` lease alive while the body runs: a stream may
-        outlast ``lease_ttl_ms``, and its slot must not be freed while it is still going.
+        """Keep ``reservation``'s ``max_parallel`` lease and money hold alive while the body
+        runs: a stream may outlast ``lease_ttl_ms``, and its slot must not be freed (nor its
+        hold dropped) while it is still going.
 
         One background task renews every lease held, each ``lease_ttl_ms / 3``; it stops
         when none is left and starts again with the next."""
@@ -147,24 +159,32 @@ class Gate:
         finally:
             self._renewer = None
 
-    async def settle(self, reservation: Reservation, tokens: int, *, produced: bool) -> None:
+    async def settle(
+        self, reservation: Reservation, tokens: int, *, produced: bool, nano_usd: int = 0
+    ) -> None:
         """Charge ``tokens`` instead of the reservation; with nothing produced, release it all.
+        A money hold is replaced by ``nano_usd``, the request's real cost.
 
         Runs in its own task and is shielded: a cancelled request still settles.
         """
-        task = asyncio.create_task(self._settle(reservation, tokens, produced))
+        task = asyncio.create_task(self._settle(reservation, tokens, produced, nano_usd))
         self._settling.add(task)
         task.add_done_callback(self._settling.discard)
         await asyncio.shield(task)
 
-    async def _settle(self, reservation: Reservation, tokens: int, produced: bool) -> None:
+    async def _settle(
+        self, reservation: Reservation, tokens: int, produced: bool, nano_usd: int
+    ) -> None:
         try:
-            await self.store.settle(
+            spent = await self.store.settle(
                 reservation,
                 tokens if produced else 0,
                 self._clock.now_ms(),
                 release_request=not produced,
+                nano_usd=nano_usd,
             )
+            if spent and self._on_spent is not None:
+                self._on_spent(reservation, spent)
         except Exception as exc:  # a settlement must never fail the response it follows
             log.error("limits_settle_failed", key=reservation.key_name, exc_info=exc)
 
@@ -184,7 +204,7 @@ class _Holding:
     def __init__(self, gate: Gate, reservation: Reservation | None) -> None:
         self._gate = gate
         self._reservation = (
-            reservation if reservation is not None and reservation.has_lease else None
+            reservation if reservation is not None and reservation.needs_renewal else None
         )
 
     def __enter__(self) -> None:

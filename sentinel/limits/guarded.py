@@ -12,6 +12,12 @@ then writes every key's locally admitted usage and leases into Redis (one Lua ca
 and only then closes the breaker. Until it closes, admissions stay local, so nothing is
 admitted against a Redis that does not yet know the local usage.
 
+Money is shared differently (DESIGN, "Money arithmetic"): a dollar budget or a credit balance
+may have been mostly spent by other replicas, so the local share of it is the *last remaining
+amount Redis reported to this replica* for that key, divided by ``replicas * workers``; a key
+this replica never saw admitted in Redis (or not for ``money_memory_ms``) gets nothing. The
+local spend is written back with the rest (charges against credits as one ledger entry).
+
 Settlement goes to the store that holds the reservation: a degraded reservation settles
 locally until its key has been written back, and in Redis after. A settlement that cannot
 reach Redis is queued (bounded; drops are counted) and replayed by the next probe.
@@ -27,10 +33,11 @@ from typing import Literal
 import structlog
 
 from sentinel.breaker import BreakerPolicy, CircuitBreaker
+from sentinel.config.budgets import Budgets
 from sentinel.errors import ServiceUnavailable
-from sentinel.limits.decision import Decision, Reservation
+from sentinel.limits.decision import Decision, Reservation, Spending
 from sentinel.limits.memory import MemoryStore
-from sentinel.limits.spec import Admission, Dimension, LimitSpec, local_share
+from sentinel.limits.spec import MONEY, TEAM_MONEY, Admission, Dimension, LimitSpec, local_share
 from sentinel.limits.store import MergingStore, StoreUnavailable
 from sentinel.limits.window import KeyState, WindowUsage
 
@@ -72,6 +79,12 @@ class _Settlement:
     actual_tokens: int
     now_ms: int
     release_request: bool
+    nano_usd: int = 0
+
+
+MONEY_MEMORY_MS = 300_000
+"""How long the remaining money Redis last reported for a key may seed its local share."""
+_MAX_MONEY_KEYS = 100_000
 
 
 class GuardedStore:
@@ -86,12 +99,18 @@ class GuardedStore:
         on_unavailable: OnUnavailable = "local",
         breaker: CircuitBreaker | None = None,
         max_queued_settlements: int = 10_000,
+        workers: int = 1,
+        money_memory_ms: int = MONEY_MEMORY_MS,
     ) -> None:
         self.stats = GuardStats()
         self.breaker = breaker or CircuitBreaker(REDIS_BREAKER)
         self._primary = primary
         self._fallback = fallback or MemoryStore(primary.timing)
         self._replicas = max(1, replicas)
+        self._money_parts = self._replicas * max(1, workers)
+        self._money_memory_ms = money_memory_ms
+        # Key name → (when, nano-USD left on each money dimension) as Redis last reported.
+        self._money_left: dict[str, tuple[int, dict[Dimension, int]]] = {}
         self._on_unavailable = on_unavailable
         self._queue: deque[_Settlement] = deque()
         self._max_queued = max_queued_settlements
@@ -115,9 +134,13 @@ class GuardedStore:
             await self._recover(now_ms)
         if self.breaker.is_closed:
             try:
-                return await self._primary.admit(spec, admission, now_ms)
+                decision = await self._primary.admit(spec, admission, now_ms)
             except StoreUnavailable as exc:
                 self._failed(now_ms, exc)
+            else:
+                if decision.budget is not None:
+                    self._remember_money(admission.key_name, decision, now_ms)
+                return decision
         # No await from the breaker check to the local admission: a probe that found the
         # local store empty and closed the breaker cannot miss an admission made here.
         return await self._admit_locally(spec, admission, now_ms)
@@ -129,22 +152,25 @@ class GuardedStore:
         now_ms: int,
         *,
         release_request: bool = False,
-    ) -> None:
-        """Settle in the store holding the reservation; queue it while Redis is unreachable."""
-        settlement = _Settlement(reservation, actual_tokens, now_ms, release_request)
+        nano_usd: int = 0,
+    ) -> Spending | None:
+        """Settle in the store holding the reservation; queue it while Redis is unreachable
+        (what it charged is then not known: None)."""
+        settlement = _Settlement(reservation, actual_tokens, now_ms, release_request, nano_usd)
         if reservation.key_name in self._in_transit:
             # Its key's usage is on its way to Redis: replay once it has arrived.
             self._enqueue(settlement)
         elif self._is_local(reservation):
-            await self._settle_locally(settlement)
+            return await self._settle_locally(settlement)
         elif not self.breaker.is_closed:
             self._enqueue(settlement)
         else:
             try:
-                await self._settle_in_primary(settlement)
+                return await self._settle_in_primary(settlement)
             except StoreUnavailable as exc:
                 self._failed(now_ms, exc)
                 self._enqueue(settlement)
+        return None
 
     async def renew(self, reservation: Reservation, now_ms: int) -> bool:
         """Extend the lease where it lives; False when that store cannot be reached."""
@@ -194,6 +220,8 @@ class GuardedStore:
             )
         self.stats.degraded_decisions += 1
         share = local_share(spec, self._replicas)
+        if spec.has_money:
+            share = self._money_share(share, admission.key_name, now_ms)
         decision = await self._fallback.admit(share, admission, now_ms)
         reservation = decision.reservation
         if reservation is not None:
@@ -207,29 +235,64 @@ class GuardedStore:
                 refusal = replace(refusal, exceeds_limit=False, retry_after_ms=wait)
         return replace(decision, reservation=reservation, refusal=refusal, degraded=True)
 
+    def _remember_money(self, key_name: str, decision: Decision, now_ms: int) -> None:
+        assert decision.budget is not None
+        if len(self._money_left) >= _MAX_MONEY_KEYS and key_name not in self._money_left:
+            oldest = min(self._money_left, key=lambda k: self._money_left[k][0])
+            del self._money_left[oldest]
+        self._money_left[key_name] = (now_ms, dict(decision.budget.left))
+
+    def _money_share(self, spec: LimitSpec, key_name: str, now_ms: int) -> LimitSpec:
+        """``spec`` with each money limit replaced by this process's share of what Redis
+        last said was left; nothing for a key not seen lately."""
+        seen = self._money_left.get(key_name)
+        left = seen[1] if seen is not None and now_ms - seen[0] <= self._money_memory_ms else {}
+        parts = self._money_parts
+
+        def part(dimension: Dimension) -> int:
+            return left.get(dimension, 0) // parts
+
+        def shares(budgets: Budgets, dimensions: tuple[Dimension, ...]) -> Budgets:
+            fields = ("usd_per_day", "usd_per_week", "usd_per_month", "usd_total")
+            return Budgets(
+                **{
+                    name: None if getattr(budgets, name) is None else part(dimension)
+                    for name, dimension in zip(fields, dimensions, strict=True)
+                }
+            )
+
+        return replace(
+            spec,
+            budgets=shares(spec.budgets, MONEY),
+            team_budgets=shares(spec.team_budgets, TEAM_MONEY),
+            credit_share=part(Dimension.CREDITS) if spec.credits else None,
+        )
+
     def _is_local(self, reservation: Reservation) -> bool:
         held = self._local.get(reservation.key_name)
         return reservation.degraded and held is not None and reservation.reservation_id in held
 
-    async def _settle_locally(self, settlement: _Settlement) -> None:
+    async def _settle_locally(self, settlement: _Settlement) -> Spending | None:
         reservation = settlement.reservation
         held = self._local.get(reservation.key_name, set())
         held.discard(reservation.reservation_id)
         if not held:
             self._local.pop(reservation.key_name, None)
-        await self._fallback.settle(
+        return await self._fallback.settle(
             reservation,
             settlement.actual_tokens,
             settlement.now_ms,
             release_request=settlement.release_request,
+            nano_usd=settlement.nano_usd,
         )
 
-    async def _settle_in_primary(self, settlement: _Settlement) -> None:
-        await self._primary.settle(
+    async def _settle_in_primary(self, settlement: _Settlement) -> Spending | None:
+        return await self._primary.settle(
             settlement.reservation,
             settlement.actual_tokens,
             settlement.now_ms,
             release_request=settlement.release_request,
+            nano_usd=settlement.nano_usd,
         )
 
     def _enqueue(self, settlement: _Settlement) -> None:

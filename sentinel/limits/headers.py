@@ -6,15 +6,24 @@ that limit, successes included; resets use OpenAI's duration format (``"1s"``, `
 ``retry-after-ms``; a quota refusal, or a request larger than a limit, is OpenAI's
 ``insufficient_quota`` with ``x-should-retry: false``. A degraded decision adds
 ``x-sentinel-degraded: limits``.
+
+A key with money (dollar budgets, its team's, or prepaid credits) also gets
+``x-sentinel-budget-remaining-usd`` (the nano-USD left on its tightest money dimension after
+this request's hold, as an exact decimal) and ``x-sentinel-budget-reset`` (when that dimension
+renews, in the same duration format; ``never`` for ``usd_total`` and credits). A refusal on
+money is the 402 ``PaymentRequired``: ``budget_exceeded`` or ``insufficient_credits``.
 """
 
 from __future__ import annotations
 
-from sentinel.errors import RateLimited
+from sentinel.config.budgets import format_usd
+from sentinel.errors import PaymentRequired, RateLimited
 from sentinel.limits.decision import Decision, Refusal
 from sentinel.limits.spec import Dimension
 
 __all__ = [
+    "BUDGET_REMAINING_HEADER",
+    "BUDGET_RESET_HEADER",
     "DEGRADED_HEADER",
     "duration",
     "rate_limit_header_pairs",
@@ -24,6 +33,8 @@ __all__ = [
 
 _KINDS = ("limit", "remaining", "reset")
 DEGRADED_HEADER = "x-sentinel-degraded"
+BUDGET_REMAINING_HEADER = "x-sentinel-budget-remaining-usd"
+BUDGET_RESET_HEADER = "x-sentinel-budget-reset"
 _REQUEST_NAMES = tuple(f"x-ratelimit-{kind}-requests".encode() for kind in _KINDS)
 _TOKEN_NAMES = tuple(f"x-ratelimit-{kind}-tokens".encode() for kind in _KINDS)
 
@@ -34,6 +45,16 @@ _RATES = {
     Dimension.DAY: "tokens per day",
     Dimension.WEEK: "tokens per week",
     Dimension.MONTH: "tokens per month",
+}
+_MONEY = {
+    Dimension.USD_DAY: "this key's daily budget",
+    Dimension.USD_WEEK: "this key's weekly budget",
+    Dimension.USD_MONTH: "this key's monthly budget",
+    Dimension.USD_TOTAL: "this key's total budget",
+    Dimension.TEAM_USD_DAY: "its team's daily budget",
+    Dimension.TEAM_USD_WEEK: "its team's weekly budget",
+    Dimension.TEAM_USD_MONTH: "its team's monthly budget",
+    Dimension.TEAM_USD_TOTAL: "its team's total budget",
 }
 
 
@@ -80,18 +101,71 @@ def rate_limit_header_pairs(decision: Decision) -> list[tuple[bytes, bytes]]:
             pairs.append((b"retry-after-ms", b"%d" % refusal.retry_after_ms))
     if decision.degraded:
         pairs.append((DEGRADED_HEADER.encode("ascii"), b"limits"))
+    budget = decision.budget
+    if budget is not None:
+        pairs.append((_REMAINING, format_usd(budget.remaining).encode("ascii")))
+        reset = b"never" if budget.reset_ms is None else duration(budget.reset_ms).encode("ascii")
+        pairs.append((_RESET, reset))
     return pairs
 
 
-def refusal_error(decision: Decision, requested_tokens: int) -> RateLimited:
-    """The 429 for a refused ``decision``, with every header and OpenAI's code."""
+_REMAINING = BUDGET_REMAINING_HEADER.encode("ascii")
+_RESET = BUDGET_RESET_HEADER.encode("ascii")
+
+
+def refusal_error(
+    decision: Decision, requested_tokens: int, nano_usd: int = 0
+) -> RateLimited | PaymentRequired:
+    """The 429 for a refused ``decision``, with every header and OpenAI's code; the 402 when
+    money refused it."""
     refusal = decision.refusal
     if refusal is None:
         raise ValueError("the decision admitted the request")
+    if refusal.dimension.is_money:
+        return _payment_error(decision, refusal, nano_usd)
     return RateLimited(
         _message(refusal, requested_tokens),
         code=refusal.code,
         headers=rate_limit_headers(decision),
+        dimension=str(refusal.dimension),
+        degraded=decision.degraded,
+    )
+
+
+def _payment_error(decision: Decision, refusal: Refusal, nano_usd: int) -> PaymentRequired:
+    headers = rate_limit_headers(decision)
+    headers.pop("retry-after", None)  # money is not a rate: the SDKs must not retry it
+    headers.pop("retry-after-ms", None)
+    headers["x-should-retry"] = "false"
+    budget = decision.budget
+    left = dict(budget.left) if budget is not None else {}
+    remaining = left.get(refusal.dimension, 0)
+    if decision.budget is not None:  # the headers name the dimension that refused
+        headers[BUDGET_REMAINING_HEADER] = format_usd(remaining)
+        headers[BUDGET_RESET_HEADER] = (
+            "never" if refusal.exceeds_limit else duration(refusal.retry_after_ms)
+        )
+    need = format_usd(nano_usd)
+    if refusal.dimension is Dimension.CREDITS:
+        return PaymentRequired(
+            f"This key's prepaid credits cannot cover this request: it holds up to ${need} "
+            f"and ${format_usd(remaining)} is available. Ask an administrator to add credits.",
+            code="insufficient_credits",
+            headers=headers,
+            dimension=str(refusal.dimension),
+            degraded=decision.degraded,
+        )
+    renews = (
+        "It does not renew."
+        if refusal.exceeds_limit
+        else f"It renews in {duration(refusal.retry_after_ms)}."
+    )
+    return PaymentRequired(
+        f"This request would exceed {_MONEY[refusal.dimension]} of "
+        f"${format_usd(refusal.limit)}: it holds up to ${need} and ${format_usd(remaining)} "
+        f"is left. {renews}",
+        code="budget_exceeded",
+        headers=headers,
         dimension=str(refusal.dimension),
         degraded=decision.degraded,
     )

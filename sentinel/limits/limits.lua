@@ -8,6 +8,15 @@ KEYS[2]  tokens window    hash  field <bucket start, ms> -> tokens, plus the met
 KEYS[3]  quota counters   hash  field "<day|week|month>:<period id>" -> tokens
 KEYS[4]  leases           zset  member <reservation id>, score <lease expiry, ms>
 KEYS[5]  settled          zset  member <reservation id>, score <forget after, ms>
+Only when the call involves money (see window.py), six more, the key's and its team's:
+KEYS[6]  money            hash  "usd_day:<period>" | "usd_total" | "credits" -> nano-USD
+                                charged, and "held" = the sum of the live holds (no TTL)
+KEYS[7]  holds            zset  member "<reservation id>:<nano-USD held>", score <expiry>
+KEYS[8]  credits          hash  "in" -> nano-USD ever topped up, "seq" -> last ledger entry
+KEYS[9]  ledger           zset  member "<seq> <kind> <nano-USD> <balance after> <ms> <ref>",
+                                score <seq> (top-ups come from credits.lua)
+KEYS[10] team money       hash  as KEYS[6], for the team (another hash tag: one server only)
+KEYS[11] team holds       zset  as KEYS[7]
 
 Window meta fields (never numbers, so never buckets): s = sum of the buckets, h = newest
 bucket start, l = a lower bound of every bucket start, b = bucket size (ms) they were cut
@@ -27,20 +36,34 @@ admit   [5] start of the bucket containing now, [6] first bucket start that stil
         [12] lease expiry (ms), [13] longest retry for a parallel refusal (ms), [14] number
         of quotas n, then n groups of 4: dimension code (4 day, 5 week, 6 month), period
         field, limit (tokens), period end (ms).
-        Reply {allowed 0|1, dimension 0..6 (0 none; 1 requests, 2 tokens, 3 parallel, 4 day,
-        5 week, 6 month), retry after (ms), exceeds limit 0|1, requests used, tokens used,
-        requests reset (ms), tokens reset (ms)}.
+        With money (KEYS[6..]): then the hold (nano-USD), the hold's expiry (ms), the number
+        of key budgets m and m groups of 4: dimension code (7 usd_day, 8 usd_week,
+        9 usd_month, 10 usd_total), counter field, limit, period end (ms, 0: never); then 1
+        if credit-metered (code 11) else 0; then the number of team budgets t and t groups
+        of 4 (codes 12 to 15).
+        Reply {allowed 0|1, dimension 0..15 (0 none; 1 requests, 2 tokens, 3 parallel, 4 day,
+        5 week, 6 month, 7.. money), retry after (ms), exceeds limit 0|1, requests used,
+        tokens used, requests reset (ms), tokens reset (ms)}, then with money the nano-USD left
+        on each money check (key budgets, credits, team budgets) after the admission.
 settle  [5] start of the bucket containing now, [6] start of the reserved bucket, [7] tokens
         delta = actual - reserved (negative: a refund), [8] 1 if the reservation counts in
         the tokens window, [9] 1 to give the request slot back, [10] reservation id whose
         lease to release ("" for none), [11] number of quotas n, then n groups of 3:
-        reserved period field, current period field, current period end (ms); and last,
-        the reservation id and until when to remember it was settled (ms). Reply 1, or 0
-        when that reservation was already settled (a replay: nothing changes).
-renew   [5] reservation id, [6] new expiry (ms). Reply 1 if renewed, 0 if the lease is gone.
+        reserved period field, current period field, current period end (ms); with money,
+        the hold's zset member ("" for none), the cost to charge (nano-USD), the request id
+        (the ledger's reference), the number of key money counters to charge n and their
+        fields ("credits" also writes a ledger entry), the number of team counters t and
+        their fields; and last, the reservation id and until when to remember it was settled
+        (ms). Reply 1, or 0 when that reservation was already settled (a replay: nothing
+        changes); with money and a cost above 0, {1, then each named counter's value after
+        the charge, key's then team's} (for the budget alerts).
+renew   [5] reservation id, [6] new expiry (ms), with money [7] the hold's zset member.
+        Reply 1 if the lease or the hold was renewed, 0 if both are gone.
 merge   [5] TTL floor of the quota hash (ms); then four sections, each a count n followed by
         n pairs: request buckets (start, count), token buckets (start, count), quota
-        counters (field, tokens), leases (reservation id, expiry). Reply 1.
+        counters (field, tokens), leases (reservation id, expiry); with money two more:
+        money counters (field, nano-USD; "credits" also writes a ledger entry) and holds
+        (zset member, expiry). Reply 1.
 
 Integers only: every value is a whole number below 2^53, which Lua's doubles hold exactly,
 and nothing is ever divided. Every key gets a TTL whenever something is added to it.
@@ -174,6 +197,82 @@ local function expire_at_last_lease(key)
   if last[2] then redis.call('PEXPIRE', key, tonumber(last[2]) - now) end
 end
 
+-- window._purge_holds: drop expired holds from the running sum; the nano-USD still held.
+local function live_holds(holds, money)
+  local held = tonumber(redis.call('HGET', money, 'held') or '0')
+  local expired = redis.call('ZRANGEBYSCORE', holds, '-inf', now)
+  if #expired > 0 then
+    for _, member in ipairs(expired) do
+      held = held - tonumber(string.match(member, ':(%d+)$'))
+    end
+    redis.call('ZREMRANGEBYSCORE', holds, '-inf', now)
+    if held <= 0 then
+      redis.call('HDEL', money, 'held')
+      held = 0
+    else
+      redis.call('HSET', money, 'held', text(held))
+    end
+  end
+  return held
+end
+
+local function add_hold(holds, money, member, amount, expiry)
+  redis.call('ZADD', holds, expiry, member)
+  redis.call('HINCRBY', money, 'held', amount)
+end
+
+local function drop_hold(holds, money, member)
+  if member == '' or redis.call('ZREM', holds, member) == 0 then return end
+  local amount = tonumber(string.match(member, ':(%d+)$'))
+  if redis.call('HINCRBY', money, 'held', -amount) <= 0 then redis.call('HDEL', money, 'held') end
+end
+
+-- A ledger entry of the key whose credits hash and ledger are given; returns its sequence.
+local function ledger_entry(credits, ledger, money, kind, amount, ref)
+  local seq = redis.call('HINCRBY', credits, 'seq', 1)
+  local balance = tonumber(redis.call('HGET', credits, 'in') or '0')
+    - tonumber(redis.call('HGET', money, 'credits') or '0')
+  redis.call('ZADD', ledger, seq, string.format('%d %s %d %d %d %s', seq, kind, amount,
+    balance, now, ref))
+  return seq
+end
+
+-- window._check_budget over a list of {code, field, limit, end}; appends what each leaves.
+local function check_budgets(money, checks, held, nano, consider, remaining)
+  local names = nil
+  for _, check in ipairs(checks) do
+    local code, name, limit, ends = check[1], check[2], check[3], check[4]
+    local used = redis.call('HGET', money, name)
+    if ends > 0 and not used then -- a new period: drop this window's earlier ones
+      names = names or redis.call('HKEYS', money)
+      local prefix = string.match(name, '^[^:]*:')
+      for _, other in ipairs(names) do
+        if other ~= name and string.sub(other, 1, #prefix) == prefix then
+          redis.call('HDEL', money, other)
+        end
+      end
+    end
+    used = tonumber(used or '0') + held
+    local over = nano > limit
+    if ends > 0 then
+      consider(code, over or used + nano > limit, over, ends - now)
+    else
+      consider(code, over or used + nano > limit, true, 0)
+    end
+    remaining[#remaining + 1] = limit - used
+  end
+end
+
+local function read_checks(at)
+  local count, checks = tonumber(ARGV[at]), {}
+  for i = 1, count do
+    local base = at + 1 + (i - 1) * 4
+    checks[i] = {tonumber(ARGV[base]), ARGV[base + 1], tonumber(ARGV[base + 2]),
+      tonumber(ARGV[base + 3])}
+  end
+  return checks, at + 1 + count * 4
+end
+
 local function admit()
   local bucket, first_live = tonumber(ARGV[5]), ARGV[6]
   local rpm, tpm, max_parallel = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9])
@@ -234,6 +333,34 @@ local function admit()
     end
   end
 
+  -- Money: the hold against every budget, the credits and the team's budgets.
+  local nano, hold_expiry, member, key_holds, team_checks = 0, nil, nil, false, {}
+  local remaining = {}
+  if #KEYS > 5 then
+    local at = 15 + quota_count * 4
+    nano, hold_expiry = tonumber(ARGV[at]), ARGV[at + 1]
+    member = ARGV[11] .. ':' .. ARGV[at]
+    local checks
+    checks, at = read_checks(at + 2)
+    local credits = ARGV[at] == '1'
+    team_checks = read_checks(at + 1)
+    key_holds = #checks > 0 or credits
+    if key_holds then
+      local held = live_holds(KEYS[7], KEYS[6])
+      check_budgets(KEYS[6], checks, held, nano, consider, remaining)
+      if credits then
+        local free = tonumber(redis.call('HGET', KEYS[8], 'in') or '0')
+          - tonumber(redis.call('HGET', KEYS[6], 'credits') or '0') - held
+        consider(11, nano > free, true, 0)
+        remaining[#remaining + 1] = free
+      end
+    end
+    if #team_checks > 0 then
+      check_budgets(KEYS[10], team_checks, live_holds(KEYS[11], KEYS[10]), nano, consider,
+        remaining)
+    end
+  end
+
   local allowed = 0
   if dimension == 0 then
     allowed = 1
@@ -255,14 +382,24 @@ local function admit()
       for _, name in ipairs(fields) do redis.call('HINCRBY', KEYS[3], name, tokens) end
       redis.call('PEXPIRE', KEYS[3], quota_end - now)
     end
+    if nano > 0 then
+      if key_holds then add_hold(KEYS[7], KEYS[6], member, nano, hold_expiry) end
+      if #team_checks > 0 then add_hold(KEYS[11], KEYS[10], member, nano, hold_expiry) end
+      for i = 1, #remaining do remaining[i] = remaining[i] - nano end
+    end
   end
 
   -- Reset: when the window is empty again, i.e. the newest bucket's end of counting.
   local requests_reset, tokens_reset = 0, 0
   if rpm >= 0 and requests_newest then requests_reset = requests_newest + span - now end
   if tpm >= 0 and tokens_newest then tokens_reset = tokens_newest + span - now end
-  return {allowed, dimension, retry_after, exceeds, requests_used, tokens_used,
-          requests_reset, tokens_reset}
+  local reply = {allowed, dimension, retry_after, exceeds, requests_used, tokens_used,
+    requests_reset, tokens_reset}
+  for i = 1, #remaining do
+    if remaining[i] < 0 then remaining[i] = 0 end
+    reply[8 + i] = remaining[i]
+  end
+  return reply
 end
 
 local function settle()
@@ -298,15 +435,57 @@ local function settle()
     if delta > 0 then redis.call('PEXPIRE', KEYS[3], quota_end - now) end
   end
   if ARGV[10] ~= '' then redis.call('ZREM', KEYS[4], ARGV[10]) end
+  if #KEYS > 5 then
+    local at = 12 + quota_count * 3
+    local member, charge, ref = ARGV[at], tonumber(ARGV[at + 1]), ARGV[at + 2]
+    local spent = {1}
+    at = at + 3
+    local count = tonumber(ARGV[at])
+    if count > 0 then
+      drop_hold(KEYS[7], KEYS[6], member)
+      for i = 1, count do
+        local name = ARGV[at + i]
+        if charge > 0 then
+          spent[#spent + 1] = redis.call('HINCRBY', KEYS[6], name, charge)
+          if name == 'credits' then
+            ledger_entry(KEYS[8], KEYS[9], KEYS[6], 'charge', charge, ref)
+          end
+        end
+      end
+    end
+    at = at + count + 1
+    count = tonumber(ARGV[at])
+    if count > 0 then
+      drop_hold(KEYS[11], KEYS[10], member)
+      if charge > 0 then
+        for i = 1, count do
+          spent[#spent + 1] = redis.call('HINCRBY', KEYS[10], ARGV[at + i], charge)
+        end
+      end
+    end
+    if charge > 0 then return spent end
+  end
   return 1
 end
 
 local function renew()
+  local renewed = 0
   local score = redis.call('ZSCORE', KEYS[4], ARGV[5])
-  if not score or tonumber(score) <= now then return 0 end
-  redis.call('ZADD', KEYS[4], ARGV[6], ARGV[5])
-  expire_at_last_lease(KEYS[4])
-  return 1
+  if score and tonumber(score) > now then
+    redis.call('ZADD', KEYS[4], ARGV[6], ARGV[5])
+    expire_at_last_lease(KEYS[4])
+    renewed = 1
+  end
+  if #KEYS > 5 and ARGV[7] ~= '' then
+    for _, holds in ipairs({KEYS[7], KEYS[11]}) do
+      score = redis.call('ZSCORE', holds, ARGV[7])
+      if score and tonumber(score) > now then
+        redis.call('ZADD', holds, ARGV[6], ARGV[7])
+        renewed = 1
+      end
+    end
+  end
+  return renewed
 end
 
 local function merge()
@@ -333,6 +512,23 @@ local function merge()
     if tonumber(expiry) > now then redis.call('ZADD', KEYS[4], 'GT', expiry, member) end
   end)
   expire_at_last_lease(KEYS[4])
+  if #KEYS > 5 then
+    each_pair(function(name, amount)
+      redis.call('HINCRBY', KEYS[6], name, amount)
+      if name == 'credits' then
+        ledger_entry(KEYS[8], KEYS[9], KEYS[6], 'charge', tonumber(amount), 'write-back')
+      end
+    end)
+    each_pair(function(member, expiry)
+      if tonumber(expiry) > now then
+        if redis.call('ZSCORE', KEYS[7], member) then
+          redis.call('ZADD', KEYS[7], 'GT', expiry, member)
+        else
+          add_hold(KEYS[7], KEYS[6], member, tonumber(string.match(member, ':(%d+)$')), expiry)
+        end
+      end
+    end)
+  end
   return 1
 end
 

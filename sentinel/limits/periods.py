@@ -24,7 +24,9 @@ class Period:
     """One calendar period of one quota.
 
     ``name`` is the counter's name, unique per dimension and period (``day:2024-03-09``,
-    ``week:2024-W10``, ``month:2024-03``); ``end_ms`` is the first instant of the next period.
+    ``week:2024-W10``, ``month:2024-03``; a dollar budget's are ``usd_day:2024-03-09`` and so
+    on, the same for a key and a team, each in its own hash); ``end_ms`` is the first instant
+    of the next period.
     """
 
     dimension: Dimension
@@ -60,6 +62,10 @@ def _period_from(dimension: Dimension, now_ms: int, timezone: str) -> tuple[int,
     """The start (ms) and the period of ``dimension`` containing ``now_ms``."""
     zone = ZoneInfo(timezone)
     today = (_EPOCH + timedelta(milliseconds=now_ms)).astimezone(zone).date()
+    base = dimension.calendar
+    if base is not None and base is not dimension:  # a dollar budget's calendar window
+        start_ms, period = _period_from(base, now_ms, timezone)
+        return start_ms, Period(dimension, "usd_" + period.name, period.end_ms)
     if dimension is Dimension.DAY:
         name = f"day:{today.isoformat()}"
         first, following = today, today + timedelta(days=1)

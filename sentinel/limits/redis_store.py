@@ -11,6 +11,17 @@ Per API key, five Redis keys share one hash tag, so every script touches one clu
 ``settled`` makes settlement idempotent: a settlement whose reply timed out may still have run
 in Redis, and the fallback replays it later; the replay must not refund twice.
 
+A key (or team) with money has four more, under the same tag (``money_keys``)::
+
+    <prefix>:{<name>}:money      hash  "usd_day:2024-03-09" … "usd_total", "credits", "held"
+    <prefix>:{<name>}:holds      zset  "<reservation id>:<nano-USD>" → expiry (ms)
+    <prefix>:{<name>}:credits    hash  "in" (nano-USD topped up), "seq", idempotency keys
+    <prefix>:{<name>}:ledger     zset  one entry per top-up and charge, by sequence
+
+A team's budgets are the team's ``money`` and ``holds`` (name ``team:<team>``), passed to the
+same call as the key's: another hash tag, so team budgets need a single server (not a
+cluster), which the configuration checks.
+
 The window hashes also hold meta fields (``s``, ``l``, ``h``, ``b``: see ``limits.lua``).
 Every key carries a TTL, so nothing outlives its use. The one script, ``limits.lua``, lives
 next to this module and is registered once per store. Against a single server, calls queued
@@ -36,9 +47,12 @@ from sentinel.deadline import Deadline
 from sentinel.limits.decision import (
     Decision,
     Reservation,
+    Spending,
     decide,
     plan_admission,
     plan_settlement,
+    spending_of,
+    team_state_name,
 )
 from sentinel.limits.periods import Calendar
 from sentinel.limits.spec import Admission, Dimension, LimitSpec
@@ -55,7 +69,7 @@ from sentinel.limits.window import (
 from sentinel.redis_io.batching import LATE_REPLY_TURNS, ScriptBatcher
 from sentinel.redis_io.client import hash_tag
 
-__all__ = ["MERGED_QUOTA_TTL_MS", "RedisStore", "redis_keys"]
+__all__ = ["MERGED_QUOTA_TTL_MS", "RedisStore", "money_keys", "redis_keys"]
 
 _T = TypeVar("_T")
 
@@ -72,6 +86,7 @@ _UNAVAILABLE: tuple[type[BaseException], ...] = (
     OSError,  # also the builtin TimeoutError raised by a Deadline
 )
 _SUFFIXES = ("requests", "tokens", "quotas", "leases", "settled")
+_MONEY_SUFFIXES = ("money", "holds", "credits", "ledger")
 _DIMENSIONS = tuple(Dimension)
 _MAX_KEY_NAMES = 10_000
 """Key names whose Redis keys are kept worked out; past it the cache starts over."""
@@ -85,6 +100,12 @@ def redis_keys(prefix: str, key_name: str) -> list[str]:
     """
     tag = hash_tag(key_name)
     return [f"{prefix}:{tag}:{suffix}" for suffix in _SUFFIXES]
+
+
+def money_keys(prefix: str, key_name: str) -> list[str]:
+    """The four money keys of ``key_name`` (a principal id, or ``team:<team>``)."""
+    tag = hash_tag(key_name)
+    return [f"{prefix}:{tag}:{suffix}" for suffix in _MONEY_SUFFIXES]
 
 
 class RedisStore:
@@ -107,7 +128,7 @@ class RedisStore:
         self._client = client
         self._timeout_s = timeout_ms / 1000
         self._prefix = prefix
-        self._keys: dict[str, tuple[str, ...]] = {}  # key name -> its Redis keys
+        self._keys: dict[tuple[str, str | None], tuple[str, ...]] = {}  # → its Redis keys
         source = files("sentinel.limits").joinpath("limits.lua").read_text(encoding="utf-8")
         self._script = client.register_script(source)
         # A single server gets concurrent calls in one round trip; a cluster, one by one.
@@ -118,7 +139,11 @@ class RedisStore:
     async def admit(self, spec: LimitSpec, admission: Admission, now_ms: int) -> Decision:
         """Check every dimension of ``spec`` and, only if all fit, record the request."""
         plan = plan_admission(spec, admission, now_ms, self.timing, self._calendar)
-        reply = await self._run(admission.key_name, _admit_args(plan))
+        if plan.credit_share is not None:
+            raise ValueError("a credit share is the fallback's, never Redis's")
+        money = spec.has_money
+        team = spec.team if plan.team_money else None
+        reply = await self._run(admission.key_name, _admit_args(plan), money=money, team=team)
         return decide(spec, admission, plan, _outcome(reply))
 
     async def settle(
@@ -128,8 +153,10 @@ class RedisStore:
         now_ms: int,
         *,
         release_request: bool = False,
-    ) -> None:
-        """Replace the reserved tokens with ``actual_tokens`` and release the lease."""
+        nano_usd: int = 0,
+    ) -> Spending | None:
+        """Replace the reserved tokens with ``actual_tokens`` and release the lease; charge
+        ``nano_usd`` instead of the money hold. What was charged so far, when it charged."""
         plan = plan_settlement(
             reservation,
             actual_tokens,
@@ -137,18 +164,42 @@ class RedisStore:
             self.timing,
             self._calendar,
             release_request=release_request,
+            nano_usd=nano_usd,
         )
         args = _settle_args(plan)
+        money = reservation.holds_money
+        if money:
+            args += [
+                _hold_member(reservation),
+                plan.nano_charged,
+                reservation.request_id,
+                len(plan.money_fields),
+                *plan.money_fields,
+                len(plan.team_fields),
+                *plan.team_fields,
+            ]
         args += [reservation.reservation_id, now_ms + self.settled_memory_ms]
-        await self._run(reservation.key_name, args)
+        reply = await self._run(reservation.key_name, args, money=money, team=reservation.team)
+        if isinstance(reply, list):
+            return spending_of(plan, reservation, [int(v) for v in reply[1:]])
+        return None
 
     async def renew(self, reservation: Reservation, now_ms: int) -> bool:
-        """Extend the reservation's lease by the lease TTL; False when it is already gone."""
-        if not reservation.has_lease:
+        """Extend the reservation's lease and money hold by the lease TTL; False when both
+        are already gone."""
+        if not reservation.needs_renewal:
             return False
         expires = now_ms + self.timing.lease_ttl_ms
-        args = [*self._common("renew", now_ms), reservation.reservation_id, expires]
-        return bool(await self._run(reservation.key_name, args))
+        args: list[int | str] = [
+            *self._common("renew", now_ms),
+            reservation.reservation_id,
+            expires,
+        ]
+        money = reservation.holds_money
+        if money:
+            args.append(_hold_member(reservation))
+        result = await self._run(reservation.key_name, args, money=money, team=reservation.team)
+        return bool(result)
 
     async def usage(self, key_name: str, spec: LimitSpec, now_ms: int) -> WindowUsage:
         """What ``key_name`` has used at ``now_ms`` on every dimension."""
@@ -159,38 +210,67 @@ class RedisStore:
     async def state(self, key_name: str) -> KeyState:
         """Every raw counter and lease stored for ``key_name`` (read in one round trip)."""
         requests, tokens, quotas, leases, _ = redis_keys(self._prefix, key_name)
+        money, holds, credits, _ = money_keys(self._prefix, key_name)
         async with self._client.pipeline(transaction=False) as pipe:
             # A pipeline only queues each call; execute() sends them all and awaits.
             _ = pipe.hgetall(requests)
             _ = pipe.hgetall(tokens)
             _ = pipe.hgetall(quotas)
             _ = pipe.zrange(leases, 0, -1, withscores=True, score_cast_func=_whole)
+            _ = pipe.hgetall(money)
+            _ = pipe.zrange(holds, 0, -1, withscores=True, score_cast_func=_whole)
+            _ = pipe.hget(credits, "in")
             replies: list[Any] = await self._bounded(pipe.execute())
         return KeyState(
             requests=_buckets(replies[0]),
             tokens=_buckets(replies[1]),
             quotas={_text(k): int(v) for k, v in replies[2].items()},
             leases={_text(member): int(score) for member, score in replies[3]},
+            money={_text(k): int(v) for k, v in replies[4].items() if _text(k) != "held"},
+            holds=dict(_hold(_text(member), int(score)) for member, score in replies[5]),
+            credits_in=int(replies[6] or 0),
         )
 
     async def merge(self, key_name: str, state: KeyState, now_ms: int) -> None:
-        """Add ``state``'s live usage and leases to Redis in one atomic call."""
+        """Add ``state``'s live usage, leases and holds to Redis in one atomic call."""
         args = [*self._common("merge", now_ms), MERGED_QUOTA_TTL_MS]
         for section in (state.requests, state.tokens, state.quotas, state.leases):
             args.append(len(section))
             for name, value in section.items():
                 args += [name, value]
-        await self._run(key_name, args)
+        money = bool(state.money or state.holds)
+        if money:
+            args.append(len(state.money))
+            for name, amount in state.money.items():
+                args += [name, amount]
+            args.append(len(state.holds))
+            for hold, (amount, expires) in state.holds.items():
+                args += [f"{hold}:{amount}", expires]
+        await self._run(key_name, args, money=money)
 
     def _common(self, operation: str, now_ms: int) -> list[int | str]:
         return [operation, now_ms, self.timing.span_ms, self.timing.bucket_ms]
 
-    async def _run(self, key_name: str, args: list[int | str]) -> Any:
-        keys = self._keys.get(key_name)
+    async def _run(
+        self,
+        key_name: str,
+        args: list[int | str],
+        *,
+        money: bool = False,
+        team: str | None = None,
+    ) -> Any:
+        # Money adds the key's four money keys and, with a team budget, the team's two.
+        wanted = (key_name, None if not money else team or "")
+        keys = self._keys.get(wanted)
         if keys is None:
             if len(self._keys) >= _MAX_KEY_NAMES:
                 self._keys.clear()
-            keys = self._keys[key_name] = tuple(redis_keys(self._prefix, key_name))
+            found = redis_keys(self._prefix, key_name)
+            if money:
+                found += money_keys(self._prefix, key_name)
+                if team:
+                    found += money_keys(self._prefix, team_state_name(team))[:2]
+            keys = self._keys[wanted] = tuple(found)
         packed = " ".join(map(str, args))  # one argument: see limits.lua
         if self._batcher is None:
             return await self._bounded(self._script(keys=keys, args=[packed]))
@@ -233,7 +313,27 @@ def _admit_args(plan: AdmitPlan) -> list[int | str]:
     for quota in plan.quotas:
         period = quota.period
         args += [period.dimension.code, period.name, quota.limit, period.end_ms]
+    if plan.money or plan.credits or plan.team_money:
+        args += [plan.nano_usd, plan.hold_expires_ms, len(plan.money)]
+        for check in plan.money:
+            args += [check.dimension.code, check.name, check.limit, check.end_ms]
+        args += [int(plan.credits), len(plan.team_money)]
+        for check in plan.team_money:
+            args += [check.dimension.code, check.name, check.limit, check.end_ms]
     return args
+
+
+def _hold_member(reservation: Reservation) -> str:
+    """The holds zset member of ``reservation``'s hold ("" when it holds nothing)."""
+    if reservation.nano_usd <= 0:
+        return ""
+    return f"{reservation.reservation_id}:{reservation.nano_usd}"
+
+
+def _hold(member: str, expires: int) -> tuple[str, tuple[int, int]]:
+    """A holds zset entry as ``KeyState.holds`` has it: id → (nano-USD, expiry)."""
+    hold, _, amount = member.rpartition(":")
+    return hold, (int(amount), expires)
 
 
 def _settle_args(plan: SettlePlan) -> list[int | str]:
@@ -256,7 +356,7 @@ def _settle_args(plan: SettlePlan) -> list[int | str]:
 
 
 def _outcome(reply: list[int]) -> Outcome:
-    allowed, code, retry, exceeds, requests, tokens, requests_reset, tokens_reset = reply
+    allowed, code, retry, exceeds, requests, tokens, requests_reset, tokens_reset = reply[:8]
     return Outcome(
         allowed=allowed == 1,
         dimension=_DIMENSIONS[code - 1] if code else None,
@@ -266,6 +366,7 @@ def _outcome(reply: list[int]) -> Outcome:
         tokens_used=tokens,
         requests_reset_ms=requests_reset,
         tokens_reset_ms=tokens_reset,
+        money_remaining=tuple(reply[8:]),
     )
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from sentinel.limits.decision import Decision, Reservation
+from sentinel.limits.decision import Decision, Reservation, Spending
 from sentinel.limits.spec import Admission, LimitSpec
 from sentinel.limits.window import KeyState, Timing, WindowUsage
 
@@ -38,16 +38,21 @@ class LimitStore(Protocol):
         now_ms: int,
         *,
         release_request: bool = False,
-    ) -> None:
+        nano_usd: int = 0,
+    ) -> Spending | None:
         """Replace the reserved tokens with ``actual_tokens`` and release the lease.
 
         ``release_request=True`` also gives the request slot back (an upstream failure that
-        produced nothing). Call exactly once per admitted request.
+        produced nothing). A reservation holding money drops its hold and is charged
+        ``nano_usd``, the real cost; what it has charged on each money counter so far is
+        returned (None when nothing was charged or the settlement was deferred). Call
+        exactly once per admitted request.
         """
         ...
 
     async def renew(self, reservation: Reservation, now_ms: int) -> bool:
-        """Extend the reservation's lease by the lease TTL; False when it is already gone."""
+        """Extend the reservation's lease and money hold by the lease TTL; False when both
+        are already gone."""
         ...
 
     async def usage(self, key_name: str, spec: LimitSpec, now_ms: int) -> WindowUsage:

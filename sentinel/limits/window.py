@@ -16,6 +16,15 @@ Leases (``max_parallel``) are reservation ids with an expiry; expired ones are p
 admission, so a replica that dies mid-request frees its slots after ``lease_ttl_ms``. Calendar
 quotas are counters named by period (see ``periods.py``); when an admission opens a new
 period, that quota's counters of earlier periods are dropped.
+
+Money (nano-USD). A key's dollar budgets are counters of what was *charged* per period
+(``usd_day:2024-03-09`` …, ``usd_total``); prepaid credits are the amount ever topped up
+(``credits_in``) less what was charged against it (the ``credits`` counter). A request's
+hold is kept apart, under its reservation id with an expiry like a lease: every budget
+checks ``charged + held + hold <= limit`` and credits ``held + hold <= balance``, all in the
+same call as the token limits. Settlement drops the hold and charges the real cost to the
+periods current then; a hold never settled (a replica killed mid-request) expires. A team's
+budgets are the same counters and holds in the team's own state, checked in the same call.
 """
 
 from __future__ import annotations
@@ -28,8 +37,10 @@ from sentinel.limits.periods import Period
 from sentinel.limits.spec import Dimension
 
 __all__ = [
+    "CREDITS_FIELD",
     "AdmitPlan",
     "KeyState",
+    "MoneyCheck",
     "Outcome",
     "QuotaCheck",
     "QuotaSettlement",
@@ -44,6 +55,11 @@ __all__ = [
 ]
 
 _K = TypeVar("_K", int, str)
+
+CREDITS_FIELD = "credits"
+"""The money counter of what was charged against prepaid credits (never resets)."""
+TOTAL_FIELD = "usd_total"
+"""The money counter of the ``usd_total`` budget (never resets)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,10 +99,34 @@ class KeyState:
     """Period name (``day:2024-03-09``) → tokens charged in that period (always > 0)."""
     leases: dict[str, int] = field(default_factory=dict)
     """Reservation id → lease expiry (ms)."""
+    money: dict[str, int] = field(default_factory=dict)
+    """Money counter (``usd_day:2024-03-09``, ``usd_total``, ``credits``) → nano-USD charged."""
+    holds: dict[str, tuple[int, int]] = field(default_factory=dict)
+    """Reservation id → (nano-USD held, hold expiry in ms)."""
+    credits_in: int = 0
+    """Nano-USD ever topped up (a credit account exists once this is above zero)."""
 
     def is_empty(self) -> bool:
         """Whether nothing at all is stored (what a leak test expects after full refunds)."""
-        return not (self.requests or self.tokens or self.quotas or self.leases)
+        return not (
+            self.requests
+            or self.tokens
+            or self.quotas
+            or self.leases
+            or self.money
+            or self.holds
+            or self.credits_in
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class MoneyCheck:
+    """One dollar budget as an admission sees it: its counter, limit and reset (0: never)."""
+
+    dimension: Dimension
+    name: str
+    limit: int
+    end_ms: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +153,17 @@ class AdmitPlan:
     lease_expires_ms: int
     parallel_retry_ms: int
     quotas: tuple[QuotaCheck, ...]
+    nano_usd: int = 0
+    hold_expires_ms: int = 0
+    money: tuple[MoneyCheck, ...] = ()
+    credits: bool = False
+    credit_share: int | None = None
+    team_money: tuple[MoneyCheck, ...] = ()
+
+    @property
+    def holds_money(self) -> bool:
+        """Whether the key's own state keeps a hold for this request."""
+        return bool(self.money) or self.credits
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +178,8 @@ class Outcome:
     tokens_used: int
     requests_reset_ms: int
     tokens_reset_ms: int
+    money_remaining: tuple[int, ...] = ()
+    """Nano-USD left on each money check after the admission (budgets, credits, team)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +204,13 @@ class SettlePlan:
     release_request: bool
     reservation_id: str | None
     quotas: tuple[QuotaSettlement, ...]
+    hold_id: str = ""
+    nano_charged: int = 0
+    money_fields: tuple[str, ...] = ()
+    """The key's money counters to charge: the periods current at settlement, ``usd_total``,
+    ``credits``; empty when the key holds no money."""
+    team_fields: tuple[str, ...] = ()
+    """The team's counters to charge; empty when no team budget applied."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,8 +225,10 @@ class WindowUsage:
     month: int
 
 
-def admit(state: KeyState, plan: AdmitPlan) -> Outcome:
-    """Check every configured dimension and, only if all of them fit, record the request."""
+def admit(state: KeyState, plan: AdmitPlan, team: KeyState | None = None) -> Outcome:
+    """Check every configured dimension and, only if all of them fit, record the request.
+
+    ``team`` is the state of the team whose budgets ``plan.team_money`` checks."""
     now = plan.now_ms
     verdict = _Verdict()
     requests_used = tokens_used = 0
@@ -192,9 +254,17 @@ def admit(state: KeyState, plan: AdmitPlan) -> Outcome:
         over = plan.tokens > quota.limit
         refused = over or used + plan.tokens > quota.limit
         verdict.consider(quota.period.dimension, refused, over, quota.period.end_ms - now)
+    remaining = _check_money(state, team, plan, verdict)
     allowed = verdict.dimension is None
     if allowed:
         requests_used, tokens_used = _record(state, plan, requests_used, tokens_used)
+        if plan.nano_usd > 0:
+            hold = (plan.nano_usd, plan.hold_expires_ms)
+            if plan.holds_money:
+                state.holds[plan.reservation_id] = hold
+            if plan.team_money and team is not None:
+                team.holds[plan.reservation_id] = hold
+            remaining = [left - plan.nano_usd for left in remaining]
     return Outcome(
         allowed=allowed,
         dimension=verdict.dimension,
@@ -204,14 +274,66 @@ def admit(state: KeyState, plan: AdmitPlan) -> Outcome:
         tokens_used=tokens_used,
         requests_reset_ms=_reset_ms(state.requests, plan) if plan.rpm is not None else 0,
         tokens_reset_ms=_reset_ms(state.tokens, plan) if plan.tpm is not None else 0,
+        money_remaining=tuple(max(0, left) for left in remaining),
     )
 
 
-def settle(state: KeyState, plan: SettlePlan) -> None:
+def _check_money(
+    state: KeyState, team: KeyState | None, plan: AdmitPlan, verdict: _Verdict
+) -> list[int]:
+    """Consider every money check; what each leaves before this request's hold."""
+    remaining: list[int] = []
+    if plan.holds_money:
+        held = _purge_holds(state.holds, plan.now_ms)
+        for check in plan.money:
+            remaining.append(_check_budget(state, check, held, plan, verdict))
+        if plan.credits:
+            topped_up = plan.credit_share if plan.credit_share is not None else state.credits_in
+            free = topped_up - state.money.get(CREDITS_FIELD, 0) - held
+            # Only a top-up helps: no wait does, so it is reported as never fitting.
+            verdict.consider(Dimension.CREDITS, plan.nano_usd > free, True, 0)
+            remaining.append(free)
+    if plan.team_money and team is not None:
+        held = _purge_holds(team.holds, plan.now_ms)
+        for check in plan.team_money:
+            remaining.append(_check_budget(team, check, held, plan, verdict))
+    return remaining
+
+
+def _check_budget(
+    state: KeyState, check: MoneyCheck, held: int, plan: AdmitPlan, verdict: _Verdict
+) -> int:
+    if check.end_ms and check.name not in state.money:  # a new period: drop the earlier ones
+        _purge_named(state.money, check.name)
+    used = state.money.get(check.name, 0) + held
+    over = plan.nano_usd > check.limit
+    refused = over or used + plan.nano_usd > check.limit
+    if check.end_ms:
+        verdict.consider(check.dimension, refused, over, check.end_ms - plan.now_ms)
+    else:  # usd_total never renews: no wait helps
+        verdict.consider(check.dimension, refused, True, 0)
+    return check.limit - used
+
+
+def _purge_holds(holds: dict[str, tuple[int, int]], now_ms: int) -> int:
+    """Drop expired holds; the nano-USD the live ones hold."""
+    for hold in [h for h, (_, expires) in holds.items() if expires <= now_ms]:
+        del holds[hold]
+    return sum(amount for amount, _ in holds.values())
+
+
+def _purge_named(counters: dict[str, int], name: str) -> None:
+    prefix = name.split(":", 1)[0] + ":"
+    for other in [n for n in counters if n.startswith(prefix) and n != name]:
+        del counters[other]
+
+
+def settle(state: KeyState, plan: SettlePlan, team: KeyState | None = None) -> None:
     """Charge or refund ``delta_tokens`` where the reservation was recorded; free its lease.
 
     A refund only lands in a bucket or period that still counts; a charge for a bucket or
     period that is over lands in the current one instead. Counters never go below zero.
+    Money: the hold is dropped and ``nano_charged`` added to every money counter named.
     """
     live = plan.reserved_bucket_ms + plan.span_ms > plan.now_ms
     delta = plan.delta_tokens
@@ -231,22 +353,39 @@ def settle(state: KeyState, plan: SettlePlan) -> None:
             _add(state.quotas, quota.current.name, delta)
     if plan.reservation_id is not None:
         state.leases.pop(plan.reservation_id, None)
+    if plan.money_fields:
+        state.holds.pop(plan.hold_id, None)
+        if plan.nano_charged > 0:
+            for name in plan.money_fields:
+                _add(state.money, name, plan.nano_charged)
+    if plan.team_fields and team is not None:
+        team.holds.pop(plan.hold_id, None)
+        if plan.nano_charged > 0:
+            for name in plan.team_fields:
+                _add(team.money, name, plan.nano_charged)
 
 
 def renew(state: KeyState, reservation_id: str, now_ms: int, expires_ms: int) -> bool:
-    """Move a live lease's expiry to ``expires_ms``; an expired or released lease stays gone."""
+    """Move a live lease's and a live hold's expiry to ``expires_ms``; an expired or released
+    one stays gone. True when either was renewed."""
+    renewed = False
     current = state.leases.get(reservation_id)
-    if current is None or current <= now_ms:
-        return False
-    state.leases[reservation_id] = expires_ms
-    return True
+    if current is not None and current > now_ms:
+        state.leases[reservation_id] = expires_ms
+        renewed = True
+    hold = state.holds.get(reservation_id)
+    if hold is not None and hold[1] > now_ms:
+        state.holds[reservation_id] = (hold[0], expires_ms)
+        renewed = True
+    return renewed
 
 
 def absorb(state: KeyState, other: KeyState, now_ms: int, span_ms: int) -> None:
     """Add ``other``'s usage into ``state`` (the write-back after an outage).
 
-    Live buckets and every quota counter are summed; live leases are kept with the later of
-    the two expiries. Buckets and leases that no longer count are not copied.
+    Live buckets and every quota and money counter are summed; live leases and holds are kept
+    with the later of the two expiries. Buckets, leases and holds that no longer count are
+    not copied, nor are top-ups (a write-back carries usage only).
     """
     for target, source in ((state.requests, other.requests), (state.tokens, other.tokens)):
         for start, count in source.items():
@@ -257,6 +396,12 @@ def absorb(state: KeyState, other: KeyState, now_ms: int, span_ms: int) -> None:
     for lease, expires in other.leases.items():
         if expires > now_ms:
             state.leases[lease] = max(expires, state.leases.get(lease, expires))
+    for name, amount in other.money.items():
+        _add(state.money, name, amount)
+    for hold, (amount, expires) in other.holds.items():
+        if expires > now_ms:
+            known = state.holds.get(hold)
+            state.holds[hold] = (amount, max(expires, known[1] if known else expires))
 
 
 def usage(state: KeyState, now_ms: int, span_ms: int, periods: tuple[Period, ...]) -> WindowUsage:

@@ -30,6 +30,7 @@ from sentinel.mock.replies import (
     reply_pieces,
 )
 from sentinel.mock.responses import response_events, response_json
+from sentinel.mock.settings import HEADER_USAGE_DETAILS, parse_usage_details
 
 __all__ = ["chat", "completions", "embeddings", "model", "models", "responses"]
 
@@ -37,6 +38,7 @@ __all__ = ["chat", "completions", "embeddings", "model", "models", "responses"]
 def _reply(call: Call, prompt: Prompt, prefix: str) -> Reply:
     chunks = call.knobs.chunks
     count = chunks if prompt.max_tokens is None else min(chunks, prompt.max_tokens)
+    cached, reasoning = parse_usage_details(call.request.headers.get(HEADER_USAGE_DETAILS))
     return Reply(
         id=f"{prefix}mock{call.number:016d}",
         created=int(time.time()),
@@ -45,6 +47,8 @@ def _reply(call: Call, prompt: Prompt, prefix: str) -> Reply:
         finish_reason="length" if count < chunks else "stop",
         prompt_tokens=prompt.prompt_tokens,
         has_usage=not call.knobs.has("no-usage"),
+        cached_tokens=min(cached, prompt.prompt_tokens),
+        reasoning_tokens=reasoning,
     )
 
 

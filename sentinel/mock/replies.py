@@ -43,6 +43,10 @@ class Reply:
     prompt_tokens: int
     has_usage: bool
     """False under the ``no-usage`` fault: the reply then carries no usage at all."""
+    cached_tokens: int = 0
+    """Of the prompt, reported as cached (``x-mock-usage-details``)."""
+    reasoning_tokens: int = 0
+    """Hidden reasoning tokens, reported within ``completion_tokens`` (``x-mock-usage-details``)."""
 
     @property
     def text(self) -> str:
@@ -51,8 +55,8 @@ class Reply:
 
     @property
     def completion_tokens(self) -> int:
-        """One token per content chunk."""
-        return len(self.pieces)
+        """One token per content chunk, plus the hidden reasoning tokens."""
+        return len(self.pieces) + self.reasoning_tokens
 
     def usage(self) -> dict[str, Any]:
         """Chat/completions usage, with the detail objects OpenAI includes."""
@@ -60,9 +64,9 @@ class Reply:
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
             "total_tokens": self.prompt_tokens + self.completion_tokens,
-            "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+            "prompt_tokens_details": {"cached_tokens": self.cached_tokens, "audio_tokens": 0},
             "completion_tokens_details": {
-                "reasoning_tokens": 0,
+                "reasoning_tokens": self.reasoning_tokens,
                 "audio_tokens": 0,
                 "accepted_prediction_tokens": 0,
                 "rejected_prediction_tokens": 0,

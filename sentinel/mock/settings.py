@@ -122,6 +122,21 @@ HEADER_CHUNK_DELAY = "x-mock-chunk-delay-ms"
 HEADER_LATENCY = "x-mock-latency-ms"
 HEADER_FAULT = "x-mock-fault"
 HEADER_BYTES = "x-mock-bytes"
+HEADER_USAGE_DETAILS = "x-mock-usage-details"
+
+
+def parse_usage_details(value: str | None) -> tuple[int, int]:
+    """``x-mock-usage-details: cached=<n>,reasoning=<n>`` (either part optional) as
+    ``(cached, reasoning)``: the cached prompt tokens and hidden reasoning tokens to report."""
+    found = {"cached": 0, "reasoning": 0}
+    for part in (value or "").split(","):
+        if not part.strip():
+            continue
+        name, _, number = part.partition("=")
+        if name.strip() not in found:
+            raise KnobError(f"{HEADER_USAGE_DETAILS}: expected cached=<n>,reasoning=<n>", name)
+        found[name.strip()] = _header_int(number, HEADER_USAGE_DETAILS, MAX_CHUNKS)
+    return found["cached"], found["reasoning"]
 
 
 def knobs_from_headers(defaults: Knobs, headers: Mapping[str, str]) -> Knobs:

@@ -18,9 +18,11 @@ import aiohttp
 import orjson
 
 from sentinel.deadline import Deadline
+from sentinel.guardrails import GuardedStream, screen_json_reply, screen_request_body
 from sentinel.http.asgi import Receive, Scope, Send
 from sentinel.http.body import parse_json_object, read_body
 from sentinel.http.validation import RESERVED, Api, ApiRequest, validate
+from sentinel.money.budgets import inject_cap
 from sentinel.proxy.exchange import (
     Exchange,
     Plan,
@@ -30,6 +32,7 @@ from sentinel.proxy.exchange import (
     send_whole,
 )
 from sentinel.proxy.ownership import check_references, claim_created, claim_streamed
+from sentinel.proxy.pricing import priced_tier
 from sentinel.streaming.accumulator import StreamAccumulator, StreamApi
 from sentinel.tenancy import ObjectKind
 from sentinel.upstream.client import upstream_errors
@@ -67,9 +70,10 @@ class ApiEndpoint:
             services.config.server.max_body_bytes,
             headers.content_length,
             exchange.body_deadline,
+            encoding=headers.content_encoding,
         )
         ctx.request_bytes = len(raw)
-        request = validate(self.api, parse_json_object(raw, headers.content_encoding))
+        request = validate(self.api, parse_json_object(raw, None))  # inflated if it was gzip
         ctx.model, ctx.stream = request.model, request.stream
         principal = exchange.principal
         principal.check_model(request.model)
@@ -78,13 +82,26 @@ class ApiEndpoint:
         await check_references(exchange, raw, request.body)
         candidates = services.router.candidates(request.model or None)
         counter = services.tokens.for_model(request.model)
+        rules = services.guardrails
+        policy = rules.policy(principal.name, principal.team, request.model) if rules else None
+        if policy is not None:  # redacted before it is counted and sent; blocked before either
+            encoding = counter.content.encoding
+            raw = await screen_request_body(
+                policy, self.api, request.body, raw, ctx.rule_hits, encoding
+            )
+            exchange.screen = policy.response
         ctx.prompt_estimate = await counter.count_prompt(self.api, request.body, size_hint=len(raw))
         caps, choices = self._reserved
         tokens = services.gate.tokens_to_reserve(ctx.prompt_estimate, request.body, caps, choices)
+        money = services.budgeting
+        if money is not None and money.is_metered(principal):  # the hold must bound the reply
+            if inject_cap(request.body, caps, services.config.limits.default_completion_reserve):
+                raw = orjson.dumps(request.body)
         payload, strip = self._payload(request, raw)
         exchange.strip_usage = strip
         forward = headers.forward
         forward["accept-encoding"] = "identity"
+        forward.pop("content-encoding", None)  # the body goes as read: inflated
         forward.setdefault("content-type", "application/json")
 
         def body(candidate: Candidate) -> bytes:
@@ -94,7 +111,14 @@ class ApiEndpoint:
             return orjson.dumps({**request.body, "model": candidate.model})
 
         exchange.stored = _stored_kind(self.api, request.body)
-        return Plan(candidates, forward, body, tokens=tokens, counter=counter)
+        return Plan(
+            candidates,
+            forward,
+            body,
+            tokens=tokens,
+            counter=counter,
+            service_tier=priced_tier(request.body),
+        )
 
     async def deliver(self, exchange: Exchange, served: Served) -> None:
         """Relay a stream through the accumulator, or read a JSON reply whole, noting usage."""
@@ -105,11 +129,13 @@ class ApiEndpoint:
             tap = StreamAccumulator(stream_api, strip_usage_chunk=exchange.strip_usage)
             drainer = services.drainer
             stored = exchange.stored
+            screen = exchange.screen
+            guarded = GuardedStream(tap, stream_api, screen, ctx.rule_hits) if screen else None
             try:
                 await relay_reply(
                     exchange,
                     served,
-                    tap=tap,
+                    tap=tap if guarded is None else guarded,
                     keep_length=False,
                     after_disconnect=(
                         (lambda: drainer.drain(response, tap)) if drainer is not None else None
@@ -164,6 +190,8 @@ async def _send_whole(
         outcome.produced = True
         if outcome.usage is None:
             outcome.text = completion_text(parsed)
+        if exchange.screen is not None:  # a block answers 400 content_blocked instead
+            body = screen_json_reply(exchange.screen, parsed, body, exchange.ctx.rule_hits)
         if exchange.stored is not None:
             await claim_created(exchange, exchange.stored, parsed, body)
     await send_whole(exchange, response, body)

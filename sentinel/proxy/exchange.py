@@ -5,10 +5,13 @@
     prepare           the endpoint reads and judges the request (size, JSON, duplicate keys,
                       fields, model allow-list, endpoint policy, object ownership, prompt count)
     route             candidates whose breakers let calls through; 503 before any reservation
+    price             the model's price on the first candidate (``sentinel.proxy.pricing``);
+                      402 ``price_unknown`` for a key with a dollar budget and no price
     admit             one reservation: the request, its prompt and its completion cap
     fail over         candidates in turn until one answers (``Failover.open``)
     deliver           the endpoint relays the answer and notes the usage it reports
-    settle            the reservation, once, with the usage of the attempt that answered
+    settle            the reservation, once, with the usage of the attempt that answered,
+                      priced exactly (``ctx.cost_usd``) at the answering upstream's price
     record            the usage record, when the response has ended (``ctx.on_finish``)
 
 An endpoint supplies ``prepare`` and ``deliver``; everything else happens here, in this order,
@@ -29,13 +32,16 @@ import orjson
 from sentinel.auth.keys import Principal, presented_key
 from sentinel.container import Services, services_of
 from sentinel.deadline import LooseDeadline
-from sentinel.errors import SentinelError, UpstreamTimeout
+from sentinel.errors import ContentBlocked, SentinelError, UpstreamTimeout
+from sentinel.guardrails import Screen
 from sentinel.http.asgi import Receive, Scope, Send
 from sentinel.http.body import BodyStream
 from sentinel.http.context import CONTEXT_KEY, RequestContext
 from sentinel.http.headers import RequestHeaders, relay_headers, scan_request_headers
 from sentinel.limits.decision import Reservation
 from sentinel.limits.headers import rate_limit_header_pairs
+from sentinel.money.prices import Price
+from sentinel.proxy.pricing import price_request, record_cost, served_price
 from sentinel.streaming.relay import StreamTap, relay
 from sentinel.tenancy import ObjectKind, ObjectRef
 from sentinel.tokens import ModelCounter
@@ -78,6 +84,7 @@ class Plan:
     tokens: int = 0
     replayable: bool = True
     upload: BodyStream | None = None  # a body streamed as it arrives (sent once)
+    service_tier: str | None = None  # the tier the request is priced at (None: standard)
     counter: ModelCounter | None = None  # estimates the usage the upstream did not report
 
 
@@ -98,6 +105,8 @@ class Exchange:
     claim: ObjectKind | None = None  # the kind of object a successful reply shows, claimed
     release: ObjectRef | None = None  # the object a successful DELETE removes
     meter: bool = False  # a token-spending pass-through: its JSON reply's usage is charged
+    screen: Screen | None = None  # the response rules that screen the reply (sentinel.guardrails)
+    price: Price | None = None  # of the model on the chosen upstream; None: unpriced
 
     @property
     def body_deadline(self) -> float:
@@ -150,13 +159,17 @@ async def run_exchange(endpoint: Endpoint, scope: Scope, receive: Receive, send:
         return
     candidates = services.failover.usable(plan.candidates)
     ctx.upstream = candidates[0].name
-    reservation = await _admit(exchange, plan.tokens)
+    exchange.price = price_request(exchange, candidates[0], plan.service_tier)  # 402 unpriced
+    reservation = await _admit(exchange, plan, candidates)
     try:
         with services.gate.holding(reservation):
             served = await _open(exchange, plan, candidates)
+            exchange.price = served_price(exchange, served.candidate, plan.service_tier)
             interrupted = False
             try:
                 await endpoint.deliver(exchange, served)
+            except ContentBlocked:
+                raise  # a rule of Sentinel's own stopped the reply: no fault of the upstream
             except SentinelError:
                 interrupted = True  # the upstream failed after it answered: too late to retry
                 raise
@@ -166,15 +179,27 @@ async def run_exchange(endpoint: Endpoint, scope: Scope, receive: Receive, send:
         await _settle(exchange, plan, reservation)
 
 
-async def _admit(exchange: Exchange, tokens: int) -> Reservation | None:
-    """Admit the request or raise its 429; the reservation to settle (None for a key with no
-    limits, which never touches the store). Every response then carries the rate-limit
-    headers, and ``x-sentinel-degraded`` when the local share decided."""
-    principal, ctx = exchange.principal, exchange.ctx
-    if not principal.is_limited:
+async def _admit(
+    exchange: Exchange, plan: Plan, candidates: list[Candidate]
+) -> Reservation | None:
+    """Admit the request or raise its 429 (402 for money); the reservation to settle (None
+    for a key with no limits and no money, which never touches the store). Every response
+    then carries the rate-limit (and budget) headers, and ``x-sentinel-degraded`` when the
+    local share decided."""
+    principal, ctx, services = exchange.principal, exchange.ctx, exchange.services
+    budgeting = services.budgeting
+    spec = principal.limits if budgeting is None else budgeting.spec_of(principal)
+    money = spec is not principal.limits  # spec_of adds money to a copy only
+    if not principal.is_limited and not money:
         return None
-    gate = exchange.services.gate
-    decision = await gate.admit(principal.id, principal.limits, ctx.request_id, tokens)
+    nano_usd = 0
+    if money and budgeting is not None:  # the price of the prompt and the completion cap
+        prompt = ctx.prompt_estimate or 0
+        nano_usd = budgeting.hold(
+            services.prices, candidates, ctx.model, plan.service_tier, prompt, plan.tokens - prompt
+        )
+    gate = services.gate
+    decision = await gate.admit(principal.id, spec, ctx.request_id, plan.tokens, nano_usd)
     ctx.degraded = decision.degraded
     ctx.response_headers = rate_limit_header_pairs(decision)
     return decision.reservation
@@ -221,12 +246,14 @@ async def _settle(exchange: Exchange, plan: Plan, reservation: Reservation | Non
             services.drift.observe(ctx.model, ctx.prompt_estimate, outcome.usage.prompt_tokens)
     elif outcome.usage is not None:
         ctx.usage, ctx.usage_source = outcome.usage, "provider"
+    record_cost(exchange)
     if reservation is not None:
         usage = ctx.usage
         await services.gate.settle(
             reservation,
             usage.total_tokens if usage is not None else 0,
             produced=usage is not None or outcome.produced,
+            nano_usd=ctx.cost_nano,
         )
 
 

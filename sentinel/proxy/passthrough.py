@@ -24,7 +24,7 @@ import orjson
 
 from sentinel.config.families import match_route
 from sentinel.deadline import Deadline
-from sentinel.errors import MethodNotAllowed, NotFound, UpstreamError
+from sentinel.errors import MethodNotAllowed, NotFound, PermissionDenied, UpstreamError
 from sentinel.http.asgi import Receive, Scope, Send
 from sentinel.http.body import BodyStream, parse_json_object, read_body
 from sentinel.proxy.exchange import (
@@ -85,6 +85,7 @@ class PassthroughEndpoint:
             raise MethodNotAllowed(f"The method {method} is not allowed on {path[:200]}.")
         if family.spends_tokens:
             principal.check_spending(family.name)
+        _refuse_unscreened(exchange, method)
         ref = path_object(segments)
         if ref is not None:
             await require_owner(exchange, ref)
@@ -155,6 +156,20 @@ def _claim_kind(
     return None
 
 
+def _refuse_unscreened(exchange: Exchange, method: str) -> None:
+    """403 ``content_unscreened`` for a body the content rules cannot read (a file, a batch,
+    an image prompt...) when rules apply to this key: it would reach a model unscreened."""
+    rules, principal = exchange.services.guardrails, exchange.principal
+    length = exchange.headers.content_length
+    has_body = bool(length) if length is not None else method in ("POST", "PUT", "PATCH")
+    if has_body and rules is not None and rules.reads_requests(principal.name, principal.team):
+        raise PermissionDenied(
+            "Content rules apply to this key, and they cannot read the body of this endpoint; "
+            "it is not forwarded.",
+            code="content_unscreened",
+        )
+
+
 async def _read(
     exchange: Exchange, family: str
 ) -> tuple[list[Candidate], bytes | AsyncIterator[bytes] | None, BodyStream | None, str | None]:
@@ -171,10 +186,15 @@ async def _read(
     content_type = headers.content_type or b""
     if content_type.startswith(b"application/json"):
         raw = await read_body(
-            exchange.receive, limit, headers.content_length, exchange.body_deadline
+            exchange.receive,
+            limit,
+            headers.content_length,
+            exchange.body_deadline,
+            encoding=headers.content_encoding,
         )
+        headers.forward.pop("content-encoding", None)  # the body goes as read: inflated
         exchange.ctx.request_bytes = len(raw)
-        body = parse_json_object(raw, headers.content_encoding)
+        body = parse_json_object(raw, None)
         found = body.get("model")
         model = found if isinstance(found, str) and found else None
         if family not in _MODEL_FREE or model is not None:

@@ -47,5 +47,6 @@ class UsageRecorder:
                 duration_ms=(finished_ns - ctx.started_ns) // 1_000_000,
                 request_bytes=ctx.request_bytes,
                 response_bytes=ctx.response_bytes,
+                cost_usd=ctx.cost_usd,
             )
         )

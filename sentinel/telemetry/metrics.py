@@ -125,11 +125,29 @@ class Metrics:
             ("sentinel.operation",),
             _SECONDS_BUCKETS,
         )
+        self._guardrail_matches = registry.counter(
+            "sentinel.guardrail.matches",
+            "{match}",
+            "Matches of [[rules]] and [pii] detectors, by rule, action and direction (never the "
+            "text).",
+            ("sentinel.rule", "sentinel.rule.action", "sentinel.rule.direction"),
+        )
         self._upstream = registry.counter(
             "sentinel.upstream.requests",
             "{request}",
             "Requests sent to each upstream (every attempt), by status (0: no answer).",
             ("sentinel.upstream", "http.response.status_code"),
+        )
+        # Spend is summed exactly in whole nano-USD and shown in USD only when read: a float
+        # sum would drift, and Prometheus values are floats anyway.
+        self._cost_nano: dict[tuple[str, str], int] = {}
+        registry.observe(
+            "sentinel.cost.usd",
+            "{USD}",  # an annotation: exporters add no unit suffix to the name
+            "Spend in USD (exact cost rounded up to 10^-9 per request), by key and model.",
+            ("sentinel.key", "gen_ai.request.model"),
+            lambda: [(labels, nano / 1e9) for labels, nano in list(self._cost_nano.items())],
+            monotonic=True,
         )
 
     # --- per request ----------------------------------------------------------------------------
@@ -145,6 +163,11 @@ class Metrics:
         for attempt in ctx.attempts:
             status = attempt["status"]
             self._upstream.add(str(attempt["upstream"]), status if isinstance(status, int) else 0)
+        for (rule, action, direction), count in ctx.rule_hits.items():
+            self._guardrail_matches.add(rule, action, direction, amount=count)
+        if ctx.cost_nano:
+            labels = (key, self.model(ctx.model, admit=ctx.status < 400))
+            self._cost_nano[labels] = self._cost_nano.get(labels, 0) + ctx.cost_nano
         operation = _API_OPERATIONS.get(route)
         if operation is None:
             return

@@ -57,6 +57,8 @@ class Usage:
     total_tokens: int
     cached_tokens: int = 0
     reasoning_tokens: int = 0
+    audio_prompt_tokens: int = 0  # part of prompt_tokens (chat completions' audio models)
+    audio_completion_tokens: int = 0  # part of completion_tokens
 
     @classmethod
     def from_openai(cls, obj: object) -> Usage | None:
@@ -74,11 +76,14 @@ class Usage:
                 completion = _count(obj, "completion_tokens", default=0)
                 cached = _detail(obj, "prompt_tokens_details", "cached_tokens")
                 reasoning = _detail(obj, "completion_tokens_details", "reasoning_tokens")
+                audio_in = _detail(obj, "prompt_tokens_details", "audio_tokens")
+                audio_out = _detail(obj, "completion_tokens_details", "audio_tokens")
             elif "input_tokens" in obj:
                 prompt = _count(obj, "input_tokens")
                 completion = _count(obj, "output_tokens")
                 cached = _detail(obj, "input_tokens_details", "cached_tokens")
                 reasoning = _detail(obj, "output_tokens_details", "reasoning_tokens")
+                audio_in = audio_out = 0
             else:
                 return None
             total = _count(obj, "total_tokens", default=prompt + completion)
@@ -86,4 +91,4 @@ class Usage:
             return None
         if total > MAX_TOKENS:
             return None  # a missing total whose parts add up to more than can be settled
-        return cls(prompt, completion, total, cached, reasoning)
+        return cls(prompt, completion, total, cached, reasoning, audio_in, audio_out)

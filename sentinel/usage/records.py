@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -74,6 +75,7 @@ class UsageRecord:
     duration_ms: int
     request_bytes: int
     response_bytes: int
+    cost_usd: str | None = None  # exact decimal USD (sentinel.money); None: the model has no price
 
     @classmethod
     def of(
@@ -95,6 +97,7 @@ class UsageRecord:
         duration_ms: int,
         request_bytes: int,
         response_bytes: int,
+        cost_usd: str | None = None,
     ) -> UsageRecord:
         """Build a record from the request path's values; ``started_at`` is epoch seconds.
 
@@ -125,6 +128,7 @@ class UsageRecord:
             duration_ms,
             request_bytes,
             response_bytes,
+            cost_usd,
         )
 
     def to_json(self) -> bytes:
@@ -169,10 +173,16 @@ class UsageRecord:
         team = obj.get("team")
         if team is not None and not isinstance(team, str):
             raise ValueError("usage record: team: expected a string or null")
+        cost = obj.get("cost_usd")  # absent in records written before prices existed
+        if cost is not None and not (isinstance(cost, str) and _COST.fullmatch(cost)):
+            raise ValueError("usage record: cost_usd: expected a decimal string or null")
         values = {f.name: obj.get(f.name) for f in dataclasses.fields(cls)}
         values["record_id"] = record_id
         values["key_id"] = key_id
         return cls(**values)  # type: ignore[arg-type]  # every field was checked above
+
+
+_COST = re.compile(r"\d{1,16}(?:\.\d{1,15})?")
 
 
 def _is_count(value: object) -> bool:

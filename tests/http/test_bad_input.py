@@ -205,11 +205,18 @@ def test_wrong_method_on_health(threaded: ThreadedGateway) -> None:
     assert_openai_error(status, payload, 405)
 
 
-def test_gzip_body_is_unsupported(threaded: ThreadedGateway) -> None:
-    """A compressed body on an endpoint Sentinel reads is a clear 415."""
-    headers = {**AUTH, "Content-Encoding": "gzip"}
+def test_unreadable_encoding_is_unsupported(threaded: ThreadedGateway) -> None:
+    """A body in an encoding Sentinel cannot read (gzip it can) is a clear 415."""
+    headers = {**AUTH, "Content-Encoding": "br"}
     status, _, payload = threaded.request("POST", "/v1/chat/completions", b"\x1f\x8b", headers)
     assert_openai_error(status, payload, 415)
+
+
+def test_truncated_gzip_body_is_a_400(threaded: ThreadedGateway) -> None:
+    """A gzip body cut short is a 400 naming Content-Encoding."""
+    headers = {**AUTH, "Content-Encoding": "gzip"}
+    status, _, payload = threaded.request("POST", "/v1/chat/completions", b"\x1f\x8b", headers)
+    assert assert_openai_error(status, payload, 400)["param"] == "content-encoding"
 
 
 json_values = st.recursive(

@@ -14,6 +14,7 @@ from sentinel.limits import (
     StoreUnavailable,
     WindowUsage,
 )
+from sentinel.limits.decision import Spending
 from tests.limits.conftest import TIMING
 
 
@@ -49,9 +50,12 @@ class FlakyPrimary:
         now_ms: int,
         *,
         release_request: bool = False,
-    ) -> None:
+        nano_usd: int = 0,
+    ) -> Spending | None:
         self._reach()
-        await self.inner.settle(reservation, actual_tokens, now_ms, release_request=release_request)
+        return await self.inner.settle(
+            reservation, actual_tokens, now_ms, release_request=release_request, nano_usd=nano_usd
+        )
 
     async def renew(self, reservation: Reservation, now_ms: int) -> bool:
         self._reach()

@@ -32,7 +32,7 @@ def test_started_at_is_iso_utc_with_milliseconds() -> None:
 
 
 def test_record_serialises_to_one_json_object_with_every_field() -> None:
-    """The JSON form carries all twenty fields, in order, on one line."""
+    """The JSON form carries all twenty-one fields, in order, on one line."""
     data = make_record(7).to_json()
     assert b"\n" not in data
     obj = orjson.loads(data)
@@ -57,6 +57,7 @@ def test_record_serialises_to_one_json_object_with_every_field() -> None:
         "duration_ms",
         "request_bytes",
         "response_bytes",
+        "cost_usd",
     ]
     assert (obj["record_id"], obj["request_id"]) == ("rec-00007", "req-00007")
     assert obj["started_at"] == "2025-01-31T12:30:45.123Z"

@@ -1,0 +1,221 @@
+"""Which money applies to a principal, and what a request holds against it.
+
+A principal's money is its own dollar budgets (``Principal.budgets``: TOML ``usd_*`` fields,
+runtime keys, identity principals), its team's (``[teams.<name>]``) and, once it has ever been
+topped up, its prepaid credits. ``Budgeting.spec_of`` folds them into the ``LimitSpec`` the
+gate admits with, so money is checked in the very same atomic call as the token limits.
+
+The hold is the price of the counted prompt at the highest input rate plus the completion cap
+at the highest output rate (``hold_nano``), on the dearest of the upstreams the request may
+fail over to: whichever answers, the real cost of a reply within its cap fits the hold. A
+budgeted request that names no completion cap gets one (``[limits]
+default_completion_reserve``) injected into the body the upstream receives, so the hold
+bounds the reply. What the prompt counter cannot see (files by id, remote images, audio)
+is not held: each request in flight may overshoot by that much (see the README).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+from redis.asyncio import Redis, RedisCluster
+
+from sentinel.config import Config
+from sentinel.config.budgets import Budgets, format_usd
+from sentinel.config.spending import BudgetSettings
+from sentinel.errors import PaymentRequired
+from sentinel.limits.decision import team_state_name
+from sentinel.limits.gate import Gate
+from sentinel.limits.memory import MemoryStore
+from sentinel.limits.periods import current_period
+from sentinel.limits.spec import MONEY, TEAM_MONEY, Dimension, LimitSpec
+from sentinel.limits.store import LimitStore
+from sentinel.limits.window import CREDITS_FIELD, TOTAL_FIELD, KeyState
+from sentinel.money.alerts import AlertClaims, BudgetAlerts, RedisClaims, SqliteClaims
+from sentinel.money.credits import CreditAccounts, RedisCredits, SqliteCredits
+from sentinel.money.prices import Price, PriceBook, hold_nano
+
+if TYPE_CHECKING:
+    from sentinel.auth.keys import Principal
+    from sentinel.upstream.routing import Candidate
+
+__all__ = ["Budgeting", "inject_cap", "open_budgeting"]
+
+
+class Budgeting:
+    """The money side of admission: the spec with money in it, and the hold; it owns the
+    credit accounts and the budget alerts."""
+
+    def __init__(
+        self,
+        settings: BudgetSettings,
+        credits: CreditAccounts | None = None,
+        alerts: BudgetAlerts | None = None,
+    ) -> None:
+        self.settings = settings
+        self.credits = credits
+        self.alerts = alerts
+        self._teams = dict(settings.teams)
+
+    def start(self, gate: Gate) -> None:
+        """Watch the gate's settlements for alerts; start refreshing the credit accounts."""
+        if self.alerts is not None:
+            gate.watch_spending(self.alerts.observe)
+            self.alerts.start()
+        if isinstance(self.credits, RedisCredits):
+            self.credits.start()
+
+    async def aclose(self) -> None:
+        """Deliver queued alerts and stop the background tasks."""
+        if self.alerts is not None:
+            await self.alerts.aclose()
+        if isinstance(self.credits, RedisCredits):
+            await self.credits.aclose()
+        elif isinstance(self.credits, SqliteCredits):
+            self.credits.close()
+
+    def team_budgets(self, team: str | None) -> Budgets | None:
+        """The budgets of ``team`` (None: it has none)."""
+        return self._teams.get(team) if team is not None else None
+
+    def is_metered(self, principal: Principal) -> bool:
+        """Whether any money applies to ``principal`` (budgets, its team's, or credits)."""
+        return (
+            principal.budgets.any
+            or self.team_budgets(principal.team) is not None
+            or (self.credits is not None and self.credits.is_metered(principal.id))
+        )
+
+    def spec_of(self, principal: Principal) -> LimitSpec:
+        """``principal.limits`` with its money folded in (the same object when it has none)."""
+        team = self.team_budgets(principal.team)
+        credits = self.credits is not None and self.credits.is_metered(principal.id)
+        if not principal.budgets.any and team is None and not credits:
+            return principal.limits
+        return replace(
+            principal.limits,
+            budgets=principal.budgets,
+            team=principal.team if team is not None else None,
+            team_budgets=team or Budgets(),
+            credits=credits,
+        )
+
+    async def view(self, principal: Principal, store: LimitStore) -> dict[str, Any]:
+        """``GET /v1/key``'s money: each budget's limit, spent (charged), held (requests in
+        flight) and left, the team's, and the credits; exact decimal strings."""
+        now_ms = time.time_ns() // 1_000_000
+        spec = self.spec_of(principal)
+        tz = spec.timezone
+        state = await store.state(principal.id) if spec.has_money else KeyState()
+        view: dict[str, Any] = {
+            "budgets": _windows(spec, MONEY, state, now_ms, tz),
+            "team_budgets": None,
+            "credits": None,
+        }
+        if spec.team is not None:
+            team = await store.state(team_state_name(spec.team))
+            view["team_budgets"] = _windows(spec, TEAM_MONEY, team, now_ms, tz)
+        if spec.credits:
+            held = _held(state, now_ms)
+            balance = state.credits_in - state.money.get(CREDITS_FIELD, 0)
+            view["credits"] = {
+                "balance_usd": format_usd(balance),
+                "held_usd": format_usd(held),
+                "available_usd": format_usd(max(0, balance - held)),
+            }
+        return view
+
+    def hold(
+        self,
+        prices: PriceBook,
+        candidates: list[Candidate],
+        model: str | None,
+        tier: str | None,
+        prompt_tokens: int,
+        completion_tokens: int,
+    ) -> int:
+        """Nano-USD to hold: the dearest candidate's price of the prompt plus the completion
+        cap; 402 ``price_unknown`` when no candidate prices ``model``. No model: nothing."""
+        if not model:
+            return 0
+        found: list[Price] = []
+        for candidate in candidates:
+            price = prices.price_of(candidate.model or model, candidate.name, tier)
+            if price is not None:
+                found.append(price)
+        if not found:
+            raise PaymentRequired(
+                f"The model '{model[:100]}' has no price on this gateway, and this key's "
+                "spending is counted in dollars. Ask the gateway's operator to add a [prices] "
+                "entry for it.",
+                code="price_unknown",
+                param="model",
+            )
+        prompt, completion = max(0, prompt_tokens), max(0, completion_tokens)
+        return max(hold_nano(price, prompt, completion) for price in found)
+
+
+def _held(state: KeyState, now_ms: int) -> int:
+    return sum(amount for amount, expires in state.holds.values() if expires > now_ms)
+
+
+def _windows(
+    spec: LimitSpec, dimensions: tuple[Dimension, ...], state: KeyState, now_ms: int, tz: str
+) -> dict[str, Any]:
+    """Each configured budget among ``dimensions`` with what is spent, held and left."""
+    held = _held(state, now_ms)
+    found: dict[str, Any] = {}
+    for dimension, limit in spec.budgets_of(dimensions):
+        reset: int | None = None
+        name = TOTAL_FIELD
+        if dimension.calendar is not None:
+            period = current_period(dimension, now_ms, tz)
+            name, reset = period.name, period.end_ms // 1000
+        spent = state.money.get(name, 0)
+        found[str(dimension).removeprefix("team_")] = {
+            "limit_usd": format_usd(limit),
+            "spent_usd": format_usd(spent),
+            "held_usd": format_usd(held),
+            "left_usd": format_usd(max(0, limit - spent - held)),
+            "resets_at": reset,
+        }
+    return found
+
+
+def inject_cap(body: dict[str, Any], caps: tuple[str, ...], reserve: int) -> bool:
+    """Give a request that names no completion cap ``caps[0] = reserve``; True if it did."""
+    if not caps:
+        return False
+    for name in caps:
+        value = body.get(name)
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+            return False
+    body[caps[0]] = reserve
+    return True
+
+
+def open_budgeting(
+    config: Config,
+    store: LimitStore,
+    redis: Redis | RedisCluster | None,
+    session: aiohttp.ClientSession,
+) -> Budgeting:
+    """The budgeting of this deployment: credits and alert claims in Redis with ``[redis]``,
+    else in the state file (credits then held against the embedded ``MemoryStore``)."""
+    credits: CreditAccounts | None = None
+    claims: AlertClaims
+    if redis is not None and config.redis is not None:
+        credits = RedisCredits(redis, config.redis.timeout_ms)
+        claims = RedisClaims(redis)
+    else:
+        claims = SqliteClaims(config.server.state_dir)
+        if isinstance(store, MemoryStore):
+            credits = SqliteCredits(config.server.state_dir, store)
+    settings = config.budgets
+    alerts = BudgetAlerts(
+        settings.alert_thresholds, claims, session=session, webhook=settings.webhook
+    )
+    return Budgeting(settings, credits, alerts)

@@ -1,0 +1,93 @@
+"""``[[rules]]`` and ``[pii]`` config: RE2 only, named problems, bounded response rules."""
+
+from __future__ import annotations
+
+import tomllib
+import warnings
+from re import _parser as sre_parse  # the same parser, not deprecated
+
+import pytest
+
+from sentinel.config.guardrails import read_guardrails
+from sentinel.config.patterns import UNBOUNDED, match_lengths
+from sentinel.config.table import Table
+
+
+def problems_of(toml: str) -> list[str]:
+    problems: list[str] = []
+    root = Table(tomllib.loads(toml), "", problems, {})
+    read_guardrails(root.tables("rules"), root.table("pii"))
+    return problems
+
+
+def rule(pattern: str, **extra: str) -> str:
+    lines = "".join(f'{k} = "{v}"\n' for k, v in extra.items())
+    return f'[[rules]]\nname = "r1"\npattern = \'{pattern}\'\naction = "block"\n{lines}'
+
+
+@pytest.mark.parametrize(
+    ("pattern", "says"),
+    [
+        (r"(a)\1", "backreferences are not supported"),
+        (r"foo(?=bar)", "lookaround is not supported"),
+        (r"(?<!x)foo", "lookaround is not supported"),
+        (r"a{2000}", "not valid RE2 syntax"),
+        (r"x*", "can match the empty string"),
+        (r"\C", "not allowed"),
+    ],
+)
+def test_bad_patterns_are_problems_naming_the_rule(pattern: str, says: str) -> None:
+    """RE2 refusals and empty-matching patterns are config errors naming the rule."""
+    (problem,) = problems_of(rule(pattern))
+    assert problem.startswith("rules[0].pattern: rule 'r1': ")
+    assert says in problem
+
+
+def test_response_rules_need_a_bounded_length() -> None:
+    """An unbounded response rule is a problem; the same pattern on requests is fine."""
+    assert problems_of(rule(r"secret\d+")) == []
+    (problem,) = problems_of(rule(r"secret\d+", direction="response"))
+    assert "bounded match length" in problem
+    assert problems_of(rule(r"secret\d{1,8}", direction="response")) == []
+
+
+def test_other_problems() -> None:
+    """Unknown roles, detectors, keys and duplicate names are reported together."""
+    toml = (
+        rule("a", roles="x").replace('roles = "x"', 'roles = ["robot"]')
+        + rule("b")
+        + '[pii]\nredact = ["email", "passport"]\nrespones = true\n'
+    )
+    problems = problems_of(toml)
+    assert any("roles[0]" in p for p in problems)
+    assert any("duplicate rule name 'r1'" in p for p in problems)
+    assert any("pii.redact[1]: unknown detector 'passport'" in p for p in problems)
+    assert any("pii.respones: unknown key (did you mean 'responses'?)" in p for p in problems)
+
+
+@pytest.mark.parametrize(
+    "pattern",
+    [r"abc", r"a|bcd", r"(?:ab){2,5}c?", r"[a-z]{3}\d{0,4}", r"(x|yy)(z{2})?", r"a+", r"\d*x"],
+)
+def test_lengths_agree_with_python(pattern: str) -> None:
+    """On patterns both engines read alike, the bounds equal sre_parse's."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        low, high = sre_parse.parse(pattern).getwidth()
+    ours = match_lengths(pattern)
+    assert ours[0] == low
+    assert ours[1] == high if high < 1 << 31 else ours[1] == UNBOUNDED
+
+
+@pytest.mark.parametrize(
+    ("pattern", "bounds"),
+    [
+        (r"\pL{3}", (3, 3)),
+        (r"[[:alpha:]]{2,3}", (2, 3)),
+        (r"\x{41}\b\z", (1, 1)),
+        (r"\Qa.b\E", (3, 3)),
+    ],
+)
+def test_lengths_of_re2_only_syntax(pattern: str, bounds: tuple[int, int]) -> None:
+    """RE2-only syntax (Unicode and POSIX classes, \\x{..}, \\Q..\\E) is measured right."""
+    assert match_lengths(pattern) == bounds
