@@ -16,12 +16,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import io
+import socket
 import statistics
+import tempfile
 import time
 from pathlib import Path
 
 import aiohttp
 import orjson
+from hypercorn.config import Sockets
 
 from sentinel.config import Config, KeyConfig, ServerConfig, UpstreamConfig, hash_key
 from sentinel.config.load import load_config
@@ -75,33 +79,24 @@ async def _first_content_ms(http: aiohttp.ClientSession, url: str) -> float:
 
 
 async def _measure(config: Config, encodings: Encodings, requests: int) -> float:
-    port_holder: list[int] = []
-    stop = asyncio.Event()
-    import socket
-
+    """Serve ``config`` on a free port; the median ms to the first content of ``requests``."""
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     sock.listen(64)
     sock.setblocking(False)
-    port_holder.append(sock.getsockname()[1])
-    from hypercorn.config import Sockets
-
+    port = sock.getsockname()[1]
     sockets = Sockets(secure_sockets=[], insecure_sockets=[sock], quic_sockets=[])
-    server = dataclasses.replace(config.server, bind=f"127.0.0.1:{port_holder[0]}")
-    task = asyncio.create_task(
-        serve_app(dataclasses.replace(config, server=server), sockets, stop.wait, encodings,
-                  log_stream=open("/dev/null", "w"))  # noqa: SIM115, ASYNC230
+    config = dataclasses.replace(
+        config, server=dataclasses.replace(config.server, bind=f"127.0.0.1:{port}")
     )
-    url = f"http://127.0.0.1:{port_holder[0]}"
+    stop = asyncio.Event()
+    task = asyncio.create_task(
+        serve_app(config, sockets, stop.wait, encodings, io.TextIOWrapper(io.BytesIO()))
+    )
+    url = f"http://127.0.0.1:{port}"
     try:
         async with aiohttp.ClientSession() as http:
-            for _ in range(100):
-                try:
-                    async with http.get(f"{url}/healthz") as r:
-                        if r.status == 200:
-                            break
-                except aiohttp.ClientError:
-                    await asyncio.sleep(0.05)
+            await _wait_ready(http, url)
             await _first_content_ms(http, url)  # warm-up
             times = [await _first_content_ms(http, url) for _ in range(requests)]
     finally:
@@ -110,9 +105,19 @@ async def _measure(config: Config, encodings: Encodings, requests: int) -> float
     return statistics.median(times)
 
 
-async def _run(args: argparse.Namespace) -> None:
-    import tempfile
+async def _wait_ready(http: aiohttp.ClientSession, url: str) -> None:
+    for _ in range(200):
+        try:
+            async with http.get(f"{url}/healthz") as r:
+                if r.status == 200:
+                    return
+        except aiohttp.ClientError:
+            pass
+        await asyncio.sleep(0.05)
+    raise RuntimeError("Sentinel did not start")
 
+
+async def _run(args: argparse.Namespace) -> None:
     settings = MockSettings(chunks=args.chunks, chunk_delay_ms=args.chunk_delay_ms)
     runner, port = await serve("127.0.0.1", 0, settings)
     encodings = Encodings.load()

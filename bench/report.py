@@ -33,7 +33,16 @@ _COLUMNS = (
     "+p50 vs direct",
     "errors",
 )
-_GATEWAYS = ("sentinel", "uvicorn", "routed", "accounting", "policy", "guardrails")
+_GATEWAYS = (
+    "sentinel",
+    "uvicorn",
+    "routed",
+    "accounting",
+    "policy",
+    "budgets",
+    "guardrails",
+    "keys",
+)
 _NOISY_BACKGROUND = 0.05  # of one CPU
 
 

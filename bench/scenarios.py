@@ -34,6 +34,7 @@ MODES = (
     "routed",
     "accounting",
     "policy",
+    "budgets",
     "guardrails",
     "keys",
 )
@@ -42,7 +43,8 @@ pass-through on uvicorn; sentinel: the gateway; uvicorn: the gateway on the uvic
 (measured against bare-uvicorn); routed: the
 gateway choosing among three upstreams (priorities, weights, breakers); accounting: the gateway
 with usage records and Redis usage counters on (no limits); policy: accounting plus Redis
-limits on every dimension; guardrails: the gateway with 50 ``[[rules]]`` and every ``[pii]``
+limits on every dimension; budgets: policy plus a dollar budget on every window (measured
+against policy); guardrails: the gateway with 50 ``[[rules]]`` and every ``[pii]``
 detector (``bench.targets.GUARDRAILS``), measured against sentinel; keys: the gateway with its
 client key a runtime key (the keys API) instead of a config key, measured against sentinel."""
 

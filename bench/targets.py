@@ -6,11 +6,13 @@
 logging as it would in production; ``uvicorn`` is the same on the uvicorn engine.
 ``accounting`` is Sentinel keeping every request's usage: records in a JSONL file and usage
 counters in a ``redis-server`` the benchmark starts for it (never a Redis already running).
-``keys`` is ``sentinel`` with its client key a runtime key (in the state file) instead of a
-``[[keys]]`` entry: what a runtime key's lookup costs. ``policy`` is accounting plus limits in
-that Redis: the key's limits are far above anything a
-run reaches, so every limit is checked and none refuses. Each of the two writes into a
-directory of its own under the benchmark's working directory, named after it.
+``budgets`` is policy plus a dollar budget on every window
+(day, week, month, total; none reachable): every request priced, held and charged in the same
+Lua call as its limits. ``keys`` is ``sentinel`` with its client key a runtime key (in the
+state file) instead of a ``[[keys]]`` entry: what a runtime key's lookup costs. ``policy`` is
+accounting plus limits in that Redis: the key's limits are far above anything a run reaches,
+so every limit is checked and none refuses. Each of the two writes into a directory of its own
+under the benchmark's working directory, named after it.
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ BENCH_ADMIN_TOKEN = "bench-admin-token-0123456789"
 MOCK_CHUNKS = 20
 USAGE_FILE = "usage.jsonl"
 """Where, in its own directory (``usage_dir``), a target keeping usage writes its records."""
-USAGE_MODES = ("accounting", "policy")
+USAGE_MODES = ("accounting", "policy", "budgets")
 """The targets that keep usage records and counters, each with a Redis of its own."""
 
 
@@ -171,7 +173,11 @@ def start_proxy(
         if mode in USAGE_MODES:
             if redis is None:
                 raise ValueError(f"the {mode} proxy needs a Redis server")
-            keeping = accounting_config if mode == "accounting" else policy_config
+            keeping = {
+                "accounting": accounting_config,
+                "policy": policy_config,
+                "budgets": budgets_config,
+            }[mode]
             config.write_text(keeping(upstream, bind, redis.redis_url, usage_dir(workdir, mode)))
         elif mode == "routed":
             config.write_text(routed_config(upstream, bind))
@@ -294,3 +300,19 @@ def policy_config(upstream: str, bind: str, redis_url: str, directory: Path) -> 
     limits = "".join(f"{name} = {value}\n" for name, value in POLICY_LIMITS.items())
     # The limits continue the [[keys]] table the config ends with.
     return accounting_config(upstream, bind, redis_url, directory) + limits
+
+
+BUDGETS = {
+    "usd_per_day": "100000",
+    "usd_per_week": "200000",
+    "usd_per_month": "400000",
+    "usd_total": "1000000",
+}
+"""The ``budgets`` key's dollar budgets: every window enforced, none reachable in a run."""
+
+
+def budgets_config(upstream: str, bind: str, redis_url: str, directory: Path) -> str:
+    """The policy config plus a dollar budget on every window: each request is priced, holds
+    and is charged in the same Lua call as its limits."""
+    budgets = "".join(f"{name} = {json.dumps(value)}\n" for name, value in BUDGETS.items())
+    return policy_config(upstream, bind, redis_url, directory) + budgets

@@ -28,7 +28,8 @@ Before any layer dispatches, a target that is not canonical (``sentinel.http.pat
 404: a path in another spelling never reaches a handler.
 
 The lifespan opens the Redis client (with ``[redis]``), the one aiohttp session, the limit
-store, the usage tracker, the upstream health checks and (with ``[redis]``) the sharing of
+store, the usage tracker, the upstream health checks, (with ``[identity]``) the identity
+service's lookups and the JWKS fetch, and (with ``[redis]``) the sharing of
 breaker state across replicas, closes them in reverse order at shutdown (the tracker is
 drained before the session and Redis it writes through go away; the exporters are flushed
 before Redis closes), and yields ``{"services": Services}`` as lifespan state, which reaches
@@ -199,6 +200,7 @@ def create_app(
                 sources.append(runtime)
                 key_admin = KeyAdmin(runtime, config.keys, KeyRing(config.keys))
             # The identity service is asked last: the runtime keys' source goes above this line.
+            identity = bearer = None
             if config.identity.service is not None:
                 identity = IdentityService(session, config.identity.service, config.limits)
                 stack.push_async_callback(identity.aclose)
@@ -243,6 +245,7 @@ def create_app(
                 await warm_up(redis)
             metrics.observe_tracker(tracker)
             metrics.observe_drift(services.drift)
+            metrics.observe_identity(identity, bearer)
             metrics.observe_upstreams(board)
             if services.drainer is not None:
                 metrics.observe_drains(services.drainer)
@@ -252,7 +255,7 @@ def create_app(
                 tracker.start()
             checker.start()
             if runtime is not None:
-                runtime.start()
+                await runtime.start()
             if shared is not None:
                 shared.start()
             if isinstance(store, GuardedStore):

@@ -50,7 +50,7 @@ class IdentityServiceConfig:
     timeout_ms: int = 1_000  # the deadline of one lookup
     max_entries: int = 100_000  # known keys kept (least recently used dropped first)
     max_unknown_entries: int = 10_000  # unknown keys kept, apart: a spray cannot evict known ones
-    max_lookups: int = 64  # lookups in flight at once; a new key beyond it gets 503
+    max_lookups: int = 64  # lookups sent at once; 4x as many keys may wait, then 503
     breaker_failures: int = 5  # failed lookups in a row that open the breaker
     breaker_cooldown_ms: int = 5_000  # open this long before one probe lookup goes through
 

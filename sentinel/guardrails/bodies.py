@@ -24,8 +24,9 @@ from typing import Any
 
 import tiktoken
 
+from sentinel.config.guardrails import ROLES
 from sentinel.errors import InvalidRequest
-from sentinel.guardrails.policy import Policy
+from sentinel.guardrails.policy import ANY_ROLE, Policy
 from sentinel.guardrails.screen import Hits, Screen
 
 __all__ = ["screen_reply", "screen_request"]
@@ -152,8 +153,9 @@ def screen_request(
 
 
 def _role(message: dict[str, Any]) -> str:
+    """The message's role; one Sentinel does not know (or none) is read by every rule."""
     role = message.get("role")
-    return role if type(role) is str else "*"
+    return role if role in ROLES else ANY_ROLE
 
 
 def _chat(walk: _Walk, body: dict[str, Any]) -> None:

@@ -16,10 +16,10 @@ from sentinel.config.patterns import match_lengths
 from sentinel.guardrails.pii import DETECTORS
 from sentinel.guardrails.screen import Entry, Screen
 
-__all__ = ["Guardrails", "Policy"]
+__all__ = ["ANY_ROLE", "Guardrails", "Policy"]
 
 _MAX_POLICIES = 4096
-_ANY_ROLE = "*"  # a message whose role is none of ROLES: every request rule applies to it
+ANY_ROLE = "*"  # a message whose role is none of ROLES: every request rule applies to it
 
 
 class Policy:
@@ -116,7 +116,7 @@ class Guardrails:
     def screens(self) -> list[Screen]:
         """Every screen a request could use, compiled now (``check-config`` and warm-up)."""
         mask = (1 << len(self._entries)) - 1
-        found = [self.screen(mask, "request", role) for role in (*ROLES, _ANY_ROLE)]
+        found = [self.screen(mask, "request", role) for role in (*ROLES, ANY_ROLE)]
         found.append(self.screen(mask, "response", "assistant"))
         return [s for s in found if s is not None]
 
@@ -138,7 +138,7 @@ def _entries(config: GuardrailsConfig) -> list[tuple[Entry, RuleConfig | None]]:
 
 
 def _reads_role(rule: RuleConfig | None, role: str) -> bool:
-    if rule is None or rule.roles is None or role == _ANY_ROLE:
+    if rule is None or rule.roles is None or role == ANY_ROLE:
         return True
     return role in rule.roles
 

@@ -79,7 +79,8 @@ class BearerTokens:
         )
         # token SHA-256 -> (principal, exp in Unix seconds, key set version)
         self._verified: OrderedDict[bytes, tuple[Principal, float, int]] = OrderedDict()
-        self.verifications = 0  # signatures checked, for tests and metrics
+        self.verifications = 0  # signatures checked (for /metrics)
+        self.refused = 0  # tokens refused with 401
 
     def start(self) -> None:
         """Fetch the key set in the background."""
@@ -103,6 +104,7 @@ class BearerTokens:
         try:
             principal, expires = await self._verify(key)
         except TokenRefused as refused:
+            self.refused += 1
             log.debug("jwt_refused", reason=refused.reason)
             raise AuthenticationFailed() from None
         self._remember(token_hash, principal, expires)

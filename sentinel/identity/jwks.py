@@ -75,7 +75,8 @@ class KeySet:
         self._last_failed = False
         self._fetch: asyncio.Task[None] | None = None
         self.version = 0  # changes whenever the set of keys changes
-        self.fetches = 0
+        self.fetches = 0  # fetches started (for /metrics)
+        self.fetch_failures = 0
 
     def start(self) -> None:
         """Fetch the set in the background, so the first token need not wait for it."""
@@ -151,15 +152,17 @@ class KeySet:
             keys = await self._download()
         except Exception as error:  # a task's boundary: any failure keeps the set held
             self._last_failed = True
+            self.fetch_failures += 1
             log.warning("jwks_fetch_failed", reason=f"{type(error).__name__}: {error}"[:200])
         else:
+            held = self._keys
             if (
-                self._keys is None
-                or set(keys) != set(self._keys)
-                or any(keys[k].jwk != self._keys[k].jwk for k in keys)
+                held is None
+                or set(keys) != set(held)
+                or any(keys[k].jwk != held[k].jwk for k in keys)
             ):
-                self.version += 1
-            self._keys = keys
+                self.version += 1  # remembered tokens are checked again against the new set
+                self._keys = keys
             self._fetched_ms = self._clock.now_ms()
             self._last_failed = False
         finally:

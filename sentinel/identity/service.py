@@ -11,9 +11,10 @@ the service otherwise, with these guarantees:
   is open, a known key keeps working until ``max_stale_s`` after its last good answer;
   anything else gets 503 ``identity_unavailable``. A failure is never taken for "unknown",
   so it is never a 401 and never admits anyone.
-- **Bounded.** Lookups have a deadline, at most ``max_lookups`` run at once (a new key beyond
-  that gets 503), a 429 silences every lookup for its ``Retry-After``, a circuit breaker
-  (``sentinel.breaker``) stops the hammering of a dead service, and both caches are LRU-bounded.
+- **Bounded.** Lookups have a deadline; at most ``max_lookups`` run at once and four times as
+  many keys may wait (as long again) for a turn (a new key beyond that gets 503); a 429
+  silences every lookup for its ``Retry-After``; a circuit breaker (``sentinel.breaker``)
+  stops the hammering of a dead service; both caches are LRU-bounded.
 
 Keys and digests never reach a log line: a digest is shown by its first eight hex digits.
 """
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -35,11 +37,16 @@ from sentinel.config.identity import IdentityServiceConfig
 from sentinel.config.limits import LimitDefaults
 from sentinel.errors import ServiceUnavailable
 from sentinel.identity.cache import Freshness, PrincipalCache
-from sentinel.identity.lookup import Failed, Found, Unknown, ask
+from sentinel.identity.lookup import Answer, Failed, Found, Unknown, ask
 
-__all__ = ["IdentityService", "IdentityUnavailable"]
+__all__ = ["IdentityService", "IdentityStats", "IdentityUnavailable"]
 
 log = structlog.get_logger("sentinel.identity")
+
+_WAITING_FACTOR = 4
+"""Keys whose lookup may wait for a slot, per slot (``max_lookups``); a new key beyond is 503."""
+
+_NO_SLOT = Failed("no lookup slot free in time")
 
 _Outcome = Principal | None | Failed
 """What one lookup settled: the principal, None for unknown, or why there is no answer."""
@@ -50,6 +57,16 @@ class IdentityUnavailable(ServiceUnavailable):
 
     default_code = "identity_unavailable"
     default_message = "The identity service cannot confirm this key right now; try again shortly."
+
+
+@dataclass(slots=True)
+class IdentityStats:
+    """What the identity service source did, counted since startup (for ``/metrics``)."""
+
+    lookups: int = 0  # lookups sent to the service
+    failures: int = 0  # lookups that got no answer (error, timeout, bad answer, 429)
+    stale_served: int = 0  # requests answered from an entry past ttl_s
+    unavailable: int = 0  # requests refused with 503 identity_unavailable
 
 
 def unavailable(retry_in_ms: int, **context: Any) -> IdentityUnavailable:
@@ -91,9 +108,10 @@ class IdentityService:
                 failures=settings.breaker_failures, cooldown_ms=settings.breaker_cooldown_ms
             )
         )
-        self._flights: dict[bytes, asyncio.Task[_Outcome]] = {}
+        self._flights: dict[bytes, asyncio.Task[_Outcome]] = {}  # running and waiting
+        self._slots = asyncio.Semaphore(settings.max_lookups)  # running
         self._quiet_until_ms = 0  # a 429's Retry-After: no lookups before this
-        self.lookups = 0  # lookups started, for metrics and tests
+        self.stats = IdentityStats()
 
     async def resolve(self, key: bytes, digest: bytes) -> Principal | None:
         """The principal of ``digest``, None when the service says it is unknown."""
@@ -104,17 +122,20 @@ class IdentityService:
         if freshness is Freshness.UNKNOWN:
             return None
         if freshness is Freshness.STALE:
+            self.stats.stale_served += 1
             self._flight(digest, now)  # one refresh in the background; this request goes on
             return principal
         flight = self._flight(digest, now)
         if flight is None:
-            raise unavailable(self._retry_in_ms(now), key=shown(digest))
+            self.stats.unavailable += 1
+            raise unavailable(self._retry_in_ms(now), key_digest=shown(digest))
         outcome = await asyncio.shield(flight)
         if not isinstance(outcome, Failed):
             return outcome
+        self.stats.unavailable += 1
         raise unavailable(
             outcome.backoff_ms or self._retry_in_ms(self._clock.now_ms()),
-            key=shown(digest),
+            key_digest=shown(digest),
             reason=outcome.reason,
         )
 
@@ -127,7 +148,7 @@ class IdentityService:
 
     @property
     def in_flight(self) -> int:
-        """Lookups running now."""
+        """Lookups running or waiting for a slot now."""
         return len(self._flights)
 
     def _flight(self, digest: bytes, now_ms: int) -> asyncio.Task[_Outcome] | None:
@@ -135,11 +156,12 @@ class IdentityService:
         flight = self._flights.get(digest)
         if flight is not None:
             return flight
-        if now_ms < self._quiet_until_ms or len(self._flights) >= self._settings.max_lookups:
+        waiting_room = self._settings.max_lookups * _WAITING_FACTOR
+        if now_ms < self._quiet_until_ms or len(self._flights) >= waiting_room:
             return None
         if not self.breaker.try_acquire(now_ms):
             return None
-        self.lookups += 1
+        self.stats.lookups += 1
         flight = asyncio.create_task(self._look_up(digest), name="identity-lookup")
         self._flights[digest] = flight
         flight.add_done_callback(lambda _: self._flights.pop(digest, None))
@@ -147,13 +169,29 @@ class IdentityService:
 
     async def _look_up(self, digest: bytes) -> _Outcome:
         """Ask the service about ``digest`` and teach the cache and the breaker its answer."""
+        return self._learn(digest, await self._ask_in_turn(digest))
+
+    async def _ask_in_turn(self, digest: bytes) -> Answer:
+        """Ask once a slot is free, waiting ``timeout_ms`` at most for one."""
         settings = self._settings
         try:
-            answer = await ask(
+            async with asyncio.timeout(settings.timeout_ms / 1000):
+                await self._slots.acquire()
+        except TimeoutError:
+            return _NO_SLOT
+        try:
+            return await ask(
                 self._session, settings.url, digest, token=settings.token, deadline=self._timeout
             )
         except Exception as error:  # a task's boundary: whatever broke, it is no answer
-            answer = Failed(f"internal: {type(error).__name__}")
+            return Failed(f"internal: {type(error).__name__}")
+        finally:
+            self._slots.release()
+
+    def _learn(self, digest: bytes, answer: Answer) -> _Outcome:
+        """What ``answer`` teaches the cache, the breaker and the back-off."""
+        if answer is _NO_SLOT:
+            return answer  # Sentinel's own congestion: nothing learnt about the service
         now = self._clock.now_ms()
         if isinstance(answer, Found):
             fields = answer.fields
@@ -161,20 +199,23 @@ class IdentityService:
             self.cache.learn_known(digest, principal, now)
             self.breaker.record_success(now)
             if answer.ignored:
-                log.info("identity_fields_ignored", key=shown(digest), fields=answer.ignored)
+                log.info("identity_fields_ignored", key_digest=shown(digest), fields=answer.ignored)
             return principal
         if isinstance(answer, Unknown):
             self.cache.learn_unknown(digest, now)
             self.breaker.record_success(now)
             return None
+        self.stats.failures += 1
         if answer.backoff_ms is not None:
             self._quiet_until_ms = max(self._quiet_until_ms, now + answer.backoff_ms)
-            log.warning("identity_throttled", key=shown(digest), backoff_ms=answer.backoff_ms)
+            log.warning(
+                "identity_throttled", key_digest=shown(digest), backoff_ms=answer.backoff_ms
+            )
         else:
             self.breaker.record_failure(now)
             log.warning(
                 "identity_lookup_failed",
-                key=shown(digest),
+                key_digest=shown(digest),
                 reason=answer.reason,
                 breaker=str(self.breaker.state),
             )

@@ -17,7 +17,7 @@ from typing import Any, Literal
 import orjson
 
 from sentinel.auth.fields import PrincipalFields
-from sentinel.config.budgets import BUDGET_FIELDS, Budgets
+from sentinel.config.budgets import BUDGET_FIELDS, Budgets, format_usd, parse_usd
 from sentinel.config.limits import LIMIT_FIELDS
 
 __all__ = [
@@ -118,7 +118,8 @@ class KeyRecord:
                 "team": self.team,
                 "models": self.models,
                 "limits": {n: v for n, v in self.limits.items() if v is not None},
-                "budgets": {n: v for n, v in self.budgets.items() if v is not None},
+                # Exact decimal strings, as written: whole nano-USD in memory.
+                "budgets": {n: format_usd(v) for n, v in self.budgets.items() if v is not None},
                 "metadata": self.metadata,
                 "expires_at": self.expires_at,
                 "revoked_at": self.revoked_at,
@@ -141,7 +142,7 @@ class KeyRecord:
             team=data.get("team"),
             models=None if models is None else tuple(models),
             limits=dict(data.get("limits") or {}),
-            budgets={n: int(v) for n, v in (data.get("budgets") or {}).items()},
+            budgets={n: parse_usd(v) for n, v in (data.get("budgets") or {}).items()},
             metadata=data.get("metadata") or {},
             expires_at=data.get("expires_at"),
             revoked_at=data.get("revoked_at"),

@@ -74,13 +74,14 @@ class Unprocessable(SentinelError):
     default_message = "This Idempotency-Key was already used with a different request body."
 
 
+# Neither error repeats the id: a secret pasted where an id belongs must not come back.
 def _unknown(key_id: str) -> NotFound:
-    return NotFound(f"No key with id {key_id[:80]!r}.", code="key_not_found")
+    return NotFound("No key has this id.", code="key_not_found")
 
 
 def _read_only(key_id: str) -> KeyConflict:
     return KeyConflict(
-        f"Key {key_id[:80]!r} comes from the configuration file and cannot be changed here.",
+        "This key comes from the configuration file and cannot be changed here.",
         code="key_read_only",
     )
 
@@ -174,6 +175,32 @@ class KeyAdmin:
             if prior is not None:
                 return self._replay(prior, body_hash), True
         now = self._clock()
+        record, secret = self._new_record(body, now)
+        view = record.view(now)
+        audit = self._audit(actor, "key.created", record.id, None, view, now)
+        remember = None
+        if idempotency_key is not None:
+            remember = (idempotency_key, IdempotentReply(body_hash, {**view, "key": None}))
+        try:
+            prior = await self._store.create(record, audit, remember)
+        except Refused as refused:
+            if refused.what == "name":
+                raise KeyConflict(
+                    f"The name {record.name!r} is taken by another key.",
+                    code="key_name_taken",
+                    param="name",
+                ) from None
+            raise KeyConflict(
+                "This key_sha256 belongs to another key.", code="key_exists", param="key_sha256"
+            ) from None
+        if prior is not None:
+            return self._replay(prior, body_hash), True
+        self._logged(audit)
+        self.runtime.apply(record)
+        return {**view, "key": secret}, False
+
+    def _new_record(self, body: Mapping[str, Any], now: float) -> tuple[KeyRecord, str | None]:
+        """The record a create body asks for, and its new secret (None for an import)."""
         fields = read_body_fields(body, CREATE_FIELDS, need_name=True)
         if fields["name"] in self._config:
             raise KeyConflict(
@@ -181,6 +208,7 @@ class KeyAdmin:
                 code="key_name_taken",
                 param="name",
             )
+        check_expiry(fields["expires_at"], now)
         secret: str | None = None
         imported = body.get("key_sha256")
         if imported is not None:
@@ -207,29 +235,7 @@ class KeyAdmin:
             metadata=fields["metadata"],
             expires_at=fields["expires_at"],
         )
-        check_expiry(record.expires_at, now)
-        view = record.view(now)
-        audit = self._audit(actor, "key.created", record.id, None, view, now)
-        remember = None
-        if idempotency_key is not None:
-            remember = (idempotency_key, IdempotentReply(body_hash, {**view, "key": None}))
-        try:
-            prior = await self._store.create(record, audit, remember)
-        except Refused as refused:
-            if refused.what == "name":
-                raise KeyConflict(
-                    f"The name {record.name!r} is taken by another key.",
-                    code="key_name_taken",
-                    param="name",
-                ) from None
-            raise KeyConflict(
-                "This key_sha256 belongs to another key.", code="key_exists", param="key_sha256"
-            ) from None
-        if prior is not None:
-            return self._replay(prior, body_hash), True
-        self._logged(audit)
-        self.runtime.apply(record)
-        return {**view, "key": secret}, False
+        return record, secret
 
     def _replay(self, prior: IdempotentReply, body_hash: str) -> dict[str, Any]:
         if prior.body_hash != body_hash:
@@ -312,6 +318,10 @@ class KeyAdmin:
                 continue
             except LookupError:
                 raise _unknown(key_id) from None
+            except Refused:
+                raise KeyConflict(
+                    "Another live key holds this key's name.", code="key_name_taken"
+                ) from None
             self._logged(audit)
             self.runtime.apply(changed)
             return await self._view(changed)

@@ -75,6 +75,7 @@ class RuntimeKeys:
         self._unknown: dict[bytes, float] = {}  # digest -> monotonic time it is asked again
         self._pending: dict[bytes, asyncio.Future[KeyRecord | None]] = {}
         self._used: dict[str, int] = {}
+        self._recheck: set[str] = set()  # keys held from a lookup that raced a change
         self._generation = 0  # moves on with every change seen: a lookup older is not cached
         self._epoch: str | None = None
         self._version = 0
@@ -107,29 +108,44 @@ class RuntimeKeys:
         return entry.principal
 
     async def _lookup(self, digest: bytes) -> _Entry | None:
+        """Look ``digest`` up in the store, once for every request waiting on it."""
         pending = self._pending.get(digest)
-        if pending is None:
-            pending = asyncio.get_running_loop().create_future()
-            self._pending[digest] = pending
-            generation = self._generation
+        if pending is not None:
             try:
-                record = await self.store.find(digest.hex())
-            except KeyStoreUnavailable as error:
+                # Shielded: a waiter that goes away must not cancel the others' answer.
+                await asyncio.shield(pending)
+            except asyncio.CancelledError:
+                if not pending.cancelled():
+                    raise  # this request was cancelled
+                return await self._lookup(digest)  # the one asking was: ask again
+            return self._cache.get(digest)
+        pending = asyncio.get_running_loop().create_future()
+        self._pending[digest] = pending
+        generation = self._generation
+        try:
+            record = await self.store.find(digest.hex())
+        except BaseException as error:
+            if isinstance(error, KeyStoreUnavailable):
                 pending.set_exception(error)
-                pending.exception()  # retrieved: waiters re-raise it themselves
-                raise
-            finally:
-                del self._pending[digest]
-            if record is not None and digest.hex() not in record.digests(time.time()):
-                record = None
-            if record is None:
-                if generation == self._generation:
-                    self._remember_unknown(digest)
+                pending.exception()  # retrieved: the waiters raise it themselves
             else:
-                self._hold(record, add=True)
-            pending.set_result(record)
+                pending.cancel()
+            raise
+        finally:
+            del self._pending[digest]
+        if record is not None and digest.hex() not in record.digests(time.time()):
+            record = None
+        if record is None:
+            if generation == self._generation:
+                self._remember_unknown(digest)
         else:
-            await pending
+            self._hold(record, add=True)
+            if generation != self._generation:
+                # A change came in while the store answered, perhaps to this key, and was
+                # skipped as not held: read it again at once.
+                self._recheck.add(record.id)
+                self._wake.set()
+        pending.set_result(record)
         return self._cache.get(digest)
 
     def _remember_unknown(self, digest: bytes) -> None:
@@ -207,16 +223,33 @@ class RuntimeKeys:
         self._wake.set()
 
     async def sync(self) -> None:
-        """Catch up with the store: its epoch, then every change since this replica's version."""
+        """Catch up with the store: its epoch, then every change since this replica's version;
+        then read again the keys a lookup took in while a change came."""
+        await self._catch_up()
+        if self._recheck:
+            ids = list(self._recheck)
+            records = await self.store.get_many(ids)
+            self._recheck.difference_update(ids)
+            for record in records:
+                self._hold(record, add=False)
+
+    async def _catch_up(self) -> None:
         head = await self.store.head()
         if head.epoch != self._epoch:
-            if self._epoch is not None:
-                log.info("keys_store_replaced", cached=len(self._by_id))
-                self.forget_all()
-            self._epoch, self._version = head.epoch, head.version
-            self._unknown.clear()
-            self._generation += 1
-            return
+            if self._epoch == "":
+                # The store was empty when last seen: all it holds now is in its change log.
+                self._epoch = head.epoch
+            else:
+                # Another store (one that lost its data), or the first sight of this one after
+                # lookups whose changes since cannot be told: start over.
+                if self._epoch is not None:
+                    log.info("keys_store_replaced", cached=len(self._by_id))
+                if self._epoch is not None or self._by_id:
+                    self.forget_all()
+                self._epoch, self._version = head.epoch, head.version
+                self._unknown.clear()
+                self._generation += 1
+                return
         if head.version == self._version:
             return
         changed = (
@@ -233,8 +266,11 @@ class RuntimeKeys:
 
     # --- the background work ---------------------------------------------------------------
 
-    def start(self) -> None:
-        """Start listening for announcements and checking the version."""
+    async def start(self) -> None:
+        """Learn the store's version (if it answers), then start listening for announcements
+        and checking the version."""
+        with contextlib.suppress(KeyStoreUnavailable):
+            await self.sync()
         self._tasks = [
             asyncio.create_task(self.store.listen(self.changed), name="keys-listen"),
             asyncio.create_task(self._keep_current(), name="keys-sync"),

@@ -294,7 +294,13 @@ class SqliteKeyStore:
         return None
 
     async def aclose(self) -> None:
-        await asyncio.to_thread(self._db.close)
+        # Under the lock: closing while a worker thread still runs a statement on the same
+        # connection crashes the interpreter (sqlite3 is not safe against that).
+        def close() -> None:
+            with self._lock:
+                self._db.close()
+
+        await asyncio.to_thread(close)
 
     async def _read(self, run: Callable[[sqlite3.Connection], _T]) -> _T:
         return await asyncio.to_thread(self._locked, run, False)

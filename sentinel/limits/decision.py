@@ -7,16 +7,14 @@ integers of ``window.py`` (and the ARGV of ``limits.lua``); ``decide`` turns the
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from sentinel.config.limits import MAX_AMOUNT
+from sentinel.limits.holds import CREDITS_FIELD, TOTAL_FIELD, MoneyCheck
 from sentinel.limits.periods import Calendar, Period
 from sentinel.limits.spec import MONEY, TEAM_MONEY, Admission, Dimension, LimitSpec
 from sentinel.limits.window import (
-    CREDITS_FIELD,
-    TOTAL_FIELD,
     AdmitPlan,
-    MoneyCheck,
     Outcome,
     QuotaCheck,
     QuotaSettlement,
@@ -167,7 +165,14 @@ def plan_admission(
     spec: LimitSpec, admission: Admission, now_ms: int, timing: Timing, calendar: Calendar
 ) -> AdmitPlan:
     """The integers one admission works on."""
-    plan = AdmitPlan(
+    money: tuple[MoneyCheck, ...] = ()
+    team: tuple[MoneyCheck, ...] = ()
+    if spec.has_money:
+        money = _money_checks(spec, MONEY, now_ms, calendar)
+        if spec.team is not None:
+            team = _money_checks(spec, TEAM_MONEY, now_ms, calendar)
+    lease_expires_ms = now_ms + timing.lease_ttl_ms
+    return AdmitPlan(
         now_ms=now_ms,
         bucket_start_ms=timing.bucket_of(now_ms),
         bucket_ms=timing.bucket_ms,
@@ -177,47 +182,65 @@ def plan_admission(
         max_parallel=spec.max_parallel,
         tokens=_amount(admission.tokens),
         reservation_id=admission.reservation_id,
-        lease_expires_ms=now_ms + timing.lease_ttl_ms,
+        lease_expires_ms=lease_expires_ms,
         parallel_retry_ms=timing.parallel_retry_ms,
         quotas=tuple(
             QuotaCheck(calendar.period(dimension, now_ms, spec.timezone), limit)
             for dimension, limit in spec.quotas()
         ),
-    )
-    if not spec.has_money:
-        return plan
-    tz = spec.timezone
-    return replace(
-        plan,
-        nano_usd=_amount(admission.nano_usd),
-        hold_expires_ms=plan.lease_expires_ms,
-        money=tuple(
-            _money_check(d, limit, now_ms, tz, calendar) for d, limit in spec.budgets_of(MONEY)
-        ),
+        nano_usd=_amount(admission.nano_usd) if spec.has_money else 0,
+        hold_expires_ms=lease_expires_ms,
+        money=money,
         credits=spec.credits,
         credit_share=spec.credit_share,
-        team_money=tuple(
-            _money_check(d, limit, now_ms, tz, calendar) for d, limit in spec.budgets_of(TEAM_MONEY)
-        ),
+        team_money=team,
     )
 
 
-def _money_check(
-    dimension: Dimension, limit: int, now_ms: int, timezone: str, calendar: Calendar
-) -> MoneyCheck:
-    if dimension.calendar is None:
-        return MoneyCheck(dimension, TOTAL_FIELD, limit, 0)
-    period = calendar.period(dimension, now_ms, timezone)
-    return MoneyCheck(dimension, period.name, limit, period.end_ms)
+def _money_checks(
+    spec: LimitSpec, dimensions: tuple[Dimension, ...], now_ms: int, calendar: Calendar
+) -> tuple[MoneyCheck, ...]:
+    """The checks of ``spec``'s budgets among ``dimensions`` at ``now_ms`` (remembered by the
+    calendar until the first of their periods ends)."""
+    owner = spec.team_budgets if dimensions is TEAM_MONEY else spec.budgets
+    tz = spec.timezone
+
+    def work() -> tuple[tuple[MoneyCheck, ...], int]:
+        checks = []
+        until = _FOREVER
+        for dimension, limit in spec.budgets_of(dimensions):
+            if dimension.calendar is None:
+                checks.append(MoneyCheck(dimension, TOTAL_FIELD, limit, 0))
+                continue
+            period = calendar.period(dimension, now_ms, tz)
+            checks.append(MoneyCheck(dimension, period.name, limit, period.end_ms))
+            until = min(until, period.end_ms)
+        return tuple(checks), until
+
+    return calendar.remembered((owner, dimensions, tz), now_ms, work)
+
+
+_FOREVER = 2**62
 
 
 def _money_fields(
     dimensions: tuple[Dimension, ...], now_ms: int, timezone: str, calendar: Calendar
 ) -> tuple[str, ...]:
-    return tuple(
-        TOTAL_FIELD if d.calendar is None else calendar.period(d, now_ms, timezone).name
-        for d in dimensions
-    )
+    """The counters of ``dimensions`` current at ``now_ms`` (remembered like the checks)."""
+
+    def work() -> tuple[tuple[str, ...], int]:
+        names = []
+        until = _FOREVER
+        for dimension in dimensions:
+            if dimension.calendar is None:
+                names.append(TOTAL_FIELD)
+                continue
+            period = calendar.period(dimension, now_ms, timezone)
+            names.append(period.name)
+            until = min(until, period.end_ms)
+        return tuple(names), until
+
+    return calendar.remembered(("fields", dimensions, timezone), now_ms, work)
 
 
 def plan_settlement(

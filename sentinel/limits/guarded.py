@@ -229,7 +229,7 @@ class GuardedStore:
             reservation = replace(reservation, degraded=True)
         refusal = decision.refusal
         if refusal is not None and refusal.exceeds_limit:
-            if not _exceeds(spec, refusal.dimension, admission.tokens):
+            if not _exceeds(spec, refusal.dimension, admission):
                 # Too large for this replica's share only: it fits once Redis is back.
                 wait = max(self.breaker.retry_in_ms(now_ms), 1)
                 refusal = replace(refusal, exceeds_limit=False, retry_after_ms=wait)
@@ -366,8 +366,11 @@ class GuardedStore:
         self.stats.keys_written_back += 1
 
 
-def _exceeds(spec: LimitSpec, dimension: Dimension, tokens: int) -> bool:
-    """Whether one request is larger than ``spec``'s full limit on ``dimension``."""
+def _exceeds(spec: LimitSpec, dimension: Dimension, admission: Admission) -> bool:
+    """Whether one request is larger than ``spec``'s full limit on ``dimension`` (money never
+    says so locally: the balance or budget Redis holds may have room)."""
+    if dimension.is_money:
+        return False
     limit = spec.limit(dimension)
-    amount = 1 if dimension in (Dimension.REQUESTS, Dimension.PARALLEL) else tokens
+    amount = 1 if dimension in (Dimension.REQUESTS, Dimension.PARALLEL) else admission.tokens
     return limit is not None and amount > limit

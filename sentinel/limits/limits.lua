@@ -198,8 +198,8 @@ local function expire_at_last_lease(key)
 end
 
 -- window._purge_holds: drop expired holds from the running sum; the nano-USD still held.
-local function live_holds(holds, money)
-  local held = tonumber(redis.call('HGET', money, 'held') or '0')
+local function live_holds(holds, money, held)
+  held = tonumber(held or '0')
   local expired = redis.call('ZRANGEBYSCORE', holds, '-inf', now)
   if #expired > 0 then
     for _, member in ipairs(expired) do
@@ -237,12 +237,21 @@ local function ledger_entry(credits, ledger, money, kind, amount, ref)
   return seq
 end
 
+-- The money hash's running sum of holds, each check's counter and the credits charged, read
+-- in one call: {held, counter of check 1 .. n, credits}.
+local function money_values(money, checks)
+  local fields = {'held'}
+  for i, check in ipairs(checks) do fields[i + 1] = check[2] end
+  fields[#fields + 1] = 'credits'
+  return redis.call('HMGET', money, unpack(fields))
+end
+
 -- window._check_budget over a list of {code, field, limit, end}; appends what each leaves.
-local function check_budgets(money, checks, held, nano, consider, remaining)
+local function check_budgets(money, checks, values, held, nano, consider, remaining)
   local names = nil
-  for _, check in ipairs(checks) do
+  for i, check in ipairs(checks) do
     local code, name, limit, ends = check[1], check[2], check[3], check[4]
-    local used = redis.call('HGET', money, name)
+    local used = values[i + 1]
     if ends > 0 and not used then -- a new period: drop this window's earlier ones
       names = names or redis.call('HKEYS', money)
       local prefix = string.match(name, '^[^:]*:')
@@ -346,18 +355,20 @@ local function admit()
     team_checks = read_checks(at + 1)
     key_holds = #checks > 0 or credits
     if key_holds then
-      local held = live_holds(KEYS[7], KEYS[6])
-      check_budgets(KEYS[6], checks, held, nano, consider, remaining)
+      local values = money_values(KEYS[6], checks)
+      local held = live_holds(KEYS[7], KEYS[6], values[1])
+      check_budgets(KEYS[6], checks, values, held, nano, consider, remaining)
       if credits then
         local free = tonumber(redis.call('HGET', KEYS[8], 'in') or '0')
-          - tonumber(redis.call('HGET', KEYS[6], 'credits') or '0') - held
+          - tonumber(values[#values] or '0') - held
         consider(11, nano > free, true, 0)
         remaining[#remaining + 1] = free
       end
     end
     if #team_checks > 0 then
-      check_budgets(KEYS[10], team_checks, live_holds(KEYS[11], KEYS[10]), nano, consider,
-        remaining)
+      local values = money_values(KEYS[10], team_checks)
+      check_budgets(KEYS[10], team_checks, values, live_holds(KEYS[11], KEYS[10], values[1]),
+        nano, consider, remaining)
     end
   end
 

@@ -33,14 +33,13 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from sentinel.config.limits import timing_problems
+from sentinel.limits.holds import MoneyCheck, check_money
 from sentinel.limits.periods import Period
 from sentinel.limits.spec import Dimension
 
 __all__ = [
-    "CREDITS_FIELD",
     "AdmitPlan",
     "KeyState",
-    "MoneyCheck",
     "Outcome",
     "QuotaCheck",
     "QuotaSettlement",
@@ -55,11 +54,6 @@ __all__ = [
 ]
 
 _K = TypeVar("_K", int, str)
-
-CREDITS_FIELD = "credits"
-"""The money counter of what was charged against prepaid credits (never resets)."""
-TOTAL_FIELD = "usd_total"
-"""The money counter of the ``usd_total`` budget (never resets)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,16 +111,6 @@ class KeyState:
             or self.holds
             or self.credits_in
         )
-
-
-@dataclass(frozen=True, slots=True)
-class MoneyCheck:
-    """One dollar budget as an admission sees it: its counter, limit and reset (0: never)."""
-
-    dimension: Dimension
-    name: str
-    limit: int
-    end_ms: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -254,7 +238,7 @@ def admit(state: KeyState, plan: AdmitPlan, team: KeyState | None = None) -> Out
         over = plan.tokens > quota.limit
         refused = over or used + plan.tokens > quota.limit
         verdict.consider(quota.period.dimension, refused, over, quota.period.end_ms - now)
-    remaining = _check_money(state, team, plan, verdict)
+    remaining = check_money(state, team, plan, verdict.consider)
     allowed = verdict.dimension is None
     if allowed:
         requests_used, tokens_used = _record(state, plan, requests_used, tokens_used)
@@ -276,56 +260,6 @@ def admit(state: KeyState, plan: AdmitPlan, team: KeyState | None = None) -> Out
         tokens_reset_ms=_reset_ms(state.tokens, plan) if plan.tpm is not None else 0,
         money_remaining=tuple(max(0, left) for left in remaining),
     )
-
-
-def _check_money(
-    state: KeyState, team: KeyState | None, plan: AdmitPlan, verdict: _Verdict
-) -> list[int]:
-    """Consider every money check; what each leaves before this request's hold."""
-    remaining: list[int] = []
-    if plan.holds_money:
-        held = _purge_holds(state.holds, plan.now_ms)
-        for check in plan.money:
-            remaining.append(_check_budget(state, check, held, plan, verdict))
-        if plan.credits:
-            topped_up = plan.credit_share if plan.credit_share is not None else state.credits_in
-            free = topped_up - state.money.get(CREDITS_FIELD, 0) - held
-            # Only a top-up helps: no wait does, so it is reported as never fitting.
-            verdict.consider(Dimension.CREDITS, plan.nano_usd > free, True, 0)
-            remaining.append(free)
-    if plan.team_money and team is not None:
-        held = _purge_holds(team.holds, plan.now_ms)
-        for check in plan.team_money:
-            remaining.append(_check_budget(team, check, held, plan, verdict))
-    return remaining
-
-
-def _check_budget(
-    state: KeyState, check: MoneyCheck, held: int, plan: AdmitPlan, verdict: _Verdict
-) -> int:
-    if check.end_ms and check.name not in state.money:  # a new period: drop the earlier ones
-        _purge_named(state.money, check.name)
-    used = state.money.get(check.name, 0) + held
-    over = plan.nano_usd > check.limit
-    refused = over or used + plan.nano_usd > check.limit
-    if check.end_ms:
-        verdict.consider(check.dimension, refused, over, check.end_ms - plan.now_ms)
-    else:  # usd_total never renews: no wait helps
-        verdict.consider(check.dimension, refused, True, 0)
-    return check.limit - used
-
-
-def _purge_holds(holds: dict[str, tuple[int, int]], now_ms: int) -> int:
-    """Drop expired holds; the nano-USD the live ones hold."""
-    for hold in [h for h, (_, expires) in holds.items() if expires <= now_ms]:
-        del holds[hold]
-    return sum(amount for amount, _ in holds.values())
-
-
-def _purge_named(counters: dict[str, int], name: str) -> None:
-    prefix = name.split(":", 1)[0] + ":"
-    for other in [n for n in counters if n.startswith(prefix) and n != name]:
-        del counters[other]
 
 
 def settle(state: KeyState, plan: SettlePlan, team: KeyState | None = None) -> None:

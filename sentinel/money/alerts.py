@@ -103,14 +103,17 @@ class SqliteClaims:
     """Claims as rows of the state file's ``budget_alerts`` table."""
 
     def __init__(self, state_dir: Path) -> None:
-        self._db = open_state_db(state_dir)
-        self._db.execute(
-            "CREATE TABLE IF NOT EXISTS budget_alerts (id TEXT PRIMARY KEY, at_ms INTEGER)"
-        )
+        self._state_dir = state_dir
+        self._db: sqlite3.Connection | None = None  # opened by the first alert
 
     async def claim(self, alert_id: str) -> bool:
         """Whether this call inserted the id first."""
         try:
+            if self._db is None:
+                self._db = open_state_db(self._state_dir)
+                self._db.execute(
+                    "CREATE TABLE IF NOT EXISTS budget_alerts (id TEXT PRIMARY KEY, at_ms INTEGER)"
+                )
             cursor = self._db.execute(
                 "INSERT OR IGNORE INTO budget_alerts (id, at_ms) VALUES (?, ?)",
                 (alert_id, int(time.time() * 1000)),
@@ -121,8 +124,9 @@ class SqliteClaims:
         return cursor.rowcount == 1
 
     def close(self) -> None:
-        """Close the state file's connection."""
-        self._db.close()
+        """Close the state file's connection, if the alerts opened it."""
+        if self._db is not None:
+            self._db.close()
 
 
 class BudgetAlerts:
@@ -182,6 +186,8 @@ class BudgetAlerts:
             pass
         self._task.cancel()
         await asyncio.gather(self._task, return_exceptions=True)
+        if isinstance(self._claims, SqliteClaims):
+            self._claims.close()
 
     def _remember(self, alert_id: str) -> None:
         self._seen[alert_id] = None

@@ -26,23 +26,27 @@ from redis.asyncio import Redis, RedisCluster
 from sentinel.config import Config
 from sentinel.config.budgets import Budgets, format_usd
 from sentinel.config.spending import BudgetSettings
-from sentinel.errors import PaymentRequired
+from sentinel.errors import PaymentRequired, PermissionDenied
 from sentinel.limits.decision import team_state_name
 from sentinel.limits.gate import Gate
+from sentinel.limits.holds import CREDITS_FIELD, TOTAL_FIELD
 from sentinel.limits.memory import MemoryStore
 from sentinel.limits.periods import current_period
 from sentinel.limits.spec import MONEY, TEAM_MONEY, Dimension, LimitSpec
 from sentinel.limits.store import LimitStore
-from sentinel.limits.window import CREDITS_FIELD, TOTAL_FIELD, KeyState
+from sentinel.limits.window import KeyState
 from sentinel.money.alerts import AlertClaims, BudgetAlerts, RedisClaims, SqliteClaims
 from sentinel.money.credits import CreditAccounts, RedisCredits, SqliteCredits
 from sentinel.money.prices import Price, PriceBook, hold_nano
+from sentinel.statefile import STATE_FILE
 
 if TYPE_CHECKING:
     from sentinel.auth.keys import Principal
     from sentinel.upstream.routing import Candidate
 
 __all__ = ["Budgeting", "inject_cap", "open_budgeting"]
+
+_MAX_SPECS = 100_000
 
 
 class Budgeting:
@@ -59,6 +63,9 @@ class Budgeting:
         self.credits = credits
         self.alerts = alerts
         self._teams = dict(settings.teams)
+        # Principal id → (the principal, whether credit-metered, its spec): worked out once
+        # per principal object, not per request.
+        self._specs: dict[str, tuple[Principal, bool, LimitSpec]] = {}
 
     def start(self, gate: Gate) -> None:
         """Watch the gate's settlements for alerts; start refreshing the credit accounts."""
@@ -83,16 +90,22 @@ class Budgeting:
 
     def is_metered(self, principal: Principal) -> bool:
         """Whether any money applies to ``principal`` (budgets, its team's, or credits)."""
-        return (
-            principal.budgets.any
-            or self.team_budgets(principal.team) is not None
-            or (self.credits is not None and self.credits.is_metered(principal.id))
-        )
+        return self.spec_of(principal) is not principal.limits
 
     def spec_of(self, principal: Principal) -> LimitSpec:
         """``principal.limits`` with its money folded in (the same object when it has none)."""
-        team = self.team_budgets(principal.team)
         credits = self.credits is not None and self.credits.is_metered(principal.id)
+        known = self._specs.get(principal.id)
+        if known is not None and known[0] is principal and known[1] is credits:
+            return known[2]
+        spec = self._fold(principal, credits)
+        if len(self._specs) >= _MAX_SPECS:
+            self._specs.clear()
+        self._specs[principal.id] = (principal, credits, spec)
+        return spec
+
+    def _fold(self, principal: Principal, credits: bool) -> LimitSpec:
+        team = self.team_budgets(principal.team)
         if not principal.budgets.any and team is None and not credits:
             return principal.limits
         return replace(
@@ -101,6 +114,19 @@ class Budgeting:
             team=principal.team if team is not None else None,
             team_budgets=team or Budgets(),
             credits=credits,
+        )
+
+    def check_spending(self, principal: Principal, family: str) -> None:
+        """403 ``endpoint_not_allowed`` for a key with money on a token-spending pass-through
+        family it was not allowed (``passthrough`` on the key): what such a call costs
+        cannot be held before it is made, so a budget could not bound it."""
+        if family in principal.passthrough or not self.is_metered(principal):
+            return
+        raise PermissionDenied(
+            f"This key's spending is limited in dollars, and the '{family}' endpoints spend "
+            "in ways that cannot be priced before the call; ask an administrator to allow "
+            "them for this key.",
+            code="endpoint_not_allowed",
         )
 
     async def view(self, principal: Principal, store: LimitStore) -> dict[str, Any]:
@@ -212,7 +238,9 @@ def open_budgeting(
         claims = RedisClaims(redis)
     else:
         claims = SqliteClaims(config.server.state_dir)
-        if isinstance(store, MemoryStore):
+        # As the runtime keys: a gateway that cannot top up and never did writes no state.
+        can_top_up = config.admin.is_enabled or (config.server.state_dir / STATE_FILE).exists()
+        if isinstance(store, MemoryStore) and can_top_up:
             credits = SqliteCredits(config.server.state_dir, store)
     settings = config.budgets
     alerts = BudgetAlerts(

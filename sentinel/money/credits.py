@@ -34,9 +34,10 @@ from redis.asyncio import Redis, RedisCluster
 from sentinel.config.budgets import format_usd
 from sentinel.errors import SentinelError, ServiceUnavailable
 from sentinel.limits.decision import Reservation
+from sentinel.limits.holds import CREDITS_FIELD
 from sentinel.limits.memory import MemoryStore
 from sentinel.limits.redis_store import money_keys
-from sentinel.limits.window import CREDITS_FIELD, KeyState
+from sentinel.limits.window import KeyState
 from sentinel.statefile import open_state_db
 
 __all__ = [

@@ -79,6 +79,8 @@ class ApiEndpoint:
         principal.check_model(request.model)
         if request.body.get("background") is True:
             principal.check_spending("background")  # its tokens are spent after the answer
+            if services.budgeting is not None:
+                services.budgeting.check_spending(principal, "background")
         await check_references(exchange, raw, request.body)
         candidates = services.router.candidates(request.model or None)
         counter = services.tokens.for_model(request.model)

@@ -85,6 +85,8 @@ class PassthroughEndpoint:
             raise MethodNotAllowed(f"The method {method} is not allowed on {path[:200]}.")
         if family.spends_tokens:
             principal.check_spending(family.name)
+            if services.budgeting is not None:  # its cost cannot be held before the call
+                services.budgeting.check_spending(principal, family.name)
         _refuse_unscreened(exchange, method)
         ref = path_object(segments)
         if ref is not None:

@@ -22,6 +22,7 @@ from sentinel.telemetry.instruments import Reading, Registry
 
 if TYPE_CHECKING:
     from sentinel.http.context import RequestContext
+    from sentinel.identity import BearerTokens, IdentityService
     from sentinel.upstream.board import HealthBoard
     from sentinel.usage.estimate import DriftStats
     from sentinel.usage.tracker import UsageTracker
@@ -241,6 +242,41 @@ class Metrics:
         ):
             self._registry.observe(
                 name, "1", description, (), _field_reader(drainer, field), monotonic=True
+            )
+
+    def observe_identity(
+        self, service: IdentityService | None, tokens: BearerTokens | None
+    ) -> None:
+        """The identity service source (``IdentityService``: lookups, failures, stale answers,
+        503s, cached keys) and bearer JWTs (``BearerTokens``: verified, refused, JWKS fetches)."""
+        counts: list[tuple[str, object, str, str]] = []
+        if service is not None:
+            stats, cache = service.stats, service.cache
+            counts += [
+                ("sentinel.identity.lookups", stats, "lookups", "Lookups sent to the service."),
+                ("sentinel.identity.lookup_failures", stats, "failures", "Lookups unanswered."),
+                ("sentinel.identity.stale_served", stats, "stale_served", "Stale answers used."),
+                ("sentinel.identity.unavailable", stats, "unavailable", "Keys refused with 503."),
+            ]
+            for name, field in (("known", "known_count"), ("unknown", "unknown_count")):
+                self._registry.observe(
+                    f"sentinel.identity.cache.{name}",
+                    "{key}",
+                    f"Keys the identity cache holds as {name}.",
+                    (),
+                    _field_reader(cache, field),
+                )
+        if tokens is not None:
+            keys = tokens.keys
+            counts += [
+                ("sentinel.jwt.verified", tokens, "verifications", "JWT signatures checked."),
+                ("sentinel.jwt.refused", tokens, "refused", "JWTs refused with 401."),
+                ("sentinel.jwt.jwks_fetches", keys, "fetches", "JWKS fetches started."),
+                ("sentinel.jwt.jwks_fetch_failures", keys, "fetch_failures", "Failed JWKS fetches"),
+            ]
+        for name, holder, field, description in counts:
+            self._registry.observe(
+                name, "1", description, (), _field_reader(holder, field), monotonic=True
             )
 
     def observe_tracker(self, tracker: UsageTracker) -> None:

@@ -442,7 +442,7 @@ def test_unknown_keys_are_rejected_at_every_level(tmp_path: Path) -> None:
         "server.bindd: unknown key (did you mean 'bind'?)",
         "upstreams[0].modles: unknown key (did you mean 'models'?)",
         "keys[0].rps: unknown key (did you mean 'rpm'?)",
-        "identity: unknown key",
+        "identity.x: unknown key",
     ]
 
 

@@ -90,7 +90,8 @@ async def _embeddings(request: web.Request) -> web.Response:
 
 
 async def _other(request: web.Request) -> web.Response:
-    request.app[RECORDER].bodies.append({"path": request.path})
+    body = await request.json() if request.can_read_body else {}
+    request.app[RECORDER].bodies.append({"path": request.path, **body})
     return web.json_response({"object": "ok"})
 
 

@@ -186,6 +186,30 @@ async def test_embeddings_token_arrays_are_decoded_and_screened(
     assert status == 200
 
 
+async def test_completions_and_responses_texts(
+    recorder: Recorder, start_gateway: StartGateway, http: aiohttp.ClientSession
+) -> None:
+    """Completions prompts (lists too) and Responses instructions, input items, tool outputs."""
+    toml = '[[rules]]\nname = "x"\npattern = "Falcon"\naction = "redact"\n'
+    gateway = await start_gateway(recorder.config(toml))
+    await post(http, gateway, {"model": "m", "prompt": ["a Falcon", "b"]}, "completions")
+    assert recorder.bodies[-1]["prompt"] == ["a [REDACTED:x]", "b"]
+    body = {
+        "model": "m",
+        "instructions": "Falcon rules",
+        "input": [
+            {"role": "user", "content": [{"type": "input_text", "text": "Falcon?"}]},
+            {"type": "function_call_output", "call_id": "c", "output": "Falcon!"},
+        ],
+    }
+    status, _ = await post(http, gateway, body, "responses")
+    assert status == 200
+    sent = recorder.bodies[-1]
+    assert sent["instructions"] == "[REDACTED:x] rules"
+    assert sent["input"][0]["content"][0]["text"] == "[REDACTED:x]?"
+    assert sent["input"][1]["output"] == "[REDACTED:x]!"
+
+
 async def test_passthrough_bodies_are_refused_for_keys_rules_apply_to(
     recorder: Recorder, start_gateway: StartGateway, http: aiohttp.ClientSession
 ) -> None:

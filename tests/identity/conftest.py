@@ -59,6 +59,8 @@ class IdentityServer:
         self.status: int | None = None
         self.retry_after: str | None = None
         self.hold: asyncio.Event | None = None
+        self.answering = 0  # requests being answered now
+        self.most_answering = 0  # the most answered at once
         self._runner: web.AppRunner | None = None
 
     @property
@@ -92,8 +94,13 @@ class IdentityServer:
         self.authorizations.append(request.headers.get("Authorization"))
         digest = orjson.loads(body)["key_sha256"]
         self.lookups[digest] += 1
-        if self.hold is not None:
-            await self.hold.wait()
+        self.answering += 1
+        self.most_answering = max(self.most_answering, self.answering)
+        try:
+            if self.hold is not None:
+                await self.hold.wait()
+        finally:
+            self.answering -= 1
         if self.status is not None:
             headers = {"Retry-After": self.retry_after} if self.retry_after else None
             return web.Response(status=self.status, headers=headers)

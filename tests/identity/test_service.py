@@ -252,20 +252,64 @@ async def test_the_breaker_stops_lookups_to_a_failing_service(
     assert source.breaker.is_closed
 
 
-async def test_lookups_in_flight_are_bounded(
+async def test_lookups_beyond_max_lookups_wait_their_turn(
     http: aiohttp.ClientSession, identity_server: IdentityServer, clock: FakeClock
 ) -> None:
-    """Beyond max_lookups in flight, a new key gets 503 at once instead of queueing."""
+    """Eight new keys at once with max_lookups = 2: never more than two lookups at the service,
+    and every key is answered once slots free up."""
+    keys = [f"sk-queued-{i:020d}" for i in range(8)]
+    for key in keys:
+        identity_server.add(key, name=key[-6:])
     identity_server.hold = asyncio.Event()
     source = service(http, identity_server, clock, max_lookups=2)
-    waiting = [asyncio.create_task(resolve(source, f"sk-wait-{i:024d}")) for i in range(2)]
+    waiting = [asyncio.create_task(resolve(source, key)) for key in keys]
     async with asyncio.timeout(5):
         while identity_server.total < 2:
             await asyncio.sleep(0.001)
-    with pytest.raises(IdentityUnavailable):
-        await resolve(source, "sk-third-key-00000000000000000")
     identity_server.hold.set()
-    assert await asyncio.gather(*waiting) == [None, None]
+    principals = await asyncio.gather(*waiting)
+    assert all(p is not None for p in principals)
+    assert identity_server.most_answering == 2
+    assert identity_server.total == 8
+
+
+async def test_a_key_that_finds_no_free_slot_in_time_gets_503(
+    http: aiohttp.ClientSession, identity_server: IdentityServer, clock: FakeClock
+) -> None:
+    """No free slot within timeout_ms is Sentinel's own congestion: 503 without a lookup, and
+    the breaker does not count it against the service. (One slot, held by a hanging lookup;
+    of two keys waiting for it, the second cannot get it in time.)"""
+    identity_server.hold = asyncio.Event()
+    source = service(http, identity_server, clock, max_lookups=1, timeout_ms=300)
+    held = asyncio.create_task(resolve(source, "sk-holds-the-slot-000000000000"))
+    async with asyncio.timeout(5):
+        while identity_server.total < 1:
+            await asyncio.sleep(0.001)
+    waiters = [resolve(source, f"sk-waits-for-a-slot-{i:010d}") for i in range(2)]
+    outcomes = await asyncio.gather(held, *waiters, return_exceptions=True)
+    assert all(isinstance(outcome, IdentityUnavailable) for outcome in outcomes)
+    reasons = [o.context["reason"] for o in outcomes if isinstance(o, IdentityUnavailable)]
+    assert reasons.count("no lookup slot free in time") == 1
+    assert identity_server.total == 2  # the holder and the one waiter that got the slot
+    assert source.breaker.consecutive_failures == 2  # their timeouts, not the congestion
+    identity_server.hold.set()
+
+
+async def test_the_waiting_room_is_bounded(
+    http: aiohttp.ClientSession, identity_server: IdentityServer, clock: FakeClock
+) -> None:
+    """With max_lookups = 1, four keys may be in flight (one asking, three waiting); a fifth
+    new key gets 503 at once."""
+    identity_server.hold = asyncio.Event()
+    source = service(http, identity_server, clock, max_lookups=1)
+    waiting = [asyncio.create_task(resolve(source, f"sk-wait-{i:024d}")) for i in range(4)]
+    async with asyncio.timeout(5):
+        while identity_server.total < 1 or source.in_flight < 4:
+            await asyncio.sleep(0.001)
+    with pytest.raises(IdentityUnavailable):
+        await resolve(source, "sk-fifth-key-00000000000000000")
+    identity_server.hold.set()
+    assert await asyncio.gather(*waiting) == [None] * 4
 
 
 async def test_a_spray_of_random_keys_stays_bounded_and_keeps_known_keys(

@@ -136,3 +136,47 @@ async def test_a_revoked_key_finishes_the_stream_it_started(tmp_path: Path) -> N
                 assert again.status == 401
     finally:
         await runner.cleanup()
+
+
+async def test_the_first_write_to_an_empty_store_forgets_nothing(keys: RuntimeKeys) -> None:
+    """A store's first write gives it its epoch; a replica that saw it empty catches up rather
+    than starting over, so keys it holds still work when the store goes away."""
+    await keys.sync()  # the empty store: no epoch yet
+    secret, record = await stored(keys)
+    assert getattr(await resolve(keys, secret), "id", None) == record.id
+    await keys.sync()
+    await keys.store.aclose()
+    assert getattr(await resolve(keys, secret), "id", None) == record.id
+
+
+class CountingStore(SqliteKeyStore):
+    """The SQLite store, counting lookups by digest."""
+
+    finds = 0
+
+    async def find(self, digest: str) -> KeyRecord | None:
+        self.finds += 1
+        return await super().find(digest)
+
+
+async def test_one_lookup_serves_every_waiting_request(tmp_path: Path) -> None:
+    """100 concurrent first requests of one key make one store lookup; a waiter that goes
+    away, or a first asker that does, leaves the others their answer."""
+    store = CountingStore(tmp_path)
+    keys = RuntimeKeys(store, LimitDefaults())
+    try:
+        secret, record = await stored(keys)
+        answers = await asyncio.gather(*(resolve(keys, secret) for _ in range(100)))
+        assert {getattr(a, "id", None) for a in answers} == {record.id}
+        assert store.finds == 1
+        other, second = await stored(keys)
+        first = asyncio.create_task(resolve(keys, other))
+        await asyncio.sleep(0)  # the first asker is looking it up
+        waiters = [asyncio.create_task(resolve(keys, other)) for _ in range(3)]
+        await asyncio.sleep(0)
+        first.cancel()
+        waiters[0].cancel()
+        results = await asyncio.gather(*waiters[1:])
+        assert {getattr(r, "id", None) for r in results} == {second.id}
+    finally:
+        await keys.aclose()

@@ -238,3 +238,28 @@ async def test_a_budgeted_request_without_a_cap_gets_one_and_streams_show_the_he
     assert left < NANO
     assert '"finish_reason":"length"' in text.replace(" ", "")
     assert '"completion_tokens":2' in text.replace(" ", "")
+
+
+async def test_spending_a_budget_cannot_hold_for_is_refused(
+    upstream: Upstream, start_gateway: StartGateway, tmp_path: Path, http: aiohttp.ClientSession
+) -> None:
+    """Images and background responses cost what no hold can bound: 403
+    ``endpoint_not_allowed`` for a budgeted key, unless its ``passthrough`` allows them."""
+    key = "sk-test-images-0123456789"
+    config = budget_config(upstream, tmp_path, key, "images", Budgets(usd_total=NANO))
+    allowed = dataclasses.replace(config.keys[1], passthrough=("images",))
+    gateway = await start_gateway(dataclasses.replace(config, keys=(config.keys[0], allowed)))
+    auth = {"Authorization": f"Bearer {key}"}
+    async with http.post(
+        f"{gateway.base_url}/images/generations", json={"prompt": "a cat"}, headers=auth
+    ) as r:
+        assert r.status == 403 and (await r.json())["error"]["code"] == "endpoint_not_allowed"
+    background = {"model": MODEL, "input": "hi", "background": True}
+    async with http.post(f"{gateway.base_url}/responses", json=background, headers=auth) as r:
+        assert r.status == 403 and (await r.json())["error"]["code"] == "endpoint_not_allowed"
+    async with http.post(
+        f"{gateway.base_url}/images/generations",
+        json={"prompt": "a cat"},
+        headers={"Authorization": f"Bearer {PROBE_KEY}"},
+    ) as r:
+        assert r.status == 200

@@ -1,0 +1,89 @@
+"""The money arithmetic of an admission: holds against dollar budgets and prepaid credits.
+
+Part of the reference implementation (``window.py`` calls ``check_money`` from ``admit``;
+``limits.lua`` mirrors it step by step). A budget checks ``charged + held + hold <= limit``
+on its current period's counter; credits check ``held + hold <= topped up - charged``. Holds
+that expired are dropped first, so a replica killed mid-request frees its hold after the
+lease TTL. What each check leaves is returned, for the budget headers and the fallback.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from sentinel.limits.spec import Dimension
+
+if TYPE_CHECKING:
+    from sentinel.limits.window import AdmitPlan, KeyState
+
+__all__ = ["CREDITS_FIELD", "TOTAL_FIELD", "Consider", "MoneyCheck", "check_money", "purge_holds"]
+
+Consider = Callable[[Dimension, bool, bool, int], None]
+"""The verdict's ``consider(dimension, refused, can never fit, retry after ms)``."""
+
+CREDITS_FIELD = "credits"
+"""The money counter of what was charged against prepaid credits (never resets)."""
+TOTAL_FIELD = "usd_total"
+"""The money counter of the ``usd_total`` budget (never resets)."""
+
+
+@dataclass(frozen=True, slots=True)
+class MoneyCheck:
+    """One dollar budget as an admission sees it: its counter, limit and reset (0: never)."""
+
+    dimension: Dimension
+    name: str
+    limit: int
+    end_ms: int
+
+
+def check_money(
+    state: KeyState, team: KeyState | None, plan: AdmitPlan, consider: Consider
+) -> list[int]:
+    """Consider every money check; what each leaves before this request's hold."""
+    remaining: list[int] = []
+    if plan.holds_money:
+        held = purge_holds(state.holds, plan.now_ms)
+        for check in plan.money:
+            remaining.append(_check_budget(state, check, held, plan, consider))
+        if plan.credits:
+            topped_up = plan.credit_share if plan.credit_share is not None else state.credits_in
+            free = topped_up - state.money.get(CREDITS_FIELD, 0) - held
+            # Only a top-up helps: no wait does, so it is reported as never fitting.
+            consider(Dimension.CREDITS, plan.nano_usd > free, True, 0)
+            remaining.append(free)
+    if plan.team_money and team is not None:
+        held = purge_holds(team.holds, plan.now_ms)
+        for check in plan.team_money:
+            remaining.append(_check_budget(team, check, held, plan, consider))
+    return remaining
+
+
+def _check_budget(
+    state: KeyState, check: MoneyCheck, held: int, plan: AdmitPlan, consider: Consider
+) -> int:
+    if check.end_ms and check.name not in state.money:  # a new period: drop the earlier ones
+        _purge_named(state.money, check.name)
+    used = state.money.get(check.name, 0) + held
+    over = plan.nano_usd > check.limit
+    refused = over or used + plan.nano_usd > check.limit
+    if check.end_ms:
+        consider(check.dimension, refused, over, check.end_ms - plan.now_ms)
+    else:  # usd_total never renews: no wait helps
+        consider(check.dimension, refused, True, 0)
+    return check.limit - used
+
+
+def purge_holds(holds: dict[str, tuple[int, int]], now_ms: int) -> int:
+    """Drop expired holds; the nano-USD the live ones hold."""
+    for hold in [h for h, (_, expires) in holds.items() if expires <= now_ms]:
+        del holds[hold]
+    return sum(amount for amount, _ in holds.values())
+
+
+def _purge_named(counters: dict[str, int], name: str) -> None:
+    prefix = name.split(":", 1)[0] + ":"
+    for other in [n for n in counters if n.startswith(prefix) and n != name]:
+        del counters[other]
