@@ -10,6 +10,7 @@ that many characters.
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -105,6 +106,8 @@ def _rule(t: Table) -> RuleConfig:
     )
     if not t.has("action"):
         t.problem("action", "is required (one of 'block', 'redact', 'flag')")
+    if direction == "response" and rule.roles is not None:
+        t.problem("roles", "a response rule reads the reply (role assistant): leave roles out")
     t.finish()
     return rule
 
@@ -144,9 +147,11 @@ def _pii(t: Table) -> PiiConfig:
     redact = t.string_list("redact", ())
     for i, name in enumerate(redact):
         if name not in PII_DETECTORS:
+            close = difflib.get_close_matches(name, PII_DETECTORS, n=1, cutoff=0.5)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
             t.problem(
                 f"redact[{i}]",
-                f"unknown detector {name!r}; expected one of " + ", ".join(PII_DETECTORS),
+                f"unknown detector {name!r}{hint}; expected one of " + ", ".join(PII_DETECTORS),
             )
     config = PiiConfig(redact=tuple(dict.fromkeys(redact)), responses=t.boolean("responses", False))
     t.finish()

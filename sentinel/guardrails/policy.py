@@ -28,6 +28,8 @@ class Policy:
     def __init__(self, owner: Guardrails, mask: int) -> None:
         self._owner = owner
         self._mask = mask
+        self.reads_requests = owner.has_direction(mask, "request")
+        """Whether any rule reads the request's texts (else they are not walked at all)."""
         self._request: dict[str, Screen | None] = {}
         self._response: list[Screen | None] = []
 
@@ -97,6 +99,13 @@ class Guardrails:
                 return True
         return False
 
+    def has_direction(self, mask: int, direction: str) -> bool:
+        """Whether an entry in ``mask`` screens ``direction``."""
+        return any(
+            mask >> index & 1 and entry.direction == direction
+            for index, entry in enumerate(self._entries)
+        )
+
     def screen(self, mask: int, direction: str, role: str) -> Screen | None:
         """The compiled screen of the entries in ``mask`` for ``direction`` and ``role``."""
         chosen = tuple(
@@ -114,11 +123,12 @@ class Guardrails:
         return found
 
     def screens(self) -> list[Screen]:
-        """Every screen a request could use, compiled now (``check-config`` and warm-up)."""
-        mask = (1 << len(self._entries)) - 1
-        found = [self.screen(mask, "request", role) for role in (*ROLES, ANY_ROLE)]
-        found.append(self.screen(mask, "response", "assistant"))
-        return [s for s in found if s is not None]
+        """The screens of unscoped rules and of all rules, compiled now (at startup)."""
+        found: list[Screen | None] = []
+        for mask in {self._always, (1 << len(self._entries)) - 1}:  # unscoped, and all
+            found.extend(self.screen(mask, "request", role) for role in (*ROLES, ANY_ROLE))
+            found.append(self.screen(mask, "response", "assistant"))
+        return list({id(s): s for s in found if s is not None}.values())
 
 
 def _entries(config: GuardrailsConfig) -> list[tuple[Entry, RuleConfig | None]]:

@@ -18,6 +18,7 @@ import aiohttp
 import orjson
 
 from sentinel.deadline import Deadline
+from sentinel.errors import ContentBlocked
 from sentinel.guardrails import GuardedStream, screen_json_reply, screen_request_body
 from sentinel.http.asgi import Receive, Scope, Send
 from sentinel.http.body import parse_json_object, read_body
@@ -87,10 +88,11 @@ class ApiEndpoint:
         rules = services.guardrails
         policy = rules.policy(principal.name, principal.team, request.model) if rules else None
         if policy is not None:  # redacted before it is counted and sent; blocked before either
-            encoding = counter.content.encoding
-            raw = await screen_request_body(
-                policy, self.api, request.body, raw, ctx.rule_hits, encoding
-            )
+            if policy.reads_requests:
+                encoding = counter.content.encoding
+                raw = await screen_request_body(
+                    policy, self.api, request.body, raw, ctx.rule_hits, encoding
+                )
             exchange.screen = policy.response
         ctx.prompt_estimate = await counter.count_prompt(self.api, request.body, size_hint=len(raw))
         caps, choices = self._reserved
@@ -148,6 +150,9 @@ class ApiEndpoint:
                         else None
                     ),
                 )
+            except ContentBlocked:
+                ctx.outcome = "content_blocked"  # not the upstream's interruption
+                raise
             finally:
                 outcome.usage = tap.usage
                 # The text is only counted when the provider sent no usage; reading it

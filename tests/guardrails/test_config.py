@@ -49,6 +49,10 @@ def test_response_rules_need_a_bounded_length() -> None:
     (problem,) = problems_of(rule(r"secret\d+", direction="response"))
     assert "bounded match length" in problem
     assert problems_of(rule(r"secret\d{1,8}", direction="response")) == []
+    with_roles = rule(r"x", direction="response") + 'roles = ["user"]\n'
+    assert problems_of(with_roles) == [
+        "rules[0].roles: a response rule reads the reply (role assistant): leave roles out"
+    ]
 
 
 def test_other_problems() -> None:

@@ -293,7 +293,7 @@ async def test_stream_redacted_across_chunks(
 
 
 async def test_stream_block_ends_with_in_band_error(
-    recorder: Recorder, start_gateway: StartGateway
+    recorder: Recorder, start_gateway: StartGateway, request_lines: RequestLines
 ) -> None:
     """A block rule matching mid-stream ends it with an error event the SDK raises."""
     recorder.pieces = ["word " * 10, "the launch", " codes", " are", " here"]
@@ -310,6 +310,12 @@ async def test_stream_block_ends_with_in_band_error(
                 seen += chunk.choices[0].delta.content or ""
     await client.close()
     assert "launch" not in seen
+    (line,) = await request_lines.wait()
+    assert (line["error_code"], line["outcome"], line["rules"]) == (
+        "content_blocked",
+        "content_blocked",
+        ["forbidden"],
+    )
 
 
 async def test_matches_counted_in_metrics(
