@@ -55,9 +55,9 @@ def read_fields(
     carries more fields (``expires_at``, ``metadata``) passes them in ``known`` and reads them
     itself.
     """
-    for name in data:
-        if name not in known:
-            raise FieldProblem(str(name)[:64], "unknown field")
+    for field_name in data:
+        if field_name not in known:
+            raise FieldProblem(str(field_name)[:64], "unknown field")
     name = data.get("name")
     if name is None and not need_name:
         name = ""

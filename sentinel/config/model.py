@@ -8,12 +8,12 @@ from typing import Literal
 from urllib.parse import urlsplit
 
 from sentinel.config.admin import AdminConfig
+from sentinel.config.budgets import Budgets
 from sentinel.config.edge import CompressionConfig, CorsConfig
 from sentinel.config.families import DEFAULT_FAMILIES, FAMILIES
 from sentinel.config.guardrails import GuardrailsConfig
 from sentinel.config.identity import IdentityConfig
 from sentinel.config.limits import LimitDefaults
-from sentinel.config.budgets import Budgets
 from sentinel.config.money import MoneyConfig
 from sentinel.config.spending import BudgetSettings
 from sentinel.config.usage import UsageSettings
