@@ -10,7 +10,8 @@ KEYS[4]  leases           zset  member <reservation id>, score <lease expiry, ms
 KEYS[5]  settled          zset  member <reservation id>, score <forget after, ms>
 Only when the call involves money (see window.py), six more, the key's and its team's:
 KEYS[6]  money            hash  "usd_day:<period>" | "usd_total" | "credits" -> nano-USD
-                                charged, and "held" = the sum of the live holds (no TTL)
+                                charged, "held" = the sum of the holds, "next" = a lower
+                                bound of their expiries (no TTL)
 KEYS[7]  holds            zset  member "<reservation id>:<nano-USD held>", score <expiry>
 KEYS[8]  credits          hash  "in" -> nano-USD ever topped up, "seq" -> last ledger entry
 KEYS[9]  ledger           zset  member "<seq> <kind> <nano-USD> <balance after> <ms> <ref>",
@@ -197,34 +198,58 @@ local function expire_at_last_lease(key)
   if last[2] then redis.call('PEXPIRE', key, tonumber(last[2]) - now) end
 end
 
--- window._purge_holds: drop expired holds from the running sum; the nano-USD still held.
-local function live_holds(holds, money, held)
-  held = tonumber(held or '0')
+local function hold_amount(member)
+  return tonumber(string.match(member, ':(%d+)$'))
+end
+
+-- window.purge_holds: drop expired holds from the running sum; the nano-USD still held and
+-- the lower bound of every live hold's expiry ("next", -1: no hold at all). Only when that
+-- bound has passed can a hold have expired, so the holds are rarely visited.
+local function live_holds(holds, money, held, soonest)
+  held, soonest = tonumber(held or '0'), tonumber(soonest or '-1')
+  if soonest < 0 or soonest > now then return held, soonest end
   local expired = redis.call('ZRANGEBYSCORE', holds, '-inf', now)
   if #expired > 0 then
-    for _, member in ipairs(expired) do
-      held = held - tonumber(string.match(member, ':(%d+)$'))
-    end
+    for _, member in ipairs(expired) do held = held - hold_amount(member) end
     redis.call('ZREMRANGEBYSCORE', holds, '-inf', now)
-    if held <= 0 then
-      redis.call('HDEL', money, 'held')
-      held = 0
-    else
-      redis.call('HSET', money, 'held', text(held))
+  end
+  local first = redis.call('ZRANGE', holds, 0, 0, 'WITHSCORES')
+  if first[2] then
+    soonest = tonumber(first[2])
+    redis.call('HSET', money, 'held', text(held), 'next', first[2])
+  else
+    held, soonest = 0, -1
+    redis.call('HDEL', money, 'held', 'next')
+  end
+  return held, soonest
+end
+
+local function add_hold(holds, money, member, amount, expiry, held, soonest)
+  redis.call('ZADD', holds, expiry, member)
+  if soonest < 0 or tonumber(expiry) < soonest then soonest = tonumber(expiry) end
+  redis.call('HSET', money, 'held', text(held + amount), 'next', text(soonest))
+end
+
+-- Settlement on one money hash: drop the hold, charge every named counter, in one read and
+-- one write; appends each counter's value after the charge to spent.
+local function settle_money(holds, money, member, charge, names, spent)
+  local fields = {'held'}
+  for i, name in ipairs(names) do fields[i + 1] = name end
+  local values = redis.call('HMGET', money, unpack(fields))
+  local held, changed = tonumber(values[1] or '0'), false
+  if member ~= '' and redis.call('ZREM', holds, member) == 1 then
+    held, changed = held - hold_amount(member), true
+  end
+  local writes = {'held', text(held)}
+  if charge > 0 then
+    changed = true
+    for i, name in ipairs(names) do
+      local value = tonumber(values[i + 1] or '0') + charge
+      writes[#writes + 1], writes[#writes + 2] = name, text(value)
+      spent[#spent + 1] = value
     end
   end
-  return held
-end
-
-local function add_hold(holds, money, member, amount, expiry)
-  redis.call('ZADD', holds, expiry, member)
-  redis.call('HINCRBY', money, 'held', amount)
-end
-
-local function drop_hold(holds, money, member)
-  if member == '' or redis.call('ZREM', holds, member) == 0 then return end
-  local amount = tonumber(string.match(member, ':(%d+)$'))
-  if redis.call('HINCRBY', money, 'held', -amount) <= 0 then redis.call('HDEL', money, 'held') end
+  if changed then redis.call('HSET', money, unpack(writes)) end
 end
 
 -- A ledger entry of the key whose credits hash and ledger are given; returns its sequence.
@@ -237,11 +262,11 @@ local function ledger_entry(credits, ledger, money, kind, amount, ref)
   return seq
 end
 
--- The money hash's running sum of holds, each check's counter and the credits charged, read
--- in one call: {held, counter of check 1 .. n, credits}.
+-- The money hash's running sum of holds, its expiry bound, each check's counter and the
+-- credits charged, read in one call: {held, next, counter of check 1 .. n, credits}.
 local function money_values(money, checks)
-  local fields = {'held'}
-  for i, check in ipairs(checks) do fields[i + 1] = check[2] end
+  local fields = {'held', 'next'}
+  for i, check in ipairs(checks) do fields[i + 2] = check[2] end
   fields[#fields + 1] = 'credits'
   return redis.call('HMGET', money, unpack(fields))
 end
@@ -251,7 +276,7 @@ local function check_budgets(money, checks, values, held, nano, consider, remain
   local names = nil
   for i, check in ipairs(checks) do
     local code, name, limit, ends = check[1], check[2], check[3], check[4]
-    local used = values[i + 1]
+    local used = values[i + 2]
     if ends > 0 and not used then -- a new period: drop this window's earlier ones
       names = names or redis.call('HKEYS', money)
       local prefix = string.match(name, '^[^:]*:')
@@ -344,7 +369,7 @@ local function admit()
 
   -- Money: the hold against every budget, the credits and the team's budgets.
   local nano, hold_expiry, member, key_holds, team_checks = 0, nil, nil, false, {}
-  local remaining = {}
+  local remaining, held, soonest, team_held, team_soonest = {}, 0, -1, 0, -1
   if #KEYS > 5 then
     local at = 15 + quota_count * 4
     nano, hold_expiry = tonumber(ARGV[at]), ARGV[at + 1]
@@ -356,7 +381,7 @@ local function admit()
     key_holds = #checks > 0 or credits
     if key_holds then
       local values = money_values(KEYS[6], checks)
-      local held = live_holds(KEYS[7], KEYS[6], values[1])
+      held, soonest = live_holds(KEYS[7], KEYS[6], values[1], values[2])
       check_budgets(KEYS[6], checks, values, held, nano, consider, remaining)
       if credits then
         local free = tonumber(redis.call('HGET', KEYS[8], 'in') or '0')
@@ -367,8 +392,8 @@ local function admit()
     end
     if #team_checks > 0 then
       local values = money_values(KEYS[10], team_checks)
-      check_budgets(KEYS[10], team_checks, values, live_holds(KEYS[11], KEYS[10], values[1]),
-        nano, consider, remaining)
+      team_held, team_soonest = live_holds(KEYS[11], KEYS[10], values[1], values[2])
+      check_budgets(KEYS[10], team_checks, values, team_held, nano, consider, remaining)
     end
   end
 
@@ -394,8 +419,10 @@ local function admit()
       redis.call('PEXPIRE', KEYS[3], quota_end - now)
     end
     if nano > 0 then
-      if key_holds then add_hold(KEYS[7], KEYS[6], member, nano, hold_expiry) end
-      if #team_checks > 0 then add_hold(KEYS[11], KEYS[10], member, nano, hold_expiry) end
+      if key_holds then add_hold(KEYS[7], KEYS[6], member, nano, hold_expiry, held, soonest) end
+      if #team_checks > 0 then
+        add_hold(KEYS[11], KEYS[10], member, nano, hold_expiry, team_held, team_soonest)
+      end
       for i = 1, #remaining do remaining[i] = remaining[i] - nano end
     end
   end
@@ -453,26 +480,16 @@ local function settle()
     at = at + 3
     local count = tonumber(ARGV[at])
     if count > 0 then
-      drop_hold(KEYS[7], KEYS[6], member)
-      for i = 1, count do
-        local name = ARGV[at + i]
-        if charge > 0 then
-          spent[#spent + 1] = redis.call('HINCRBY', KEYS[6], name, charge)
-          if name == 'credits' then
-            ledger_entry(KEYS[8], KEYS[9], KEYS[6], 'charge', charge, ref)
-          end
-        end
+      local names = {unpack(ARGV, at + 1, at + count)}
+      settle_money(KEYS[7], KEYS[6], member, charge, names, spent)
+      if charge > 0 and names[count] == 'credits' then
+        ledger_entry(KEYS[8], KEYS[9], KEYS[6], 'charge', charge, ref)
       end
     end
     at = at + count + 1
     count = tonumber(ARGV[at])
     if count > 0 then
-      drop_hold(KEYS[11], KEYS[10], member)
-      if charge > 0 then
-        for i = 1, count do
-          spent[#spent + 1] = redis.call('HINCRBY', KEYS[10], ARGV[at + i], charge)
-        end
-      end
+      settle_money(KEYS[11], KEYS[10], member, charge, {unpack(ARGV, at + 1, at + count)}, spent)
     end
     if charge > 0 then return spent end
   end
@@ -535,7 +552,9 @@ local function merge()
         if redis.call('ZSCORE', KEYS[7], member) then
           redis.call('ZADD', KEYS[7], 'GT', expiry, member)
         else
-          add_hold(KEYS[7], KEYS[6], member, tonumber(string.match(member, ':(%d+)$')), expiry)
+          local values = redis.call('HMGET', KEYS[6], 'held', 'next')
+          add_hold(KEYS[7], KEYS[6], member, hold_amount(member), expiry,
+            tonumber(values[1] or '0'), tonumber(values[2] or '-1'))
         end
       end
     end)

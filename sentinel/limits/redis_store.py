@@ -226,7 +226,7 @@ class RedisStore:
             tokens=_buckets(replies[1]),
             quotas={_text(k): int(v) for k, v in replies[2].items()},
             leases={_text(member): int(score) for member, score in replies[3]},
-            money={_text(k): int(v) for k, v in replies[4].items() if _text(k) != "held"},
+            money={_text(k): int(v) for k, v in replies[4].items() if _text(k) not in _INNER},
             holds=dict(_hold(_text(member), int(score)) for member, score in replies[5]),
             credits_in=int(replies[6] or 0),
         )
@@ -384,3 +384,5 @@ def _buckets(fields: dict[bytes | str, bytes | str]) -> dict[int, int]:
 
 
 _META = frozenset({b"s", b"l", b"h", b"b", "s", "l", "h", "b"})
+_INNER = frozenset({"held", "next"})
+"""The money hash's bookkeeping fields (the holds' sum and expiry bound), not counters."""

@@ -140,6 +140,15 @@ class LimitSpec:
     team_budgets: Budgets = field(default_factory=Budgets)
     credits: bool = False
     credit_share: int | None = None
+    has_money: bool = field(init=False, repr=False, compare=False)
+    """Whether any dollar budget or the credit balance applies to this key (worked out once:
+    every admission asks)."""
+
+    def __post_init__(self) -> None:
+        money = (
+            self.credits or self.budgets.any or (self.team is not None and self.team_budgets.any)
+        )
+        object.__setattr__(self, "has_money", money)
 
     def limit(self, dimension: Dimension) -> int | None:
         """The configured limit of ``dimension`` (credits: the fallback's share, if any)."""
@@ -152,11 +161,6 @@ class LimitSpec:
             return money
         value: int | None = getattr(self, _FIELDS[dimension])
         return value
-
-    @property
-    def has_money(self) -> bool:
-        """Whether any dollar budget or the credit balance applies to this key."""
-        return self.credits or self.budgets.any or (self.team is not None and self.team_budgets.any)
 
     def budgets_of(self, dimensions: tuple[Dimension, ...]) -> Iterator[tuple[Dimension, int]]:
         """The configured budgets among ``dimensions`` (``MONEY`` or ``TEAM_MONEY``)."""
