@@ -237,7 +237,7 @@ def create_app(
                 budgeting=budgeting,
             )
             stack.push_async_callback(services.gate.drain)
-            budgeting.start(services.gate)
+            await budgeting.start(services.gate)
             if shared is not None:
                 stack.push_async_callback(shared.aclose)
             stack.push_async_callback(checker.aclose)

@@ -9,21 +9,28 @@ of the ``redact`` rules are replaced left to right.
 Which matches are replaced is defined so that it does not depend on how the text is cut: from
 the current position, the match that starts first among all redact rules (the longest on a tie,
 then the first rule) is taken, and the search goes on after its end. ``TextScreen`` runs the
-same definition on a stream of pieces, releasing text only where no undecided match can start:
-everything except the last ``hold_back`` characters, the longest match of any rule. A match
-starting before that point is decided, because all the text it can span (and the one character
-after it that ``$`` or ``\\b`` look at) has arrived; a cut keeps one character of context
-before it for ``^`` and ``\\b``. So a stream, however it is chunked, is redacted exactly as
-its joined text would be, holding back at most ``hold_back`` characters.
+same definition on a stream of pieces, releasing text only where no undecided match can start.
+A match starting at some point is decided once no match of any rule from there can reach the
+end of what has arrived: then all the text it spans (and the one character after it that
+``$`` or ``\\b`` look at) is known, whatever comes next. ``Screen.undecided_start`` finds the
+earliest point that is not, by matching the end of the text against each rule's prefix pattern
+(``sentinel.config.patterns.prefix_pattern``: what a match can begin with and still go on),
+never further back than ``hold_back``, the longest match of any rule. A cut keeps one character
+of context before it for ``^`` and ``\\b``. So a stream, however it is chunked, is redacted
+exactly as its joined text would be, holding back at most ``hold_back`` characters and only
+the trailing run that could still be part of a match.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Literal
 
 import re2
+
+from sentinel.config.patterns import prefix_pattern
 
 __all__ = ["Blocked", "Entry", "Hits", "Screen", "TextScreen"]
 
@@ -77,6 +84,35 @@ class Screen:
         for entry in self.entries:
             self._set.Add(entry.pattern.encode())
         self._set.Compile()
+
+    def undecided_start(self, data: bytes) -> int:
+        """Where in ``data`` (UTF-8, the text so far) the earliest match that more text could
+        still change may begin: ``len(data)`` when none can."""
+        window = _last_chars_start(data, self.hold_back)
+        regexp, plain = self._undecided
+        start = _last_chars_start(data, plain) if plain else len(data)
+        if regexp is not None:
+            match = regexp.search(data, window)
+            if match is not None:
+                start = min(start, match.start())
+        return start
+
+    @cached_property
+    def _undecided(self) -> tuple[re2._Regexp | None, int]:
+        """The prefix patterns of every entry, ending the text; and the longest match of the
+        entries whose prefix pattern RE2 refused (held back whole)."""
+        prefixes: list[str] = []
+        plain = 0
+        for entry in self.entries:
+            prefix = prefix_pattern(entry.pattern)
+            if _compiled(prefix + r"\z") is None:
+                plain = max(plain, entry.max_length)
+            else:
+                prefixes.append(prefix)
+        regexp = _compiled(f"(?:{'|'.join(prefixes)})\\z") if prefixes else None
+        if prefixes and regexp is None:
+            plain = self.hold_back
+        return regexp, plain
 
     def candidates(self, data: bytes) -> list[int]:
         """The entries with a match somewhere in ``data`` (one pass over it)."""
@@ -132,7 +168,7 @@ class TextScreen:
     def feed_bytes(self, piece: bytes, *, final: bool, found: list[int] | None = None) -> str:
         buf = self._buf + piece if self._buf else piece
         screen = self._screen
-        safe = len(buf) if final else _last_chars_start(buf, screen.hold_back)
+        safe = len(buf) if final else screen.undecided_start(buf)
         if found is None:
             found = screen.candidates(buf)
         emit = self._emit
@@ -196,6 +232,15 @@ class TextScreen:
             self._hits[key] = self._hits.get(key, 0) + 1
             self.redactions += 1
             pos = end
+
+
+def _compiled(pattern: str) -> re2._Regexp | None:
+    """``pattern`` compiled for searching the end of a stream's text, or None if RE2 refuses
+    it (a prefix pattern nests deeper, and grows larger, than its rule)."""
+    try:
+        return re2.compile(pattern.encode(), _options(_SET_MAX_MEM))
+    except re2.error:
+        return None
 
 
 def _last_chars_start(data: bytes, count: int) -> int:

@@ -2,9 +2,10 @@
 
 Pure core: ``spec`` (what a key may use), ``periods`` (calendar quotas), ``window`` (the
 integer arithmetic, the reference for the Lua scripts) with ``holds`` (its money: dollar
-budgets and credits), ``decision`` (plans, decisions, reservations) and ``headers``. Thin shell: ``MemoryStore``, ``RedisStore`` (the
-``limits.lua``) and ``GuardedStore`` (its breaker is ``sentinel.breaker``'s, on the
-``REDIS_BREAKER`` policy), all behind the ``LimitStore`` Protocol.
+budgets and credits), ``decision`` (plans, decisions, reservations) and ``headers``. Thin
+shell: ``MemoryStore``, ``RedisStore`` (the ``limits.lua``) and ``GuardedStore`` (its
+breaker is ``sentinel.breaker``'s, on the ``REDIS_BREAKER`` policy), all behind the
+``LimitStore`` Protocol.
 """
 
 from sentinel.limits.decision import Decision, RateWindow, Refusal, Reservation

@@ -327,23 +327,25 @@ def decide(spec: LimitSpec, admission: Admission, plan: AdmitPlan, outcome: Outc
 
 def _budget(plan: AdmitPlan, outcome: Outcome) -> Budget | None:
     """The tightest money dimension and every one's remainder (None: no money checked)."""
-    checks: list[tuple[Dimension, int]] = [(c.dimension, c.end_ms) for c in plan.money]
-    if plan.credits:
-        checks.append((Dimension.CREDITS, 0))
-    checks += [(c.dimension, c.end_ms) for c in plan.team_money]
-    if not checks or len(outcome.money_remaining) != len(checks):
+    remaining = outcome.money_remaining
+    if not remaining:
         return None
-    left = tuple(
-        (dimension, remaining)
-        for (dimension, _), remaining in zip(checks, outcome.money_remaining, strict=True)
-    )
-    tightest = min(range(len(checks)), key=lambda i: outcome.money_remaining[i])
-    end_ms = checks[tightest][1]
+    checks = [*plan.money, *plan.team_money]
+    if plan.credits:
+        checks.insert(len(plan.money), _CREDITS_CHECK)
+    if len(remaining) != len(checks):
+        return None
+    tightest = remaining.index(min(remaining))
+    end_ms = checks[tightest].end_ms
     return Budget(
-        remaining=outcome.money_remaining[tightest],
+        remaining=remaining[tightest],
         reset_ms=end_ms - plan.now_ms if end_ms else None,
-        left=left,
+        left=tuple(zip([c.dimension for c in checks], remaining, strict=True)),
     )
+
+
+_CREDITS_CHECK = MoneyCheck(Dimension.CREDITS, CREDITS_FIELD, 0, 0)
+"""Where the credits sit among the money checks (never renewing)."""
 
 
 def _window(limit: int | None, used: int, reset_ms: int) -> RateWindow | None:

@@ -10,7 +10,7 @@ lease TTL. What each check leaves is returned, for the budget headers and the fa
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from sentinel.limits.spec import Dimension
@@ -37,6 +37,12 @@ class MoneyCheck:
     name: str
     limit: int
     end_ms: int
+    packed: str = field(init=False, repr=False, compare=False)
+    """The check as ``limits.lua`` reads it (code, counter, limit, end), formatted once."""
+
+    def __post_init__(self) -> None:
+        packed = f"{self.dimension.code} {self.name} {self.limit} {self.end_ms}"
+        object.__setattr__(self, "packed", packed)
 
 
 def check_money(

@@ -315,11 +315,9 @@ def _admit_args(plan: AdmitPlan) -> list[int | str]:
         args += [period.dimension.code, period.name, quota.limit, period.end_ms]
     if plan.money or plan.credits or plan.team_money:
         args += [plan.nano_usd, plan.hold_expires_ms, len(plan.money)]
-        for check in plan.money:
-            args += [check.dimension.code, check.name, check.limit, check.end_ms]
+        args += [check.packed for check in plan.money]
         args += [int(plan.credits), len(plan.team_money)]
-        for check in plan.team_money:
-            args += [check.dimension.code, check.name, check.limit, check.end_ms]
+        args += [check.packed for check in plan.team_money]
     return args
 
 

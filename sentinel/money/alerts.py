@@ -152,10 +152,10 @@ class BudgetAlerts:
 
     def observe(self, reservation: Reservation, spent: Spending) -> None:
         """Queue every alert ``spent`` reaches that this process has not handled yet."""
-        limits = dict(reservation.budgets)
+        lowest = self._thresholds[0] if self._thresholds else BASIS + 1
         for dimension, period, value in spent:
-            limit = limits.get(dimension)
-            if not limit:
+            limit = next((n for d, n in reservation.budgets if d is dimension), 0)
+            if not limit or value * BASIS < limit * lowest:
                 continue
             owner = f"team:{reservation.team}" if dimension in TEAM_MONEY else reservation.key_name
             for threshold in self._thresholds:

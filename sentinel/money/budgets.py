@@ -21,6 +21,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
+import structlog
 from redis.asyncio import Redis, RedisCluster
 
 from sentinel.config import Config
@@ -46,6 +47,8 @@ if TYPE_CHECKING:
 
 __all__ = ["Budgeting", "inject_cap", "open_budgeting"]
 
+log = structlog.get_logger("sentinel.money")
+
 _MAX_SPECS = 100_000
 
 
@@ -67,12 +70,17 @@ class Budgeting:
         # per principal object, not per request.
         self._specs: dict[str, tuple[Principal, bool, LimitSpec]] = {}
 
-    def start(self, gate: Gate) -> None:
-        """Watch the gate's settlements for alerts; start refreshing the credit accounts."""
+    async def start(self, gate: Gate) -> None:
+        """Watch the gate's settlements for alerts; read which keys are credit-metered (so
+        that none is served unmetered after a restart) and keep refreshing it."""
         if self.alerts is not None:
             gate.watch_spending(self.alerts.observe)
             self.alerts.start()
         if isinstance(self.credits, RedisCredits):
+            try:
+                await self.credits.refresh()
+            except Exception as exc:  # Redis down at startup: the refresh loop keeps trying
+                log.warning("credit_accounts_unread", error=str(exc))
             self.credits.start()
 
     async def aclose(self) -> None:

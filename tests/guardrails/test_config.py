@@ -7,9 +7,10 @@ import warnings
 from re import _parser as sre_parse  # the same parser, not deprecated
 
 import pytest
+import re2
 
 from sentinel.config.guardrails import read_guardrails
-from sentinel.config.patterns import UNBOUNDED, match_lengths
+from sentinel.config.patterns import UNBOUNDED, match_lengths, prefix_pattern
 from sentinel.config.table import Table
 
 
@@ -95,3 +96,24 @@ def test_lengths_agree_with_python(pattern: str) -> None:
 def test_lengths_of_re2_only_syntax(pattern: str, bounds: tuple[int, int]) -> None:
     """RE2-only syntax (Unicode and POSIX classes, \\x{..}, \\Q..\\E) is measured right."""
     assert match_lengths(pattern) == bounds
+
+
+@pytest.mark.parametrize(
+    ("pattern", "goes_on", "cannot"),
+    [
+        (r"Falcon-\d{1,4}", ["", "F", "Falcon-", "Falcon-123"], ["Falcon-1234", "Falx", "alcon"]),
+        (r"(?i)\bcorp\.internal\b", ["CORP.int", "corp.internal"], ["corp.internal.", "xcorp"]),
+        (r"bye$", ["by", "bye"], ["byes", "ye"]),
+        (r"\Qa.b\E{2}", ["a.", "a.b"], ["a.bb", "axb"]),
+        (r"(?P<x>ab)(?P<y>c)|(?:d{2}){1,3}", ["ab", "dd", "ddddd"], ["abc", "ac", "dddddd"]),
+        (r"[a-c]{2,40}!", ["a" * 39, "b" * 40], ["abc!", "a!b"]),
+    ],
+)
+def test_prefix_patterns(pattern: str, goes_on: list[str], cannot: list[str]) -> None:
+    """A prefix pattern takes what a match can begin with and still go on (or what ends on an
+    assertion the next character decides), and nothing else."""
+    regexp = re2.compile(prefix_pattern(pattern) + r"\z")
+    for text in goes_on:
+        assert regexp.match(text), text
+    for text in cannot:
+        assert not regexp.match(text), text

@@ -80,12 +80,24 @@ def test_hold_back_is_bounded(pieces: list[str]) -> None:
         assert fed - released <= SCREEN.hold_back
 
 
-def test_stream_holds_back_only_the_longest_match() -> None:
-    """A long piece is released at once but for its last ``hold_back`` characters."""
+def test_stream_holds_back_only_what_could_still_match() -> None:
+    """Text no match can still reach is released at once; a possible beginning is held."""
     stream = TextScreen(SCREEN, {})
-    out = stream.feed("x" * 100)
-    assert len(out) == 100 - SCREEN.hold_back
-    assert out + stream.finish() == "x" * 100
+    assert stream.feed("x" * 100) == "x" * 100
+    assert stream.feed(" then Falc") == " then "
+    assert stream.feed("on-12") == ""
+    assert stream.feed("34 and") == "[REDACTED:code] and"  # four digits: it cannot go on
+    assert stream.feed(" bye") == " "  # bye$: only if nothing follows
+    assert stream.finish() == "[REDACTED:end]"
+
+
+def test_stream_holds_back_at_most_the_longest_match() -> None:
+    """A run that could go on matching is held for no more than ``hold_back`` characters."""
+    screen = Screen([entry("run", r"[a-z]{3,40}")])
+    stream = TextScreen(screen, {})
+    out = stream.feed("A" + "b" * 100)
+    assert out == "A" + "[REDACTED:run]" * 2
+    assert stream.finish() == "[REDACTED:run]"
 
 
 def test_block_in_a_stream_fires_once_its_match_is_decided() -> None:
