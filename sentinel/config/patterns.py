@@ -33,6 +33,7 @@ _FLAGS = re.compile(r"\(\?([imsU-]*)\)")
 _BROADENING_FLAGS = frozenset("ims")  # each lets a pattern match more (U only prefers)
 _EXACT_RUN = 16  # optional repetitions up to this many are kept exact in prefix patterns
 _ZERO_WIDTH_ESCAPES = frozenset("bBAz")
+_MAX_NESTING = 100  # groups in groups; Python's recursion limit is 1,000 frames
 
 
 def compile_problem(pattern: str) -> str | None:
@@ -51,7 +52,27 @@ def compile_problem(pattern: str) -> str | None:
         if re.search(r"invalid escape sequence: \\[1-9]", text):
             return f"backreferences are not supported by RE2 ({text})"
         return f"not valid RE2 syntax ({text})"
+    if _nesting(pattern) > _MAX_NESTING:
+        return f"groups nest more than {_MAX_NESTING} deep"
     return None
+
+
+def _nesting(p: str) -> int:
+    """How deep the groups of ``p`` (valid RE2) nest: the readers here recurse per group."""
+    depth = deepest = i = 0
+    while i < len(p):
+        c = p[i]
+        if c == "\\":
+            end = p.find("\\E", i + 2) if p.startswith("Q", i + 1) else i
+            i = len(p) if end < 0 else end + 2
+            continue
+        if c == "[":
+            i = _class_end(p, i + 1)
+            continue
+        depth += (c == "(") - (c == ")")
+        deepest = max(deepest, depth)
+        i += 1
+    return deepest
 
 
 _Branch = tuple["_Item", ...]

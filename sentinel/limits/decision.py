@@ -37,20 +37,27 @@ __all__ = [
 ]
 
 
-Spending = tuple[tuple[Dimension, str, int], ...]
+Spending = tuple[tuple[Dimension, str, int, int], ...]
 """After a settlement that charged money: each money counter charged, as (dimension, counter
-name, nano-USD charged on it so far), the key's then the team's (credits included)."""
+name, nano-USD charged on it so far, its limit; 0 for credits), the key's then the team's."""
 
 
 def spending_of(plan: SettlePlan, reservation: Reservation, values: list[int]) -> Spending:
-    """Pair the counters a settlement charged with their values after it."""
+    """Pair the counters a settlement charged with their values after it and their limits."""
+    checked = reservation.budgets  # the key's budgets, then the team's
+    key = len(reservation.money)
+    limits = [checked[i][1] for i in range(key)]
+    if reservation.credits:
+        limits.append(0)
+    if plan.team_fields:
+        limits += [limit for _, limit in checked[key:]]
     dimensions = (
         *reservation.money,
         *((Dimension.CREDITS,) if reservation.credits else ()),
         *(reservation.team_money if plan.team_fields else ()),
     )
     names = (*plan.money_fields, *plan.team_fields)
-    return tuple(zip(dimensions, names, values, strict=True))
+    return tuple(zip(dimensions, names, values, limits, strict=True))
 
 
 def team_state_name(team: str) -> str:

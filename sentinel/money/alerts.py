@@ -141,6 +141,7 @@ class BudgetAlerts:
         webhook: WebhookSettings | None = None,
     ) -> None:
         self._thresholds = thresholds
+        self._lowest = thresholds[0] if thresholds else BASIS + 1
         self._claims = claims
         self._session = session
         self._webhook = webhook if session is not None else None
@@ -152,10 +153,9 @@ class BudgetAlerts:
 
     def observe(self, reservation: Reservation, spent: Spending) -> None:
         """Queue every alert ``spent`` reaches that this process has not handled yet."""
-        lowest = self._thresholds[0] if self._thresholds else BASIS + 1
-        for dimension, period, value in spent:
-            limit = next((n for d, n in reservation.budgets if d is dimension), 0)
-            if not limit or value * BASIS < limit * lowest:
+        lowest = self._lowest
+        for dimension, period, value, limit in spent:
+            if value * BASIS < limit * lowest or not limit:
                 continue
             owner = f"team:{reservation.team}" if dimension in TEAM_MONEY else reservation.key_name
             for threshold in self._thresholds:

@@ -179,9 +179,7 @@ async def run_exchange(endpoint: Endpoint, scope: Scope, receive: Receive, send:
         await _settle(exchange, plan, reservation)
 
 
-async def _admit(
-    exchange: Exchange, plan: Plan, candidates: list[Candidate]
-) -> Reservation | None:
+async def _admit(exchange: Exchange, plan: Plan, candidates: list[Candidate]) -> Reservation | None:
     """Admit the request or raise its 429 (402 for money); the reservation to settle (None
     for a key with no limits and no money, which never touches the store). Every response
     then carries the rate-limit (and budget) headers, and ``x-sentinel-degraded`` when the

@@ -35,6 +35,7 @@ def rule(pattern: str, **extra: str) -> str:
         (r"a{2000}", "not valid RE2 syntax"),
         (r"x*", "can match the empty string"),
         (r"\C", "not allowed"),
+        ("(" * 101 + "a" + ")" * 101, "groups nest more than 100 deep"),
     ],
 )
 def test_bad_patterns_are_problems_naming_the_rule(pattern: str, says: str) -> None:

@@ -143,3 +143,10 @@ def test_private_key_is_held_until_it_cannot_go_on() -> None:
     assert stream.feed("\n-----END RSA PRIVATE KEY-----") == "[REDACTED:api_key]"
     assert stream.feed("\nthanks") == "\n"
     assert stream.finish() == "thanks"
+
+
+def test_an_assertion_at_the_end_waits_for_the_next_character() -> None:
+    """After ``(415) `` the phone pattern's ``\\b`` is false, until a digit follows: held."""
+    stream = TextScreen(Screen(DETECTED), {})
+    assert stream.feed("call (415) ") == "call "
+    assert stream.feed("555-0199 now") + stream.finish() == "[REDACTED:phone] now"
