@@ -90,8 +90,12 @@ async def _measure(config: Config, encodings: Encodings, requests: int) -> float
         config, server=dataclasses.replace(config.server, bind=f"127.0.0.1:{port}")
     )
     stop = asyncio.Event()
+
+    async def stopped() -> None:
+        await stop.wait()
+
     task = asyncio.create_task(
-        serve_app(config, sockets, stop.wait, encodings, io.TextIOWrapper(io.BytesIO()))
+        serve_app(config, sockets, stopped, encodings, io.TextIOWrapper(io.BytesIO()))
     )
     url = f"http://127.0.0.1:{port}"
     try:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import importlib
 import tomllib
 import warnings
-from re import _parser as sre_parse  # the same parser, not deprecated
 
 import pytest
 import re2
@@ -12,6 +12,8 @@ import re2
 from sentinel.config.guardrails import read_guardrails
 from sentinel.config.patterns import UNBOUNDED, match_lengths, prefix_pattern
 from sentinel.config.table import Table
+
+sre_parse = importlib.import_module("re._parser")  # the same parser, not deprecated
 
 
 def problems_of(toml: str) -> list[str]:

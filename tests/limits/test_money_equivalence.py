@@ -55,7 +55,7 @@ async def fund(memory: MemoryStore, client: Redis, prefix: str, key: str, amount
 async def assert_held_exact(client: Redis, prefix: str, name: str) -> None:
     """The running sum of holds in the money hash equals the holds stored."""
     money, holds, _, _ = money_keys(prefix, name)
-    members = await client.zrange(holds, 0, -1)
+    members: list[bytes] = await client.zrange(holds, 0, -1)  # type: ignore[assignment]
     total = sum(int(m.decode().rpartition(":")[2]) for m in members)
     held = await client.hget(money, "held")
     assert int(held or 0) == total, name

@@ -192,7 +192,7 @@ async def test_embedded_credits_survive_a_restart(
         after = await ledger(http, gateway, f"cfg.{name}")
     assert after["data"][:2] == before["data"]
     assert [e["type"] for e in after["data"]] == ["top_up", "charge", "charge"]
-    charged = sum(-Decimal(e["amount_usd"]) for e in after["data"][1:])
+    charged = sum((-Decimal(e["amount_usd"]) for e in after["data"][1:]), Decimal(0))
     assert Decimal(after["data"][-1]["balance_usd"]) == 1 - charged
     left = parse_usd(headers["x-sentinel-budget-remaining-usd"])
     assert left <= 10**9 - charge_nano(charged)

@@ -152,7 +152,9 @@ async def test_across_two_gateways_on_redis_spend_stays_within_the_budget(
             spent += await costs(config.usage.jsonl_path, name, served)
     client: Redis = redis_server.client()
     try:
-        charged = int(await client.hget(money_keys("sentinel", f"cfg:{name}")[0], "usd_total"))
+        raw = await client.hget(money_keys("sentinel", f"cfg:{name}")[0], "usd_total")
+        assert raw is not None
+        charged = int(raw)
     finally:
         await client.aclose()
     assert charged == sum(charge_nano(c) for c in spent) <= budget
