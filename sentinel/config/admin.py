@@ -8,14 +8,23 @@ is bounded by ``audit_retention_days`` and ``audit_max_entries``, whichever cuts
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from sentinel.config.table import Table, name_problem
 
-__all__ = ["ADMIN_TOKEN_NAME", "AdminConfig", "AdminToken", "read_admin"]
+__all__ = ["ADMIN_TOKEN_NAME", "AdminConfig", "AdminToken", "admin_client_env", "read_admin"]
 
 ADMIN_TOKEN_NAME = "admin"  # noqa: S105 (a name, not a secret)
 """The name of ``[admin] token`` in the audit."""
+
+
+def admin_client_env(env: Mapping[str, str] | None = None) -> tuple[str | None, str | None]:
+    """``$SENTINEL_ADMIN_URL`` and ``$SENTINEL_ADMIN_TOKEN`` (None where unset or empty): the
+    defaults of the ``sentinel keys`` commands, which talk to the admin API as a client."""
+    env = os.environ if env is None else env
+    return env.get("SENTINEL_ADMIN_URL") or None, env.get("SENTINEL_ADMIN_TOKEN") or None
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,24 +2,22 @@
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import os
 import tomllib
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from sentinel.config.admin import read_admin
 from sentinel.config.edge import read_compression, read_cors
-from sentinel.config.families import FAMILIES, SPENDING_FAMILIES
+from sentinel.config.families import SPENDING_FAMILIES
 from sentinel.config.guardrails import read_guardrails
 from sentinel.config.identity import read_identity
 from sentinel.config.limits import LimitDefaults
 from sentinel.config.model import (
     Config,
     KeyConfig,
-    PassthroughConfig,
     RedisConfig,
     ServerConfig,
     TelemetryConfig,
@@ -27,6 +25,7 @@ from sentinel.config.model import (
     UpstreamConfig,
 )
 from sentinel.config.money import read_money
+from sentinel.config.passthrough import read_passthrough
 from sentinel.config.spending import read_budget_settings, read_budgets
 from sentinel.config.table import (
     MAX_KEY_BYTES,
@@ -37,6 +36,7 @@ from sentinel.config.table import (
     name_problem,
     redis_url_problem,
     show,
+    unknown_choice,
 )
 from sentinel.config.upstreams import read_aliases, read_headers, read_routing, read_upstreams
 from sentinel.config.usage import (
@@ -140,7 +140,7 @@ def _build(root: Table, source: Path) -> Config:
     tokens = _tokens(root.table("tokens"))
     limits = _limits(root.table("limits"))
     usage = _usage(root.table("usage"))
-    passthrough = _passthrough(root.table("passthrough"))
+    passthrough = read_passthrough(root.table("passthrough"))
     identity = read_identity(root.table("identity"))
     cors = read_cors(root.table("cors")) if root.has("cors") else None
     compression = read_compression(root.table("compression"))
@@ -406,38 +406,8 @@ def _names(t: Table, key: str, known: frozenset[str]) -> tuple[str, ...]:
     names = t.string_list(key, ())
     for i, name in enumerate(names):
         if name not in known:
-            t.problem(f"{key}[{i}]", _unknown(name, known))
+            t.problem(f"{key}[{i}]", unknown_choice(name, known))
     return tuple(n for n in names if n in known)
-
-
-def _unknown(name: str, known: Iterable[str]) -> str:
-    close = difflib.get_close_matches(name, sorted(known), n=1)
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
-    return f"unknown {name!r}{hint}; expected one of {', '.join(sorted(known))}"
-
-
-def _passthrough(t: Table) -> PassthroughConfig:
-    """``[passthrough.<family>] methods = [...]``: families not named keep their defaults."""
-    enabled = dict(PassthroughConfig().enabled)
-    for name in t.keys():
-        family = FAMILIES.get(name)
-        table = t.table(name)
-        if family is None:
-            t.problem(name, _unknown(name, FAMILIES))
-            continue
-        methods = table.take("methods")
-        if methods is None:
-            enabled[name] = family.methods
-        elif not isinstance(methods, list) or not all(isinstance(m, str) for m in methods):
-            table.problem("methods", "expected an array of HTTP methods (empty: not forwarded)")
-        else:
-            bad = [m for m in methods if m.upper() not in family.methods]
-            for method in bad:
-                table.problem("methods", _unknown(method, family.methods))
-            if not bad:
-                enabled[name] = frozenset(m.upper() for m in methods)
-        table.finish()
-    return PassthroughConfig(tuple((n, m) for n, m in enabled.items() if m))
 
 
 def _key_digest(t: Table) -> bytes:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import difflib
 import ipaddress
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -288,3 +288,10 @@ def digest_problem(text: str) -> str | None:
 
 
 # --- sections --------------------------------------------------------------------------------
+
+
+def unknown_choice(name: str, known: Iterable[str]) -> str:
+    """Why ``name`` is not one of ``known``, with the closest if one is close."""
+    close = difflib.get_close_matches(name, sorted(known), n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return f"unknown {name!r}{hint}; expected one of {', '.join(sorted(known))}"

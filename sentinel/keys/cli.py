@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote, urlencode
 
+from sentinel.config.admin import admin_client_env
 from sentinel.config.budgets import BUDGET_FIELDS
 from sentinel.config.limits import LIMIT_FIELDS
 
@@ -62,9 +62,9 @@ def add_key_commands(commands: argparse._SubParsersAction[argparse.ArgumentParse
 
 def run_key_command(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> str:
     """Do one key command; the text to print. ``KeyCommandError`` says what went wrong."""
-    env = os.environ if env is None else env
-    url = (args.admin_url or env.get("SENTINEL_ADMIN_URL") or _DEFAULT_URL).rstrip("/")
-    token = args.admin_token or env.get("SENTINEL_ADMIN_TOKEN")
+    env_url, env_token = admin_client_env(env)
+    url = (args.admin_url or env_url or _DEFAULT_URL).rstrip("/")
+    token = args.admin_token or env_token
     if not token:
         raise KeyCommandError(
             "keys: an admin token is required (--admin-token or SENTINEL_ADMIN_TOKEN)"

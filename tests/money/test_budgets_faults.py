@@ -209,7 +209,8 @@ async def test_a_redis_restart_mid_load_never_overshoots(
         statuses += await wave(10)
         server.start()
         statuses += await load
-        await asyncio.sleep(1.5)  # the breaker's probe writes the local usage back
+        for gateway in gateways:  # each recovery probe writes its local usage back
+            await until_shared(http, gateway.url)
         statuses += await wave(16)
         assert set(statuses) <= {200, 402} and 200 in statuses
         costs = await _all_costs(configs, name, statuses.count(200))
@@ -218,6 +219,17 @@ async def test_a_redis_restart_mid_load_never_overshoots(
         assert expected <= budget
     finally:
         server.stop()
+
+
+async def until_shared(http: aiohttp.ClientSession, url: str) -> None:
+    """Wait until the gateway at ``url`` decides on Redis again (its local share written back)."""
+    deadline = time.monotonic() + 10
+    while True:
+        async with http.get(url + "/readyz") as reply:
+            if (await reply.json())["store"] == "redis":
+                return
+        assert time.monotonic() < deadline, "the limits never recovered"
+        await asyncio.sleep(0.05)
 
 
 async def _all_costs(configs: list[Config], name: str, answered: int) -> list[Decimal]:
