@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
+from tests.support.loopback import LoopbackSite
 from tests.support.processes import free_port
 
 IDENTITY_TOKEN = "identity-service-token-4242424242"
@@ -61,7 +62,9 @@ class IdentityServer:
         self.hold: asyncio.Event | None = None
         self.answering = 0  # requests being answered now
         self.most_answering = 0  # the most answered at once
-        self._runner: web.AppRunner | None = None
+        self._site = LoopbackSite(
+            self.port, lambda app: app.router.add_post("/resolve", self._handle)
+        )
 
     @property
     def url(self) -> str:
@@ -76,17 +79,11 @@ class IdentityServer:
         self.principals[digest_hex(key)] = principal
 
     async def start(self) -> None:
-        app = web.Application()
-        app.router.add_post("/resolve", self._handle)
-        self._runner = web.AppRunner(app, shutdown_timeout=0.5)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+        await self._site.start()
 
     async def stop(self) -> None:
         """Stop listening: lookups get connection refused."""
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+        await self._site.stop()
 
     async def _handle(self, request: web.Request) -> web.Response:
         body = await request.read()
@@ -193,23 +190,17 @@ class JwksServer:
         self.keys: list[dict[str, Any]] = []
         self.fetches = 0
         self.status: int | None = None
-        self._runner: web.AppRunner | None = None
+        self._site = LoopbackSite(self.port, lambda app: app.router.add_get("/jwks", self._handle))
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/jwks"
 
     async def start(self) -> None:
-        app = web.Application()
-        app.router.add_get("/jwks", self._handle)
-        self._runner = web.AppRunner(app, shutdown_timeout=0.5)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+        await self._site.start()
 
     async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+        await self._site.stop()
 
     async def _handle(self, request: web.Request) -> web.Response:
         self.fetches += 1

@@ -18,6 +18,7 @@ import orjson
 from aiohttp import web
 
 from sentinel.usage.records import UsageRecord
+from tests.support.loopback import LoopbackSite
 
 __all__ = ["TOKEN_FIELDS", "Mode", "WebhookReceiver"]
 
@@ -38,23 +39,19 @@ class WebhookReceiver:
         self.records: dict[str, UsageRecord] = {}  # by record_id
         self.copies: Counter[str] = Counter()
         self.idempotency_keys: Counter[str] = Counter()
-        self._runner: web.AppRunner | None = None
+        self._site = LoopbackSite(
+            port, lambda app: app.router.add_post("/usage", self._handle), shutdown_timeout=1.0
+        )
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/usage"
 
     async def start(self) -> None:
-        app = web.Application()
-        app.router.add_post("/usage", self._handle)
-        self._runner = web.AppRunner(app, shutdown_timeout=1.0)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+        await self._site.start()
 
     async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+        await self._site.stop()
 
     @property
     def request_ids(self) -> list[str]:
