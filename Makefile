@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 ARGS ?=
 
-.PHONY: install install-test run test check lint format bench clean
+.PHONY: install install-test run test check lint format bench profile clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +44,10 @@ format: install-test
 
 bench: install-test
 	$(BIN)/python -m bench $(ARGS)
+
+# Where the proxy's CPU goes, sampled by py-spy: make profile ARGS="--scenario stream/16"
+profile: install-test
+	$(BIN)/python -m bench.profile $(ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -13,4 +13,7 @@ Modules: ``scenarios`` (the matrix and the request bytes), ``load`` and ``http1`
 generator and its response parser), ``window`` and ``procstat`` (CPU and memory from /proc),
 ``children`` and ``targets`` (the subprocesses, Redis included), ``counting`` (the counting
 cost), ``runner`` (the whole run), ``goals`` (the targets), ``report`` (tables and JSON).
+
+``python -m bench.profile`` (``make profile``) runs one target under one scenario with py-spy
+sampling the proxy, and prints where its CPU goes (``stacks`` groups the samples).
 """

@@ -1,7 +1,7 @@
 """``python -m bench``: run the benchmark matrix, print the table, save the raw results.
 
 python -m bench [--duration S] [--warmup S] [--rounds N]
-                [--only direct,bare,sentinel,routed,accounting,policy]
+                [--only direct,bare,sentinel,routed,accounting,policy,policy-keys,...]
                 [--scenarios json,stream] [--connections 1,16] [--counting-runs N]
                 [--quick] [--results-dir DIR]
 

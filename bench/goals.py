@@ -20,6 +20,7 @@ Key = tuple[str, str, int]
 THROUGHPUT_GOALS: tuple[tuple[str, str, float], ...] = (
     ("sentinel", "bare", 0.80),
     ("policy", "bare", 0.80),
+    ("policy-keys", "policy", 0.90),  # 1,000 keys in Redis instead of one (issue 18)
     ("accounting", "sentinel", 0.90),  # what keeping usage may cost on top of Sentinel
     ("routed", "sentinel", 0.95),  # routing and breakers: within noise of one upstream
     ("guardrails", "sentinel", 0.90),  # 50 rules and every PII detector on each prompt

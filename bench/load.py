@@ -1,9 +1,11 @@
 """The load generator: closed-loop HTTP/1.1 keep-alive clients on raw asyncio transports.
 
-Each connection sends the same pre-encoded request, feeds what arrives to a ``ResponseParser``
-and sends the next request from inside ``data_received`` the moment a response ends: no
+Each connection sends pre-encoded requests, feeds what arrives to a ``ResponseParser`` and
+sends the next request from inside ``data_received`` the moment a response ends: no
 coroutine, future or task per request, so the client costs a small fraction of what the
-proxies under test do. Latency is measured to the last byte of each response.
+proxies under test do. Latency is measured to the last byte of each response. With more
+than one client key (``--keys N``), each request carries the next key of the connection's
+own cycle through all of them, the connections starting spread over the keys.
 
 Run as ``python -m bench.load --port P --scenario json/1 --scenario json/16 ...``: for each
 scenario (a request kind over a number of connections), in order, it warms up, measures a fixed
@@ -17,23 +19,25 @@ from __future__ import annotations
 import argparse
 import asyncio
 import functools
+import itertools
 import json
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import cast
 
 from bench.http1 import ProtocolError, ResponseParser
 from bench.loops import loop_runner
 from bench.measurement import Measurement, percentile
-from bench.scenarios import ALL_KINDS, build_request
+from bench.scenarios import ALL_KINDS, CLIENT_KEY, build_request, client_keys
 from bench.window import Watched, Window
 
 __all__ = ["Recorder", "main", "run_load"]
 
 _MAX_FAILURES = 100
 _RECONNECT_PAUSE_S = 0.01
+_MAX_KEYS = 10_000  # client_keys numbers them with four digits
 
 
 @dataclass
@@ -65,8 +69,10 @@ class Recorder:
 class _Connection(asyncio.Protocol):
     """One keep-alive connection running requests back to back until the recorder stops."""
 
-    def __init__(self, request: bytes, recorder: Recorder, done: asyncio.Future[str]) -> None:
-        self._request = request
+    def __init__(
+        self, requests: Iterator[bytes], recorder: Recorder, done: asyncio.Future[str]
+    ) -> None:
+        self._requests = requests
         self._recorder = recorder
         self._done = done
         self._parser = ResponseParser()
@@ -80,7 +86,7 @@ class _Connection(asyncio.Protocol):
     def _send(self) -> None:
         assert self._transport is not None
         self._sent_ns = time.perf_counter_ns()
-        self._transport.write(self._request)
+        self._transport.write(next(self._requests))
 
     def data_received(self, data: bytes) -> None:
         try:
@@ -118,17 +124,20 @@ class _Connection(asyncio.Protocol):
             self._transport.close()
 
 
-async def _drive(host: str, port: int, request: bytes, recorder: Recorder, deadline: float) -> None:
+async def _drive(
+    host: str, port: int, requests: Iterator[bytes], recorder: Recorder, deadline: float
+) -> None:
     """Keep one connection busy until the recorder stops; reconnect after a close or a failure.
 
-    Bounded by the deadline and by the number of failures, never by luck.
+    Bounded by the deadline and by the number of failures, never by luck. ``requests`` never
+    ends; a reconnected connection carries on where the closed one stopped.
     """
     loop = asyncio.get_running_loop()
     failures = 0
     while not recorder.is_stopping and failures < _MAX_FAILURES and loop.time() < deadline:
         done: asyncio.Future[str] = loop.create_future()
         transport: asyncio.Transport | None = None
-        connection = functools.partial(_Connection, request, recorder, done)
+        connection = functools.partial(_Connection, requests, recorder, done)
         try:
             async with asyncio.timeout_at(deadline):
                 transport, _ = await loop.create_connection(connection, host, port)
@@ -156,8 +165,10 @@ async def run_load(
     *,
     watched: Watched | None = None,
     grace_s: float = 10.0,
+    keys: Sequence[str] = (CLIENT_KEY,),
 ) -> Measurement:
-    """Run one scenario and measure the window after the warm-up."""
+    """Run one scenario and measure the window after the warm-up; requests carry ``keys`` in
+    turn."""
     loop = asyncio.get_running_loop()
     recorder = Recorder()
     window = Window(watched or Watched())
@@ -169,15 +180,25 @@ async def run_load(
     opening = loop.call_later(warmup_s, window.open)
     closing = loop.call_later(warmup_s + duration_s, close_window)
     deadline = loop.time() + warmup_s + duration_s + grace_s
-    request = build_request(kind, host, port)
+    requests = [build_request(kind, host, port, key) for key in keys]
     await asyncio.gather(
-        *(_drive(host, port, request, recorder, deadline) for _ in range(connections))
+        *(
+            _drive(host, port, _cycle(requests, number, connections), recorder, deadline)
+            for number in range(connections)
+        )
     )
     if window.end is None:  # every connection gave up before the window closed
         opening.cancel()
         closing.cancel()
         close_window()
     return _summarize(recorder, window)
+
+
+def _cycle(requests: Sequence[bytes], number: int, connections: int) -> Iterator[bytes]:
+    """Connection ``number``'s endless cycle through every request, starting its share of the
+    way in, so that the connections do not send the same key at the same time."""
+    start = number * len(requests) // connections
+    return itertools.cycle([*requests[start:], *requests[:start]])
 
 
 def _summarize(recorder: Recorder, window: Window) -> Measurement:
@@ -210,12 +231,21 @@ def _scenario(text: str) -> tuple[str, int]:
     return kind, int(count)
 
 
+def _key_count(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= _MAX_KEYS:
+        raise argparse.ArgumentTypeError(f"expected 1-{_MAX_KEYS} keys")
+    return int(text)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bench.load", description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument(
         "--scenario", type=_scenario, action="append", required=True, help="e.g. json/16"
+    )
+    parser.add_argument(
+        "--keys", type=_key_count, default=1, help="client keys to spread requests over (1)"
     )
     parser.add_argument("--warmup", type=float, default=1.0, help="seconds before measuring")
     parser.add_argument("--duration", type=float, default=5.0, help="seconds measured")
@@ -229,6 +259,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run each scenario in turn; print each ``Measurement`` as one line of JSON."""
     args = _parser().parse_args(argv)
     watched = Watched(args.proxy_pid, args.mock_pid, args.store_pid)
+    keys = client_keys(args.keys)
     for kind, connections in args.scenario:
         with loop_runner() as runner:  # a fresh loop: nothing carries over between scenarios
             measurement = runner.run(
@@ -240,6 +271,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     args.warmup,
                     args.duration,
                     watched=watched,
+                    keys=keys,
                 )
             )
         sys.stdout.write(json.dumps(measurement.to_dict()) + "\n")

@@ -39,6 +39,7 @@ _GATEWAYS = (
     "routed",
     "accounting",
     "policy",
+    "policy-keys",
     "budgets",
     "guardrails",
     "keys",
@@ -179,7 +180,8 @@ def _store_costs(outcomes: Sequence[Outcome], usage: Mapping[str, UsageKept]) ->
             kept = usage[mode]
             lines.append(
                 f"- {mode} wrote {kept.records} usage records for {kept.responses} responses "
-                "(warm-up and every round included)"
+                f"(warm-up and every round included), naming {kept.keys} "
+                f"key{'s' if kept.keys != 1 else ''}"
             )
     return lines
 

@@ -22,14 +22,13 @@ from pathlib import Path
 
 from bench.children import ChildError, CpuPlan, Finishing, python_argv
 from bench.measurement import CountCost, Measurement
-from bench.scenarios import Scenario, matrix
+from bench.scenarios import Scenario, keys_of, matrix
 from bench.targets import (
     USAGE_FILE,
     USAGE_MODES,
     Target,
     start_mock,
-    start_proxy,
-    start_redis,
+    start_target,
     usage_dir,
 )
 from bench.window import Watched
@@ -71,6 +70,8 @@ class UsageKept:
 
     records: int
     responses: int
+    keys: int = 1
+    """The distinct client keys the records name."""
 
 
 @dataclass(frozen=True)
@@ -122,7 +123,7 @@ def run_benchmark(options: Options, plan: CpuPlan, progress: Callable[[str], Non
                     progress(f"round {number} of {options.rounds}")
                 rounds.append(_round(run, started))
         usage = {
-            mode: UsageKept(_usage_records(usage_dir(workdir, mode)), _responses(rounds, mode))
+            mode: _usage_kept(usage_dir(workdir, mode), _responses(rounds, mode))
             for mode in USAGE_MODES
             if mode in options.modes
         }
@@ -178,19 +179,11 @@ def _start(run: _Run, mode: str, stack: ExitStack) -> _Started:
     if mode == "direct":
         return _Started(run.mock.port, Watched(mock=run.mock.child.pid))
     try:
-        redis = (
-            start_redis(run.workdir, run.plan.mock, f"{mode}-redis")
-            if mode in USAGE_MODES
-            else None
-        )
-        if redis is not None:
-            stack.callback(redis.child.stop)
-        proxy = start_proxy(mode, run.workdir, run.mock.base_url, run.plan.proxy, redis)
+        proxy, redis = start_target(mode, run.workdir, run.mock.base_url, run.plan, stack)
     except ChildError as error:
         log = _tail(run.workdir / f"{mode}.log") or _tail(run.workdir / f"{mode}-redis.log")
         run.progress(f"{mode}: failed to start: {error}\n    " + "\n    ".join(log))
         return _Started(failure=f"failed to start: {error}")
-    stack.callback(proxy.child.stop)
     store = None if redis is None else redis.child.pid
     return _Started(proxy.port, Watched(proxy.child.pid, run.mock.child.pid, store))
 
@@ -209,13 +202,20 @@ def _tail(log: Path, lines: int = 15) -> list[str]:
         return []
 
 
-def _usage_records(directory: Path) -> int:
-    """Lines in a target's usage file and any rotated copies of it."""
+def _usage_kept(directory: Path, responses: int) -> UsageKept:
+    """The records in a target's usage file and any rotated copies of it, and the distinct
+    keys they name (a line that is not a JSON record counts, but names no key)."""
     total = 0
+    keys: set[str] = set()
     for path in directory.glob(f"{USAGE_FILE}*"):
         with path.open("rb") as records:
-            total += sum(1 for _ in records)
-    return total
+            for line in records:
+                total += 1
+                try:
+                    keys.add(str(json.loads(line)["key"]))
+                except (ValueError, KeyError, TypeError):
+                    continue
+    return UsageKept(total, responses, len(keys))
 
 
 def _load_argv(run: _Run, scenarios: Sequence[Scenario], port: int, watched: Watched) -> list[str]:
@@ -227,6 +227,10 @@ def _load_argv(run: _Run, scenarios: Sequence[Scenario], port: int, watched: Wat
     ]  # fmt: skip
     for scenario in scenarios:
         args += ["--scenario", f"{scenario.kind}/{scenario.connections}"]
+    keys = {len(keys_of(scenario.mode)) for scenario in scenarios}
+    if keys != {1}:
+        [count] = keys  # one load generator measures one target
+        args += ["--keys", str(count)]
     for flag, pid in (
         ("--proxy-pid", watched.proxy),
         ("--mock-pid", watched.mock),

@@ -13,10 +13,13 @@ __all__ = [
     "ALL_KINDS",
     "CLIENT_KEY",
     "KINDS",
+    "MANY_KEYS",
     "MODEL",
     "MODES",
     "Scenario",
     "build_request",
+    "client_keys",
+    "keys_of",
     "matrix",
     "request_body",
 ]
@@ -34,19 +37,25 @@ MODES = (
     "routed",
     "accounting",
     "policy",
+    "policy-keys",
     "budgets",
     "guardrails",
     "keys",
 )
 """direct: the mock itself; bare: the pass-through floor (on hypercorn); bare-uvicorn: the same
 pass-through on uvicorn; sentinel: the gateway; uvicorn: the gateway on the uvicorn engine
-(measured against bare-uvicorn); routed: the
-gateway choosing among three upstreams (priorities, weights, breakers); accounting: the gateway
-with usage records and Redis usage counters on (no limits); policy: accounting plus Redis
-limits on every dimension; budgets: policy plus a dollar budget on every window (measured
-against policy); guardrails: the gateway with 50 ``[[rules]]`` and every ``[pii]``
-detector (``bench.targets.GUARDRAILS``), measured against sentinel; keys: the gateway with its
-client key a runtime key (the keys API) instead of a config key, measured against sentinel."""
+(measured against bare-uvicorn); routed: the gateway choosing among three upstreams
+(priorities, weights, breakers); accounting: the gateway with usage records and Redis usage
+counters on (no limits); policy: accounting plus Redis limits on every dimension;
+policy-keys: policy over ``MANY_KEYS`` keys, each request sent with the next one (Redis sees
+that many sets of limit keys), measured against policy; budgets: policy plus a dollar budget
+on every window (measured against policy); guardrails: the gateway with 50 ``[[rules]]`` and
+every ``[pii]`` detector (``bench.targets.GUARDRAILS``), measured against sentinel; keys: the
+gateway with its client key a runtime key (the keys API) instead of a config key, measured
+against sentinel."""
+
+MANY_KEYS = 1000
+"""How many keys ``policy-keys`` spreads its requests over."""
 
 KINDS = ("json", "stream")
 """json: a non-streaming chat completion; stream: a chat completion as an SSE stream."""
@@ -93,6 +102,19 @@ def matrix(
     ]
 
 
+def client_keys(count: int) -> tuple[str, ...]:
+    """The client keys of a target with ``count`` keys: ``CLIENT_KEY`` alone for one,
+    numbered ``CLIENT_KEY-0000`` ... for more."""
+    if count == 1:
+        return (CLIENT_KEY,)
+    return tuple(f"{CLIENT_KEY}-{index:04d}" for index in range(count))
+
+
+def keys_of(mode: str) -> tuple[str, ...]:
+    """The client keys the load generator spreads ``mode``'s requests over."""
+    return client_keys(MANY_KEYS if mode == "policy-keys" else 1)
+
+
 def request_body(kind: str) -> bytes:
     """The JSON body of a ``kind`` request (compact, ≈100 bytes; ≈1 KB for prompt1k)."""
     stream = "true" if kind == "stream" else "false"
@@ -103,13 +125,13 @@ def request_body(kind: str) -> bytes:
     ).encode("ascii")
 
 
-def build_request(kind: str, host: str, port: int) -> bytes:
-    """The complete HTTP/1.1 request, head and body, for one ``kind`` request."""
+def build_request(kind: str, host: str, port: int, key: str = CLIENT_KEY) -> bytes:
+    """The complete HTTP/1.1 request, head and body, for one ``kind`` request with ``key``."""
     body = request_body(kind)
     head = (
         f"POST {PATH} HTTP/1.1\r\n"
         f"Host: {host}:{port}\r\n"
-        f"Authorization: Bearer {CLIENT_KEY}\r\n"
+        f"Authorization: Bearer {key}\r\n"
         "Content-Type: application/json\r\n"
         f"Content-Length: {len(body)}\r\n"
         "\r\n"

@@ -11,8 +11,10 @@ counters in a ``redis-server`` the benchmark starts for it (never a Redis alread
 Lua call as its limits. ``keys`` is ``sentinel`` with its client key a runtime key (in the
 state file) instead of a ``[[keys]]`` entry: what a runtime key's lookup costs. ``policy`` is
 accounting plus limits in that Redis: the key's limits are far above anything a run reaches,
-so every limit is checked and none refuses. Each of the two writes into a directory of its own
-under the benchmark's working directory, named after it.
+so every limit is checked and none refuses; ``policy-keys`` is policy with ``MANY_KEYS`` such
+keys, each request sent with the next (so Redis holds that many sets of limit keys). Each
+target keeping usage writes into a directory of its own under the benchmark's working
+directory, named after it.
 """
 
 from __future__ import annotations
@@ -23,10 +25,11 @@ import shutil
 import socket
 import urllib.error
 import urllib.request
+from contextlib import ExitStack
 from pathlib import Path
 
-from bench.children import Child, ChildError, free_port, python_argv
-from bench.scenarios import CLIENT_KEY
+from bench.children import Child, ChildError, CpuPlan, free_port, python_argv
+from bench.scenarios import CLIENT_KEY, MANY_KEYS, client_keys
 
 __all__ = [
     "GUARDRAILS",
@@ -36,12 +39,14 @@ __all__ = [
     "USAGE_MODES",
     "Target",
     "accounting_config",
+    "many_keys_config",
     "policy_config",
     "routed_config",
     "sentinel_config",
     "start_mock",
     "start_proxy",
     "start_redis",
+    "start_target",
     "usage_dir",
 ]
 
@@ -50,7 +55,7 @@ BENCH_ADMIN_TOKEN = "bench-admin-token-0123456789"
 MOCK_CHUNKS = 20
 USAGE_FILE = "usage.jsonl"
 """Where, in its own directory (``usage_dir``), a target keeping usage writes its records."""
-USAGE_MODES = ("accounting", "policy", "budgets")
+USAGE_MODES = ("accounting", "policy", "policy-keys", "budgets")
 """The targets that keep usage records and counters, each with a Redis of its own."""
 
 
@@ -176,6 +181,7 @@ def start_proxy(
             keeping = {
                 "accounting": accounting_config,
                 "policy": policy_config,
+                "policy-keys": many_keys_config,
                 "budgets": budgets_config,
             }[mode]
             config.write_text(keeping(upstream, bind, redis.redis_url, usage_dir(workdir, mode)))
@@ -197,6 +203,20 @@ def start_proxy(
     if mode == "keys":
         _import_client_key(child, port)
     return Target(child, port)
+
+
+def start_target(
+    mode: str, workdir: Path, upstream: str, plan: CpuPlan, stack: ExitStack
+) -> tuple[Target, Target | None]:
+    """Start ``mode``'s proxy on the proxy's CPUs and, for a target keeping usage, its own
+    Redis (named ``<mode>-redis``) on the mock's; ``stack`` stops them, the proxy first."""
+    redis = None
+    if mode in USAGE_MODES:
+        redis = start_redis(workdir, plan.mock, f"{mode}-redis")
+        stack.callback(redis.child.stop)
+    proxy = start_proxy(mode, workdir, upstream, plan.proxy, redis)
+    stack.callback(proxy.child.stop)
+    return proxy, redis
 
 
 def _ready(child: Child, port: int, path: str) -> None:
@@ -300,6 +320,18 @@ def policy_config(upstream: str, bind: str, redis_url: str, directory: Path) -> 
     limits = "".join(f"{name} = {value}\n" for name, value in POLICY_LIMITS.items())
     # The limits continue the [[keys]] table the config ends with.
     return accounting_config(upstream, bind, redis_url, directory) + limits
+
+
+def many_keys_config(upstream: str, bind: str, redis_url: str, directory: Path) -> str:
+    """The policy config with ``MANY_KEYS`` keys (``bench-0000`` ...), each with the policy
+    limits, instead of its one."""
+    config = accounting_config(upstream, bind, redis_url, directory).partition("[[keys]]")[0]
+    limits = "".join(f"{name} = {value}\n" for name, value in POLICY_LIMITS.items())
+    tables = "".join(
+        f'[[keys]]\nname = "bench-{index:04d}"\nkey = "{key}"\n{limits}\n'
+        for index, key in enumerate(client_keys(MANY_KEYS))
+    )
+    return config + tables
 
 
 BUDGETS = {

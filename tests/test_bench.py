@@ -13,6 +13,7 @@ import tomllib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import Protocol
 
 import pytest
 
@@ -21,7 +22,7 @@ from bench.children import REPO_ROOT, ChildError, CpuPlan, Finishing
 from bench.counting import chat_body, measure
 from bench.goals import verdicts
 from bench.http1 import ProtocolError, ResponseParser
-from bench.load import run_load
+from bench.load import _cycle, run_load
 from bench.measurement import CountCost, Measurement, percentile
 from bench.procstat import (
     cpu_seconds,
@@ -32,15 +33,25 @@ from bench.procstat import (
 )
 from bench.report import render
 from bench.runner import Options, Outcome, Results, UsageKept, best_rounds
-from bench.scenarios import MODES, Scenario, build_request, request_body
+from bench.scenarios import (
+    CLIENT_KEY,
+    MANY_KEYS,
+    MODES,
+    Scenario,
+    build_request,
+    client_keys,
+    keys_of,
+    request_body,
+)
 from bench.targets import (
     POLICY_LIMITS,
     accounting_config,
+    many_keys_config,
     policy_config,
     routed_config,
     start_redis,
 )
-from sentinel.config import load_config
+from sentinel.config import hash_key, load_config
 from sentinel.tokens import Encodings, ModelCounter, PromptCounter
 
 JSON_RESPONSE = (
@@ -236,6 +247,7 @@ def test_report_compares_the_gateways_with_bare_and_direct() -> None:
         "sentinel +1.75 ms (1.00 over bare), policy +2.25 ms (1.50 over bare)"
     ) in text
     assert "policy wrote 400 usage records for 400 responses" in text
+    assert "(warm-up and every round included), naming 1 key\n" in text
     assert "best of" not in text
     assert "**failed to start: boom**" in text
     assert "1 scenario(s) failed or had errors" in text
@@ -358,6 +370,32 @@ def test_policy_config_turns_every_policy_on(tmp_path: Path) -> None:
     assert tomllib.loads(path.read_text())["keys"][0]["rpm"] == POLICY_LIMITS["rpm"]
 
 
+def test_many_keys_config_gives_each_of_its_keys_the_policy_limits(tmp_path: Path) -> None:
+    """The policy-keys config loads with ``MANY_KEYS`` distinct keys, the load generator's,
+    each with every policy limit, and keeps usage like the policy config."""
+    path = tmp_path / "policy-keys.toml"
+    path.write_text(
+        many_keys_config("http://127.0.0.1:9/v1", "127.0.0.1:9", "redis://127.0.0.1:7/0", tmp_path)
+    )
+    config = load_config(path, env={})
+    assert config.redis is not None and config.usage.redis_counters
+    assert config.usage.jsonl_path == tmp_path / "usage.jsonl"
+    assert len(config.keys) == MANY_KEYS == len({key.name for key in config.keys})
+    assert [key.key_sha256 for key in config.keys] == [
+        hash_key(key) for key in keys_of("policy-keys")
+    ]
+    for key in config.keys:
+        assert {name: getattr(key, name) for name in POLICY_LIMITS} == POLICY_LIMITS
+
+
+def test_only_policy_keys_spreads_its_requests_over_many_keys() -> None:
+    """Every target but policy-keys sends the one client key; policy-keys numbered ones."""
+    assert all(keys_of(mode) == (CLIENT_KEY,) for mode in MODES if mode != "policy-keys")
+    many = keys_of("policy-keys")
+    assert len(set(many)) == MANY_KEYS and many[0] == f"{CLIENT_KEY}-0000"
+    assert client_keys(1) == (CLIENT_KEY,)
+
+
 def test_routed_config_offers_three_weighted_candidates(tmp_path: Path) -> None:
     """The routed config loads with two weighted upstreams at one priority and a backup."""
     path = tmp_path / "routed.toml"
@@ -444,15 +482,24 @@ def test_finishing_child_streams_its_lines_and_reports_failure() -> None:
 Answer = Callable[[bytes], bytes]
 
 
+class StartServer(Protocol):
+    """Starts a server answering each request with ``answer``; returns its port."""
+
+    def __call__(self, answer: Answer, heads: list[bytes] | None = None) -> Awaitable[int]: ...
+
+
 @pytest.fixture
-async def server() -> AsyncIterator[Callable[[Answer], Awaitable[int]]]:
-    """Starts a tiny keep-alive HTTP server that answers every request with ``answer``."""
+async def server() -> AsyncIterator[StartServer]:
+    """Starts a tiny keep-alive HTTP server that answers every request with ``answer`` and
+    appends each request's head to ``heads`` when given."""
     servers: list[asyncio.Server] = []
 
-    async def start(answer: Answer) -> int:
+    async def start(answer: Answer, heads: list[bytes] | None = None) -> int:
         async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             try:
                 while head := await reader.readuntil(b"\r\n\r\n"):
+                    if heads is not None:
+                        heads.append(head)
                     length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
                     response = answer(await reader.readexactly(length))
                     writer.write(response)
@@ -476,7 +523,7 @@ async def server() -> AsyncIterator[Callable[[Answer], Awaitable[int]]]:
 
 
 async def test_load_generator_measures_completed_requests(
-    server: Callable[[Answer], Awaitable[int]],
+    server: StartServer,
 ) -> None:
     """Against a healthy server every response counts and none is an error."""
     port = await server(lambda body: CHUNKED_RESPONSE)
@@ -487,7 +534,7 @@ async def test_load_generator_measures_completed_requests(
 
 
 async def test_load_generator_counts_error_statuses(
-    server: Callable[[Answer], Awaitable[int]],
+    server: StartServer,
 ) -> None:
     """Every non-200 response is counted as an error."""
     error = b"HTTP/1.1 503 Busy\r\nContent-Length: 0\r\n\r\n"
@@ -499,13 +546,34 @@ async def test_load_generator_counts_error_statuses(
 
 
 async def test_load_generator_reconnects_when_the_server_closes(
-    server: Callable[[Answer], Awaitable[int]],
+    server: StartServer,
 ) -> None:
     """A server closing after each complete response costs a reconnect, not an error."""
     closing = b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok"
     port = await server(lambda body: closing)
     result = await run_load("127.0.0.1", port, "json", 1, 0.0, 0.2)
     assert result.requests > 1 and result.errors == 0
+
+
+def test_each_connection_cycles_through_every_request_from_its_own_start() -> None:
+    """Connection n of c starts n/c of the way into the requests and goes round them all."""
+    requests = [b"a", b"b", b"c", b"d"]
+    first = _cycle(requests, 0, 2)
+    second = _cycle(requests, 1, 2)
+    assert [next(first) for _ in range(5)] == [b"a", b"b", b"c", b"d", b"a"]
+    assert [next(second) for _ in range(5)] == [b"c", b"d", b"a", b"b", b"c"]
+
+
+async def test_load_generator_spreads_requests_over_the_keys(server: StartServer) -> None:
+    """With several keys, each connection's requests carry them in turn: all are used."""
+    heads: list[bytes] = []
+    port = await server(lambda body: JSON_RESPONSE, heads)
+    keys = client_keys(10)
+    result = await run_load("127.0.0.1", port, "json", 2, 0.0, 0.2, keys=keys)
+    assert result.requests >= 10 and result.errors == 0
+    sent = [head.split(b"Authorization: Bearer ")[1].split(b"\r\n")[0].decode() for head in heads]
+    assert set(sent) == set(keys)
+    assert all(sent.count(key) >= len(sent) // 10 - 2 for key in keys)  # evenly, give or take
 
 
 async def test_load_generator_counts_refused_connections() -> None:
@@ -531,10 +599,11 @@ def test_quick_benchmark_runs_every_target(tmp_path: Path) -> None:
     assert [row[0] for row in matrix] == [mode for mode in MODES for _ in range(4)]
     assert all(
         row[8].endswith("%") for row in matrix if row[0] not in ("direct", "bare", "bare-uvicorn")
-    )
+    ), text
     assert "own CPU per request at" in text and "uvicorn" in text.split("own CPU")[1]
     checks = [row[0] for row in table(text, "| check |")]
     assert "accounting req/s, share of sentinel" in checks
+    assert "policy-keys req/s, share of policy" in checks
     assert checks[-1] == "policy p50 over bare, 1 connection"
     counting = table(text, "| prompt |")
     assert [row[0] for row in counting] == ["~1k", "~32k"]
@@ -547,11 +616,14 @@ def test_quick_benchmark_runs_every_target(tmp_path: Path) -> None:
         assert scenario["failure"] is None, scenario
         assert scenario["requests"] > 0 and scenario["errors"] == 0, scenario
         assert scenario["statuses"].keys() == {"200"}, scenario
-    for mode in ("accounting", "policy"):
+    for mode in ("accounting", "policy", "policy-keys", "budgets"):
         keeping = [s for s in scenarios if s["mode"] == mode]
         assert all(s["store_cpu_seconds"] is not None for s in keeping)
         assert document["usage"][mode]["records"] == document["usage"][mode]["responses"]
         assert document["usage"][mode]["responses"] == sum(s["statuses"]["200"] for s in keeping)
+    assert document["usage"]["policy"]["keys"] == 1
+    busiest = max(s["statuses"]["200"] for s in scenarios if s["mode"] == "policy-keys")
+    assert 1 < min(busiest, MANY_KEYS) // 2 <= document["usage"]["policy-keys"]["keys"] <= MANY_KEYS
     assert [c["target_tokens"] for c in document["counting"]] == [1_000, 32_000]
     for cost, row in zip(document["counting"], counting, strict=True):
         assert cost["tokens"] > 0.9 * cost["target_tokens"] and row[1] == str(cost["tokens"])

@@ -174,7 +174,7 @@ async def test_a_demoted_primary_is_unavailable_and_its_connection_dropped(
         async with aiohttp.ClientSession() as http:
             status, headers = await post(http, gateway.url)
             assert status == 200 and DEGRADED not in headers
-            held = {c["id"] for c in await primary.client_list() if c["cmd"] == "evalsha"}
+            held = {c["id"] for c in await primary.client_list() if c["cmd"] == "fcall"}
             assert held  # the limit store's connection, held between batches
 
             # What a failover does to the old primary, without Sentinel's CLIENT KILL.

@@ -6,7 +6,8 @@
 A top-up needs an ``Idempotency-Key``: sent again with the same amount it answers what the
 first one did (200), with another amount it is a 409. The amount is a decimal string above
 zero (at most 9 decimals); anything else is a 400. The key is a config key (``cfg.<name>`` in
-the path, as in the keys API) or a runtime key; an unknown id is a 404.
+the path, as in the keys API) or a runtime key; an unknown id is a 404. With an external
+ledger (``[credits] url``) the balance lives there: both routes answer 409 ``credits_external``.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from starlette.routing import Route
 from sentinel.admin.token import require_admin
 from sentinel.config.budgets import format_usd, parse_usd
 from sentinel.container import Services, services_of
-from sentinel.errors import InvalidRequest, NotFound
+from sentinel.errors import InvalidRequest, NotFound, SentinelError
 from sentinel.http.asgi import Receive, Scope, Send
 from sentinel.http.body import parse_json_object, read_body
 from sentinel.http.context import CONTEXT_KEY, RequestContext
@@ -29,13 +30,25 @@ from sentinel.http.headers import scan_request_headers
 from sentinel.http.responses import send_json
 from sentinel.money.credits import CreditAccounts
 
-__all__ = ["credit_routes"]
+__all__ = ["CreditsExternal", "credit_routes"]
 
 _MAX_BODY = 16 * 1024
 _DEFAULT_PAGE = 20
 _MAX_PAGE = 100
 _IDEMPOTENCY_KEY = re.compile(r"[!-~]{1,200}")  # printable ASCII, no spaces
 _ENTRY_ID = re.compile(r"cle_([0-9]{1,15})")
+
+
+class CreditsExternal(SentinelError):
+    """Top-ups and the ledger belong to the external ledger of ``[credits] url``."""
+
+    status = 409
+    error_type = "invalid_request_error"
+    default_code = "credits_external"
+    default_message = (
+        "Credits on this gateway are kept by an external ledger ([credits] url): top up and "
+        "read the ledger there."
+    )
 
 
 def credit_routes() -> list[Route]:
@@ -54,6 +67,8 @@ async def _account(scope: Scope, route: str) -> tuple[CreditAccounts, str]:
     services = services_of(scope)
     require_admin(scope["headers"], services.config.admin, scope["path"])
     budgeting = services.budgeting
+    if budgeting is not None and budgeting.ledger is not None:
+        raise CreditsExternal()
     if budgeting is None or budgeting.credits is None:
         raise NotFound(f"Unknown request URL: {scope['method']} {scope['path'][:200]}.")
     raw_id: str = scope["path_params"]["key_id"]

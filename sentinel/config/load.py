@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from sentinel.config.admin import read_admin
+from sentinel.config.credits import read_credits
 from sentinel.config.edge import read_compression, read_cors
 from sentinel.config.families import SPENDING_FAMILIES
 from sentinel.config.guardrails import read_guardrails
@@ -152,6 +153,8 @@ def _build(root: Table, source: Path) -> Config:
         read_webhook=_webhook,
         cluster=redis is not None and redis.cluster,
     )
+    longest_ms = max((u.timeout_ms for u in upstreams), default=0)
+    credits = read_credits(root.table("credits"), longest_ms) if root.has("credits") else None
     root.finish()
     if server.workers > 1 and redis is None:
         root.problem(
@@ -177,6 +180,7 @@ def _build(root: Table, source: Path) -> Config:
         money=money,
         guardrails=guardrails,
         budgets=budgets,
+        credits=credits,
         source=source,
     )
 

@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 
 from sentinel.config.admin import AdminConfig
 from sentinel.config.budgets import Budgets
+from sentinel.config.credits import CreditsConfig
 from sentinel.config.edge import CompressionConfig, CorsConfig
 from sentinel.config.families import DEFAULT_FAMILIES, FAMILIES
 from sentinel.config.guardrails import GuardrailsConfig
@@ -184,6 +185,7 @@ class Config:
     compression: CompressionConfig = field(default_factory=CompressionConfig)
     money: MoneyConfig = field(default_factory=MoneyConfig)  # [money] and [prices]
     budgets: BudgetSettings = field(default_factory=BudgetSettings)  # [budgets], [teams.*]
+    credits: CreditsConfig | None = None  # [credits]: an external ledger (None: Sentinel's own)
     guardrails: GuardrailsConfig = field(default_factory=GuardrailsConfig)  # [[rules]], [pii]
     source: Path | None = None  # the file it came from; None for embedded defaults
 
@@ -203,4 +205,6 @@ class Config:
             )
             found.extend(password for password in passwords if password)
         found.extend(self.identity.secrets())
+        if self.credits is not None and self.credits.token:
+            found.append(self.credits.token)
         return tuple(found)

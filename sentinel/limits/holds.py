@@ -37,11 +37,11 @@ class MoneyCheck:
     name: str
     limit: int
     end_ms: int
-    packed: str = field(init=False, repr=False, compare=False)
-    """The check as ``limits.lua`` reads it (code, counter, limit, end), formatted once."""
+    packed: tuple[int, str, int, int] = field(init=False, repr=False, compare=False)
+    """The check as ``limits.lua`` reads it (code, counter, limit, end), worked out once."""
 
     def __post_init__(self) -> None:
-        packed = f"{self.dimension.code} {self.name} {self.limit} {self.end_ms}"
+        packed = (self.dimension.code, self.name, self.limit, self.end_ms)
         object.__setattr__(self, "packed", packed)
 
 

@@ -1,35 +1,42 @@
---[[ limits.lua: every limits operation on one API key, each one atomic (one EVALSHA).
-Mirrors window.py function by function (admit, settle, renew, absorb); a contract test holds
-the replies and the stored counters of both equal on random operation sequences.
+#!lua name=@NAME@
+--[[ limits.lua: every limits operation on API keys, as one Redis function (FCALL @NAME@).
+Each operation mirrors window.py function by function (admit, settle, renew, merge); a
+contract test holds the replies and the stored counters of both equal on random operation
+sequences, sent one by one and in batches.
 
-KEYS (all share the key name as hash tag, so every call touches one cluster slot):
-KEYS[1]  requests window  hash  field <bucket start, ms> -> requests, plus the meta fields
-KEYS[2]  tokens window    hash  field <bucket start, ms> -> tokens, plus the meta fields
-KEYS[3]  quota counters   hash  field "<day|week|month>:<period id>" -> tokens
-KEYS[4]  leases           zset  member <reservation id>, score <lease expiry, ms>
-KEYS[5]  settled          zset  member <reservation id>, score <forget after, ms>
-Only when the call involves money (see window.py), six more, the key's and its team's:
-KEYS[6]  money            hash  "usd_day:<period>" | "usd_total" | "credits" -> nano-USD
-                                charged, "held" = the sum of the holds, "next" = a lower
-                                bound of their expiries (no TTL)
-KEYS[7]  holds            zset  member "<reservation id>:<nano-USD held>", score <expiry>
-KEYS[8]  credits          hash  "in" -> nano-USD ever topped up, "seq" -> last ledger entry
-KEYS[9]  ledger           zset  member "<seq> <kind> <nano-USD> <balance after> <ms> <ref>",
-                                score <seq> (top-ups come from credits.lua)
-KEYS[10] team money       hash  as KEYS[6], for the team (another hash tag: one server only)
-KEYS[11] team holds       zset  as KEYS[7]
+One call runs a batch of operations, in order, each as if it ran alone: a replica sends
+whatever it has queued (admissions and settlements of many keys) as one call. The hashes a
+call touches are read once and written once, at its end (see "Write-back" below), so the
+Redis work of a batch grows far slower than its length. The function is loaded under a name
+that carries its source's digest, so replicas of two releases never call each other's code.
+
+KEYS: each operation names its own run of keys (a key's set shares one hash tag, so on a
+cluster a call, which then holds one operation, touches one slot):
+K[1]  requests window  hash  field <bucket start, ms> -> requests, plus the meta fields
+K[2]  tokens window    hash  field <bucket start, ms> -> tokens, plus the meta fields
+K[3]  quota counters   hash  field "<day|week|month>:<period id>" -> tokens
+K[4]  leases           zset  member <reservation id>, score <lease expiry, ms>
+K[5]  settled          zset  member <reservation id>, score <forget after, ms>
+Only when the operation involves money (see window.py), six more, the key's and its team's:
+K[6]  money            hash  "usd_day:<period>" | "usd_total" | "credits" -> nano-USD
+                             charged, "held" = the sum of the holds, "next" = a lower
+                             bound of their expiries (no TTL)
+K[7]  holds            zset  member "<reservation id>:<nano-USD held>", score <expiry>
+K[8]  credits          hash  "in" -> nano-USD ever topped up, "seq" -> last ledger entry
+K[9]  ledger           zset  member "<seq> <kind> <nano-USD> <balance after> <ms> <ref>",
+                             score <seq> (top-ups come from credits.lua)
+K[10] team money       hash  as K[6], for the team (another hash tag: one server only)
+K[11] team holds       zset  as K[7]
 
 Window meta fields (never numbers, so never buckets): s = sum of the buckets, h = newest
 bucket start, l = a lower bound of every bucket start, b = bucket size (ms) they were cut
 with. They keep an admission O(1): only buckets from l up to now - span are ever visited,
 and the whole hash is read only to compute a refusal's retry time.
 
-ARGV holds one string: the arguments below joined by single spaces (none of them holds a
-space; an empty argument is an empty field). One string is far cheaper for the client to
-send than twenty arguments. The numbers [n] below count those fields.
-
-Common ARGV: [1] operation, [2] now (ms), [3] span (ms) = window + one bucket (a bucket
-starting at s counts while s + span > now), [4] bucket size (ms). Then, per operation:
+ARGV[1] is a JSON array of operations (cjson decodes it in C, far cheaper than splitting a
+string in Lua), each an array: [first key's index in KEYS, number of keys, then the fields
+below]. Common fields: [1] operation, [2] now (ms), [3] span (ms) = window + one bucket (a
+bucket starting at s counts while s + span > now), [4] bucket size (ms). Then:
 
 admit   [5] start of the bucket containing now, [6] first bucket start that still counts
         (smallest multiple of the bucket size above now - span), [7] [8] [9] requests,
@@ -37,7 +44,7 @@ admit   [5] start of the bucket containing now, [6] first bucket start that stil
         [12] lease expiry (ms), [13] longest retry for a parallel refusal (ms), [14] number
         of quotas n, then n groups of 4: dimension code (4 day, 5 week, 6 month), period
         field, limit (tokens), period end (ms).
-        With money (KEYS[6..]): then the hold (nano-USD), the hold's expiry (ms), the number
+        With money (K[6..]): then the hold (nano-USD), the hold's expiry (ms), the number
         of key budgets m and m groups of 4: dimension code (7 usd_day, 8 usd_week,
         9 usd_month, 10 usd_total), counter field, limit, period end (ms, 0: never); then 1
         if credit-metered (code 11) else 0; then the number of team budgets t and t groups
@@ -65,45 +72,250 @@ merge   [5] TTL floor of the quota hash (ms); then four sections, each a count n
         counters (field, tokens), leases (reservation id, expiry); with money two more:
         money counters (field, nano-USD; "credits" also writes a ledger entry) and holds
         (zset member, expiry). Reply 1.
+The call replies with an array: each operation's reply, in order.
 
 Integers only: every value is a whole number below 2^53, which Lua's doubles hold exactly,
 and nothing is ever divided. Every key gets a TTL whenever something is added to it.
+
+Write-back. A hash is read by one HMGET of the fields an operation needs (a field read once
+is known for the rest of the call) and written by one HSET/HDEL and one PEXPIRE at the end;
+a DEL empties it in the call's view at once. A zset's additions wait for the end too (one
+ZADD), while what must be known now (a member's removal, a count, the soonest expiry) is
+asked of Redis after the waiting additions that could change the answer. The leases' count
+is read once and then kept. Nothing is ever read stale: every read goes through the view.
 ]]
-
--- The fields of the one packed argument, empty ones kept (see above).
-local ARGV = (function(packed)
-  local fields, from = {}, 1
-  while true do
-    local at = string.find(packed, ' ', from, true)
-    if not at then
-      fields[#fields + 1] = string.sub(packed, from)
-      return fields
-    end
-    fields[#fields + 1] = string.sub(packed, from, at - 1)
-    from = at + 1
-  end
-end)(ARGV[1])
-
-local op = ARGV[1]
-local now = tonumber(ARGV[2])
-local span = tonumber(ARGV[3])
-local bucket_size = ARGV[4]
-local step = tonumber(bucket_size)
-local horizon = now - span -- a bucket starting at or before this no longer counts
 
 local function text(n)
   return string.format('%d', n)
 end
 
+-- Hashes ---------------------------------------------------------------------------------
+-- A hash's view: vals[field] = its value as a number (every field these hashes hold is a
+-- whole number), false when known absent, nil when not read yet; full when vals holds every
+-- field; dirty = fields to write; cleared = DEL first; ttl = the PEXPIRE to send. Numbers
+-- are parsed when read and formatted when written, once per call: both are costly in Lua.
+local hashes = {}
+
+local function hash(key)
+  local h = hashes[key]
+  if not h then
+    h = {key = key, vals = {}, dirty = {}, full = false, cleared = false, ttl = nil}
+    hashes[key] = h
+    hashes[#hashes + 1] = h
+  end
+  return h
+end
+
+local function parsed(value)
+  return value and (tonumber(value) or value) or false
+end
+
+-- Read the named fields (a list) not known yet, in one HMGET.
+local function hload(h, names)
+  if h.full then return end
+  local vals, missing = h.vals, nil
+  for i = 1, #names do
+    if vals[names[i]] == nil then
+      missing = missing or {}
+      missing[#missing + 1] = names[i]
+    end
+  end
+  if missing then
+    local got = redis.call('HMGET', h.key, unpack(missing))
+    for i, name in ipairs(missing) do vals[name] = parsed(got[i]) end
+  end
+end
+
+-- A field's value (nil when absent).
+local function hget(h, name)
+  local value = h.vals[name]
+  if value == nil then
+    if h.full then return nil end
+    value = parsed(redis.call('HGET', h.key, name))
+    h.vals[name] = value
+  end
+  return value or nil
+end
+
+local function hset(h, name, value)
+  h.vals[name] = value
+  h.dirty[name] = true
+end
+
+local function hdel(h, name)
+  h.vals[name] = false
+  h.dirty[name] = true
+end
+
+-- Every field and value as the hash is now (absent fields are false: skip them).
+local function hall(h)
+  if not h.full then
+    local flat = redis.call('HGETALL', h.key)
+    local vals = h.vals
+    for i = 1, #flat, 2 do
+      if vals[flat[i]] == nil then vals[flat[i]] = parsed(flat[i + 1]) end
+    end
+    h.full = true
+  end
+  return h.vals
+end
+
+local function hdrop(h)
+  h.vals, h.dirty, h.full, h.cleared, h.ttl = {}, {}, true, true, nil
+end
+
+local function hincr(h, name, delta)
+  local value = (hget(h, name) or 0) + delta
+  hset(h, name, value)
+  return value
+end
+
+local function hflush(h)
+  if h.cleared then redis.call('DEL', h.key) end
+  local sets, dels = {}, {}
+  for name in pairs(h.dirty) do
+    local value = h.vals[name]
+    if value then
+      sets[#sets + 1] = name
+      sets[#sets + 1] = type(value) == 'number' and text(value) or value
+    elseif not h.cleared then
+      dels[#dels + 1] = name
+    end
+  end
+  if #dels > 0 then redis.call('HDEL', h.key, unpack(dels)) end
+  if #sets > 0 then redis.call('HSET', h.key, unpack(sets)) end
+  if h.ttl then redis.call('PEXPIRE', h.key, h.ttl) end
+  h.dirty, h.cleared, h.ttl = {}, false, nil
+end
+
+-- Zsets ----------------------------------------------------------------------------------
+-- A zset's additions wait in adds (member -> score, in order); count is ZCARD once known.
+local zsets = {}
+
+local function zset(key)
+  local z = zsets[key]
+  if not z then
+    z = {key = key, adds = {}, order = {}, moved = {}, count = nil, purged = nil, expire = nil,
+      floor = nil}
+    zsets[key] = z
+    zsets[#zsets + 1] = z
+  end
+  return z
+end
+
+local function zflush(z)
+  if #z.order == 0 then return end
+  local pairs_ = {}
+  for _, member in ipairs(z.order) do
+    local score = z.adds[member]
+    if score then
+      pairs_[#pairs_ + 1] = score
+      pairs_[#pairs_ + 1] = member
+    end
+  end
+  if #pairs_ > 0 then redis.call('ZADD', z.key, unpack(pairs_)) end
+  z.adds, z.order = {}, {}
+end
+
+-- Add member (or move it, when stored is true: it is in Redis already, so not counted).
+local function zadd(z, score, member, stored)
+  if not z.adds[member] then
+    z.order[#z.order + 1] = member
+    if z.count and not stored then z.count = z.count + 1 end -- reservation ids are new
+  end
+  if stored then z.moved[member] = true end
+  z.adds[member] = score
+end
+
+-- Remove member; 1 if it was there.
+local function zrem(z, member)
+  if z.adds[member] then
+    z.adds[member] = nil
+    if z.count then z.count = z.count - 1 end
+    if z.moved[member] then redis.call('ZREM', z.key, member) end -- its old score is stored
+    return 1
+  end
+  local removed = redis.call('ZREM', z.key, member)
+  if removed == 1 and z.count then z.count = z.count - 1 end
+  return removed
+end
+
+-- Drop members whose score is at most now, waiting additions included.
+local function zpurge(z, now)
+  for _, member in ipairs(z.order) do
+    local score = z.adds[member]
+    if score and score <= now then
+      z.adds[member] = nil
+      if z.count then z.count = z.count - 1 end
+      if z.moved[member] then redis.call('ZREM', z.key, member) end
+    end
+  end
+  if z.purged and now <= z.purged then return end -- Redis holds nothing that old any more
+  local removed = redis.call('ZREMRANGEBYSCORE', z.key, '-inf', now)
+  if z.count then z.count = z.count - removed end
+  z.purged = now
+end
+
+local function zcard(z)
+  if not z.count then
+    zflush(z)
+    z.count = redis.call('ZCARD', z.key)
+  end
+  return z.count
+end
+
+-- The first (soonest) or last (latest) entry {member, score}, after the waiting additions.
+local function zend(z, last)
+  zflush(z)
+  if last then return redis.call('ZRANGE', z.key, -1, -1, 'WITHSCORES') end
+  return redis.call('ZRANGE', z.key, 0, 0, 'WITHSCORES')
+end
+
+local function zscore(z, member)
+  local score = z.adds[member]
+  if score then return score end
+  local stored = redis.call('ZSCORE', z.key, member)
+  return stored and tonumber(stored) or nil
+end
+
+-- A zset whose TTL follows its latest score (leases, settled), as an operation at now that
+-- added or moved a member to score (nil: none) left it: the TTL is sent at the call's end,
+-- from the latest score then (never below score: a later removal does not shorten it).
+local function expire_after(z, now, score)
+  z.expire = now
+  if score and (not z.floor or score > z.floor) then z.floor = score end
+end
+
+local function expire_at_last(z)
+  local last = zend(z, true)
+  local top = last[2] and tonumber(last[2]) or z.floor
+  if z.floor and top < z.floor then top = z.floor end
+  if top then redis.call('PEXPIRE', z.key, top - z.expire) end
+end
+
+-- Windows --------------------------------------------------------------------------------
+-- c: the operation's clock: now, span, step (bucket size), horizon (now - span).
+local META = {'s', 'l', 'h', 'b'}
+
+-- A bucket start's field name (formatted once per call).
+local names = {}
+local function bucket_name(start)
+  local name = names[start]
+  if not name then
+    name = text(start)
+    names[start] = name
+  end
+  return name
+end
+
 -- Every bucket, oldest first, with its count (refusals and rare paths only).
-local function buckets(key)
-  local flat = redis.call('HGETALL', key)
+local function buckets(h)
   local starts, counts = {}, {}
-  for i = 1, #flat, 2 do
-    local start = tonumber(flat[i])
+  for name, value in pairs(hall(h)) do
+    local start = value and #name > 1 and tonumber(name)
     if start then
       starts[#starts + 1] = start
-      counts[start] = tonumber(flat[i + 1])
+      counts[start] = value
     end
   end
   table.sort(starts)
@@ -111,93 +323,105 @@ local function buckets(key)
 end
 
 -- window._add: add delta to one bucket, dropping it at zero or below; meta stays exact.
-local function window_add(key, start, delta)
-  local name = text(start)
-  local meta = redis.call('HMGET', key, 's', 'l', 'h', 'b', name)
-  if meta[1] and meta[4] ~= bucket_size then
-    redis.call('DEL', key) -- cut with another bucket size: start afresh
-    meta = {false, false, false, false, false}
+local function window_add(h, start, delta, c)
+  local name = bucket_name(start)
+  hload(h, META)
+  local vals = h.vals
+  if vals.s and vals.b ~= c.step then
+    hdrop(h) -- cut with another bucket size: start afresh
+    vals = h.vals
   end
-  local old = tonumber(meta[5] or '0')
+  local old = hget(h, name) or 0
   local new = old + delta
   if new < 0 then new = 0 end
   if new == old then return end
-  local sum = tonumber(meta[1] or '0') + new - old
+  local sum = (vals.s or 0) + new - old
   if sum <= 0 then
-    redis.call('DEL', key)
+    hdrop(h)
     return
   end
-  local low, high = tonumber(meta[2] or name), tonumber(meta[3] or name)
+  local low, high = vals.l or start, vals.h or start
   if new == 0 then
-    redis.call('HDEL', key, name)
+    hdel(h, name)
     if start == high then
-      local starts = buckets(key)
+      local starts = buckets(h)
       high = starts[#starts]
     end
-    redis.call('HSET', key, 's', text(sum), 'l', text(low), 'h', text(high), 'b', bucket_size)
   else
     if start < low then low = start end
     if start > high then high = start end
-    redis.call('HSET', key, name, text(new), 's', text(sum), 'l', text(low), 'h', text(high),
-      'b', bucket_size)
+    hset(h, name, new)
   end
-  if delta > 0 then redis.call('PEXPIRE', key, span) end
+  hset(h, 's', sum)
+  hset(h, 'l', low)
+  hset(h, 'h', high)
+  hset(h, 'b', c.step)
+  if delta > 0 then h.ttl = c.span end
 end
 
 -- window._purge_window: drop what no longer counts; returns the live sum and newest start.
-local function live_window(key, first_live)
-  local meta = redis.call('HMGET', key, 's', 'l', 'h', 'b')
-  if not meta[1] then return 0, nil end
-  local sum, low, high = tonumber(meta[1]), tonumber(meta[2]), tonumber(meta[3])
-  if meta[4] ~= bucket_size or high <= horizon then
-    redis.call('DEL', key)
+local function live_window(h, first_live, c)
+  hload(h, META)
+  local vals = h.vals
+  local sum, low, high = vals.s, vals.l, vals.h
+  if not sum then return 0, nil end
+  local horizon = c.horizon
+  if vals.b ~= c.step or high <= horizon then
+    hdrop(h)
     return 0, nil
   end
   if low <= horizon then
-    if horizon - low > span then -- a bucket from a clock far behind: look at all of them
-      local starts, counts = buckets(key)
+    if horizon - low > c.span then -- a bucket from a clock far behind: look at all of them
+      local starts, counts = buckets(h)
       for _, start in ipairs(starts) do
         if start > horizon then break end
         sum = sum - counts[start]
-        redis.call('HDEL', key, text(start))
+        hdel(h, bucket_name(start))
       end
     else
-      for start = low, horizon, step do
-        local name = text(start)
-        local count = redis.call('HGET', key, name)
+      for start = low, horizon, c.step do
+        local name = bucket_name(start)
+        local count = hget(h, name)
         if count then
-          sum = sum - tonumber(count)
-          redis.call('HDEL', key, name)
+          sum = sum - count
+          hdel(h, name)
         end
       end
     end
-    redis.call('HSET', key, 's', text(sum), 'l', first_live)
+    hset(h, 's', sum)
+    hset(h, 'l', first_live)
   end
   return sum, high
 end
 
 -- window._check: refused, can never fit, retry after (ms): free the oldest buckets first.
-local function check(key, used, limit, amount)
+local function check(h, used, limit, amount, c)
   if amount > limit then return true, true, 0 end
   if used + amount <= limit then return false, false, 0 end
-  local starts, counts = buckets(key)
+  local starts, counts = buckets(h)
   local freed = 0
   for _, start in ipairs(starts) do
     freed = freed + counts[start]
-    if used - freed + amount <= limit then return true, false, start + span - now end
+    if used - freed + amount <= limit then return true, false, start + c.span - c.now end
   end
-  return true, false, span
+  return true, false, c.span
 end
 
-local function counter_add(key, name, delta)
-  if redis.call('HINCRBY', key, name, delta) <= 0 then redis.call('HDEL', key, name) end
+local function counter_add(h, name, delta)
+  if hincr(h, name, delta) <= 0 then hdel(h, name) end
 end
 
-local function expire_at_last_lease(key)
-  local last = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')
-  if last[2] then redis.call('PEXPIRE', key, tonumber(last[2]) - now) end
+-- A new period: drop the earlier periods of the same prefix ("day:", "usd_week:" ...).
+local function drop_earlier(h, name)
+  local prefix = string.match(name, '^[^:]*:')
+  for other, value in pairs(hall(h)) do
+    if value and other ~= name and string.sub(other, 1, #prefix) == prefix then
+      hdel(h, other)
+    end
+  end
 end
 
+-- Money ----------------------------------------------------------------------------------
 local function hold_amount(member)
   return tonumber(string.match(member, ':(%d+)$'))
 end
@@ -205,88 +429,78 @@ end
 -- window.purge_holds: drop expired holds from the running sum; the nano-USD still held and
 -- the lower bound of every live hold's expiry ("next", -1: no hold at all). Only when that
 -- bound has passed can a hold have expired, so the holds are rarely visited.
-local function live_holds(holds, money, held, soonest)
-  held, soonest = tonumber(held or '0'), tonumber(soonest or '-1')
+local function live_holds(z, money, held, soonest, now)
+  held, soonest = held or 0, soonest or -1
   if soonest < 0 or soonest > now then return held, soonest end
-  local expired = redis.call('ZRANGEBYSCORE', holds, '-inf', now)
+  zflush(z)
+  local expired = redis.call('ZRANGEBYSCORE', z.key, '-inf', now)
   if #expired > 0 then
     for _, member in ipairs(expired) do held = held - hold_amount(member) end
-    redis.call('ZREMRANGEBYSCORE', holds, '-inf', now)
+    redis.call('ZREMRANGEBYSCORE', z.key, '-inf', now)
   end
-  local first = redis.call('ZRANGE', holds, 0, 0, 'WITHSCORES')
+  local first = zend(z, false)
   if first[2] then
     soonest = tonumber(first[2])
-    redis.call('HSET', money, 'held', text(held), 'next', first[2])
+    hset(money, 'held', held)
+    hset(money, 'next', soonest)
   else
     held, soonest = 0, -1
-    redis.call('HDEL', money, 'held', 'next')
+    hdel(money, 'held')
+    hdel(money, 'next')
   end
   return held, soonest
 end
 
-local function add_hold(holds, money, member, amount, expiry, held, soonest)
-  redis.call('ZADD', holds, expiry, member)
-  if soonest < 0 or tonumber(expiry) < soonest then soonest = tonumber(expiry) end
-  redis.call('HSET', money, 'held', text(held + amount), 'next', text(soonest))
+local function add_hold(z, money, member, amount, expiry, held, soonest)
+  zadd(z, expiry, member)
+  if soonest < 0 or expiry < soonest then soonest = expiry end
+  hset(money, 'held', held + amount)
+  hset(money, 'next', soonest)
 end
 
--- Settlement on one money hash: drop the hold, charge every named counter, in one read and
--- one write; appends each counter's value after the charge to spent.
-local function settle_money(holds, money, member, charge, names, spent)
-  local fields = {'held'}
-  for i, name in ipairs(names) do fields[i + 1] = name end
-  local values = redis.call('HMGET', money, unpack(fields))
-  local held, changed = tonumber(values[1] or '0'), false
-  if member ~= '' and redis.call('ZREM', holds, member) == 1 then
+-- Settlement on one money hash: drop the hold, charge every named counter; appends each
+-- counter's value after the charge to spent.
+local function settle_money(z, money, member, charge, names, spent)
+  local held = hget(money, 'held') or 0
+  local changed = false
+  if member ~= '' and zrem(z, member) == 1 then
     held, changed = held - hold_amount(member), true
   end
-  local writes = {'held', text(held)}
   if charge > 0 then
     changed = true
-    for i, name in ipairs(names) do
-      local value = tonumber(values[i + 1] or '0') + charge
-      writes[#writes + 1], writes[#writes + 2] = name, text(value)
-      spent[#spent + 1] = value
-    end
+    for _, name in ipairs(names) do spent[#spent + 1] = hincr(money, name, charge) end
   end
-  if changed then redis.call('HSET', money, unpack(writes)) end
+  if changed then hset(money, 'held', held) end
 end
 
 -- A ledger entry of the key whose credits hash and ledger are given; returns its sequence.
-local function ledger_entry(credits, ledger, money, kind, amount, ref)
-  local seq = redis.call('HINCRBY', credits, 'seq', 1)
-  local balance = tonumber(redis.call('HGET', credits, 'in') or '0')
-    - tonumber(redis.call('HGET', money, 'credits') or '0')
-  redis.call('ZADD', ledger, seq, string.format('%d %s %d %d %d %s', seq, kind, amount,
-    balance, now, ref))
+local function ledger_entry(credits, ledger, money, kind, amount, ref, now)
+  local seq = hincr(credits, 'seq', 1)
+  local balance = (hget(credits, 'in') or 0) - (hget(money, 'credits') or 0)
+  zadd(zset(ledger), seq, string.format('%d %s %d %d %d %s', seq, kind, amount, balance, now,
+    ref))
   return seq
 end
 
 -- The money hash's running sum of holds, its expiry bound, each check's counter and the
--- credits charged, read in one call: {held, next, counter of check 1 .. n, credits}.
+-- credits charged, read at once: {held, next, counter of check 1 .. n, credits}.
 local function money_values(money, checks)
   local fields = {'held', 'next'}
-  for i, check in ipairs(checks) do fields[i + 2] = check[2] end
+  for i, check_ in ipairs(checks) do fields[i + 2] = check_[2] end
   fields[#fields + 1] = 'credits'
-  return redis.call('HMGET', money, unpack(fields))
+  hload(money, fields)
+  local values = {}
+  for i, name in ipairs(fields) do values[i] = hget(money, name) or false end
+  return values
 end
 
 -- window._check_budget over a list of {code, field, limit, end}; appends what each leaves.
-local function check_budgets(money, checks, values, held, nano, consider, remaining)
-  local names = nil
-  for i, check in ipairs(checks) do
-    local code, name, limit, ends = check[1], check[2], check[3], check[4]
+local function check_budgets(money, checks, values, held, nano, consider, remaining, now)
+  for i, check_ in ipairs(checks) do
+    local code, name, limit, ends = check_[1], check_[2], check_[3], check_[4]
     local used = values[i + 2]
-    if ends > 0 and not used then -- a new period: drop this window's earlier ones
-      names = names or redis.call('HKEYS', money)
-      local prefix = string.match(name, '^[^:]*:')
-      for _, other in ipairs(names) do
-        if other ~= name and string.sub(other, 1, #prefix) == prefix then
-          redis.call('HDEL', money, other)
-        end
-      end
-    end
-    used = tonumber(used or '0') + held
+    if ends > 0 and not used then drop_earlier(money, name) end
+    used = (used or 0) + held
     local over = nano > limit
     if ends > 0 then
       consider(code, over or used + nano > limit, over, ends - now)
@@ -297,21 +511,24 @@ local function check_budgets(money, checks, values, held, nano, consider, remain
   end
 end
 
-local function read_checks(at)
-  local count, checks = tonumber(ARGV[at]), {}
+local function read_checks(A, at)
+  local count, checks = A[at], {}
   for i = 1, count do
     local base = at + 1 + (i - 1) * 4
-    checks[i] = {tonumber(ARGV[base]), ARGV[base + 1], tonumber(ARGV[base + 2]),
-      tonumber(ARGV[base + 3])}
+    checks[i] = {A[base], A[base + 1], A[base + 2], A[base + 3]}
   end
   return checks, at + 1 + count * 4
 end
 
-local function admit()
-  local bucket, first_live = tonumber(ARGV[5]), ARGV[6]
-  local rpm, tpm, max_parallel = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9])
-  local tokens, reservation, lease_expiry = tonumber(ARGV[10]), ARGV[11], ARGV[12]
-  local parallel_retry, quota_count = tonumber(ARGV[13]), tonumber(ARGV[14])
+-- Operations -----------------------------------------------------------------------------
+local function admit(K, A, c)
+  local bucket, first_live = A[5], A[6]
+  local rpm, tpm, max_parallel = A[7], A[8], A[9]
+  local tokens, reservation, lease_expiry = A[10], A[11], A[12]
+  local parallel_retry, quota_count = A[13], A[14]
+  local now = c.now
+  local requests, tokens_window = hash(K[1]), hash(K[2])
+  local leases = zset(K[4])
 
   -- The refusal to report: one that can never fit wins, else the longest wait, else the first.
   local dimension, retry_after, exceeds = 0, 0, 0
@@ -325,42 +542,34 @@ local function admit()
 
   local requests_used, requests_newest, tokens_used, tokens_newest = 0, nil, 0, nil
   if rpm >= 0 then
-    requests_used, requests_newest = live_window(KEYS[1], first_live)
-    consider(1, check(KEYS[1], requests_used, rpm, 1))
+    requests_used, requests_newest = live_window(requests, first_live, c)
+    consider(1, check(requests, requests_used, rpm, 1, c))
   end
   if tpm >= 0 then
-    tokens_used, tokens_newest = live_window(KEYS[2], first_live)
-    consider(2, check(KEYS[2], tokens_used, tpm, tokens))
+    tokens_used, tokens_newest = live_window(tokens_window, first_live, c)
+    consider(2, check(tokens_window, tokens_used, tpm, tokens, c))
   end
 
-  redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now)
+  zpurge(leases, now)
   if max_parallel >= 0 then
     if max_parallel < 1 then
       consider(3, true, true, 0)
-    elseif redis.call('ZCARD', KEYS[4]) + 1 > max_parallel then
-      local first = redis.call('ZRANGE', KEYS[4], 0, 0, 'WITHSCORES')
+    elseif zcard(leases) + 1 > max_parallel then
+      local first = zend(leases, false)
       consider(3, true, false, math.min(tonumber(first[2]) - now, parallel_retry))
     end
   end
 
-  local fields, quota_end = {}, 0
+  local quotas, fields, quota_end = nil, {}, 0
   if quota_count > 0 then
-    for q = 0, quota_count - 1 do fields[q + 1] = ARGV[16 + q * 4] end
-    local values = redis.call('HMGET', KEYS[3], unpack(fields))
-    local names = nil
+    quotas = hash(K[3])
+    for q = 0, quota_count - 1 do fields[q + 1] = A[16 + q * 4] end
+    hload(quotas, fields)
     for q = 0, quota_count - 1 do
-      local code, limit, ends = tonumber(ARGV[15 + q * 4]), tonumber(ARGV[17 + q * 4]),
-        tonumber(ARGV[18 + q * 4])
-      local used = tonumber(values[q + 1] or '0')
-      if not values[q + 1] then -- a new period: drop this dimension's earlier ones
-        names = names or redis.call('HKEYS', KEYS[3])
-        local prefix = string.match(fields[q + 1], '^[^:]*:')
-        for _, name in ipairs(names) do
-          if name ~= fields[q + 1] and string.sub(name, 1, #prefix) == prefix then
-            redis.call('HDEL', KEYS[3], name)
-          end
-        end
-      end
+      local code, limit, ends = A[15 + q * 4], A[17 + q * 4], A[18 + q * 4]
+      local used = hget(quotas, fields[q + 1])
+      if not used then drop_earlier(quotas, fields[q + 1]) end
+      used = used or 0
       local over = tokens > limit
       consider(code, over or used + tokens > limit, over, ends - now)
       if ends > quota_end then quota_end = ends end
@@ -370,30 +579,31 @@ local function admit()
   -- Money: the hold against every budget, the credits and the team's budgets.
   local nano, hold_expiry, member, key_holds, team_checks = 0, nil, nil, false, {}
   local remaining, held, soonest, team_held, team_soonest = {}, 0, -1, 0, -1
-  if #KEYS > 5 then
+  if #K > 5 then
     local at = 15 + quota_count * 4
-    nano, hold_expiry = tonumber(ARGV[at]), ARGV[at + 1]
-    member = ARGV[11] .. ':' .. ARGV[at]
+    nano, hold_expiry = A[at], A[at + 1]
+    member = reservation .. ':' .. text(nano)
     local checks
-    checks, at = read_checks(at + 2)
-    local credits = ARGV[at] == '1'
-    team_checks = read_checks(at + 1)
+    checks, at = read_checks(A, at + 2)
+    local credits = A[at] == 1
+    team_checks = read_checks(A, at + 1)
     key_holds = #checks > 0 or credits
     if key_holds then
-      local values = money_values(KEYS[6], checks)
-      held, soonest = live_holds(KEYS[7], KEYS[6], values[1], values[2])
-      check_budgets(KEYS[6], checks, values, held, nano, consider, remaining)
+      local money = hash(K[6])
+      local values = money_values(money, checks)
+      held, soonest = live_holds(zset(K[7]), money, values[1], values[2], now)
+      check_budgets(money, checks, values, held, nano, consider, remaining, now)
       if credits then
-        local free = tonumber(redis.call('HGET', KEYS[8], 'in') or '0')
-          - tonumber(values[#values] or '0') - held
+        local free = (hget(hash(K[8]), 'in') or 0) - (values[#values] or 0) - held
         consider(11, nano > free, true, 0)
         remaining[#remaining + 1] = free
       end
     end
     if #team_checks > 0 then
-      local values = money_values(KEYS[10], team_checks)
-      team_held, team_soonest = live_holds(KEYS[11], KEYS[10], values[1], values[2])
-      check_budgets(KEYS[10], team_checks, values, team_held, nano, consider, remaining)
+      local money = hash(K[10])
+      local values = money_values(money, team_checks)
+      team_held, team_soonest = live_holds(zset(K[11]), money, values[1], values[2], now)
+      check_budgets(money, team_checks, values, team_held, nano, consider, remaining, now)
     end
   end
 
@@ -401,27 +611,29 @@ local function admit()
   if dimension == 0 then
     allowed = 1
     if rpm >= 0 then
-      window_add(KEYS[1], bucket, 1)
+      window_add(requests, bucket, 1, c)
       requests_used = requests_used + 1
       if not requests_newest or bucket > requests_newest then requests_newest = bucket end
     end
     if tpm >= 0 and tokens > 0 then
-      window_add(KEYS[2], bucket, tokens)
+      window_add(tokens_window, bucket, tokens, c)
       tokens_used = tokens_used + tokens
       if not tokens_newest or bucket > tokens_newest then tokens_newest = bucket end
     end
     if max_parallel >= 0 then
-      redis.call('ZADD', KEYS[4], lease_expiry, reservation)
-      expire_at_last_lease(KEYS[4])
+      zadd(leases, lease_expiry, reservation)
+      expire_after(leases, now, lease_expiry)
     end
     if tokens > 0 and quota_count > 0 then
-      for _, name in ipairs(fields) do redis.call('HINCRBY', KEYS[3], name, tokens) end
-      redis.call('PEXPIRE', KEYS[3], quota_end - now)
+      for _, name in ipairs(fields) do hincr(quotas, name, tokens) end
+      quotas.ttl = quota_end - now
     end
     if nano > 0 then
-      if key_holds then add_hold(KEYS[7], KEYS[6], member, nano, hold_expiry, held, soonest) end
+      if key_holds then
+        add_hold(zset(K[7]), hash(K[6]), member, nano, hold_expiry, held, soonest)
+      end
       if #team_checks > 0 then
-        add_hold(KEYS[11], KEYS[10], member, nano, hold_expiry, team_held, team_soonest)
+        add_hold(zset(K[11]), hash(K[10]), member, nano, hold_expiry, team_held, team_soonest)
       end
       for i = 1, #remaining do remaining[i] = remaining[i] - nano end
     end
@@ -429,8 +641,8 @@ local function admit()
 
   -- Reset: when the window is empty again, i.e. the newest bucket's end of counting.
   local requests_reset, tokens_reset = 0, 0
-  if rpm >= 0 and requests_newest then requests_reset = requests_newest + span - now end
-  if tpm >= 0 and tokens_newest then tokens_reset = tokens_newest + span - now end
+  if rpm >= 0 and requests_newest then requests_reset = requests_newest + c.span - now end
+  if tpm >= 0 and tokens_newest then tokens_reset = tokens_newest + c.span - now end
   local reply = {allowed, dimension, retry_after, exceeds, requests_used, tokens_used,
     requests_reset, tokens_reset}
   for i = 1, #remaining do
@@ -440,75 +652,86 @@ local function admit()
   return reply
 end
 
-local function settle()
-  local forget_at = ARGV[#ARGV]
-  redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', now)
-  if redis.call('ZADD', KEYS[5], 'NX', forget_at, ARGV[#ARGV - 1]) == 0 then return 0 end
-  local last = redis.call('ZRANGE', KEYS[5], -1, -1, 'WITHSCORES')[2]
-  redis.call('PEXPIRE', KEYS[5], tonumber(last) - now)
-  local bucket, reserved = tonumber(ARGV[5]), tonumber(ARGV[6])
-  local delta, quota_count = tonumber(ARGV[7]), tonumber(ARGV[11])
-  local live = reserved + span > now
-  if ARGV[8] == '1' and delta ~= 0 then
+local function settle(K, A, c)
+  local now = c.now
+  local forget_at, id = A[#A], A[#A - 1]
+  local settled = zset(K[5])
+  zpurge(settled, now)
+  local known = zscore(settled, id)
+  if known and known > now then return 0 end -- a replay: nothing changes
+  zadd(settled, forget_at, id)
+  expire_after(settled, now, forget_at)
+
+  local requests, tokens_window = hash(K[1]), hash(K[2])
+  local bucket, reserved = A[5], A[6]
+  local delta, quota_count = A[7], A[11]
+  local live = reserved + c.span > now
+  if A[8] == 1 and delta ~= 0 then
     if live then
-      window_add(KEYS[2], reserved, delta)
+      window_add(tokens_window, reserved, delta, c)
     elseif delta > 0 then
-      window_add(KEYS[2], bucket, delta)
+      window_add(tokens_window, bucket, delta, c)
     end
   end
-  if ARGV[9] == '1' and live then window_add(KEYS[1], reserved, -1) end
+  if A[9] == 1 and live then window_add(requests, reserved, -1, c) end
   if delta ~= 0 and quota_count > 0 then
-    local quota_end = 0
+    local quotas, quota_end = hash(K[3]), 0
     for q = 0, quota_count - 1 do
-      local reserved_field, current_field = ARGV[12 + q * 3], ARGV[13 + q * 3]
-      local ends = tonumber(ARGV[14 + q * 3])
+      local reserved_field, current_field = A[12 + q * 3], A[13 + q * 3]
+      local ends = A[14 + q * 3]
       if ends > quota_end then quota_end = ends end
       if reserved_field == current_field then
-        counter_add(KEYS[3], reserved_field, delta)
+        counter_add(quotas, reserved_field, delta)
       elseif delta > 0 then
-        counter_add(KEYS[3], current_field, delta)
+        counter_add(quotas, current_field, delta)
       end
     end
     -- One TTL for the hash: the latest period end, so no counter is dropped early.
-    if delta > 0 then redis.call('PEXPIRE', KEYS[3], quota_end - now) end
+    if delta > 0 then quotas.ttl = quota_end - now end
   end
-  if ARGV[10] ~= '' then redis.call('ZREM', KEYS[4], ARGV[10]) end
-  if #KEYS > 5 then
+  if A[10] ~= '' then
+    local leases = zset(K[4])
+    zrem(leases, A[10])
+  end
+  if #K > 5 then
     local at = 12 + quota_count * 3
-    local member, charge, ref = ARGV[at], tonumber(ARGV[at + 1]), ARGV[at + 2]
+    local member, charge, ref = A[at], A[at + 1], A[at + 2]
     local spent = {1}
     at = at + 3
-    local count = tonumber(ARGV[at])
+    local count = A[at]
     if count > 0 then
-      local names = {unpack(ARGV, at + 1, at + count)}
-      settle_money(KEYS[7], KEYS[6], member, charge, names, spent)
+      local names = {unpack(A, at + 1, at + count)}
+      settle_money(zset(K[7]), hash(K[6]), member, charge, names, spent)
       if charge > 0 and names[count] == 'credits' then
-        ledger_entry(KEYS[8], KEYS[9], KEYS[6], 'charge', charge, ref)
+        ledger_entry(hash(K[8]), K[9], hash(K[6]), 'charge', charge, ref, now)
       end
     end
     at = at + count + 1
-    count = tonumber(ARGV[at])
+    count = A[at]
     if count > 0 then
-      settle_money(KEYS[11], KEYS[10], member, charge, {unpack(ARGV, at + 1, at + count)}, spent)
+      settle_money(zset(K[11]), hash(K[10]), member, charge, {unpack(A, at + 1, at + count)},
+        spent)
     end
     if charge > 0 then return spent end
   end
   return 1
 end
 
-local function renew()
-  local renewed = 0
-  local score = redis.call('ZSCORE', KEYS[4], ARGV[5])
-  if score and tonumber(score) > now then
-    redis.call('ZADD', KEYS[4], ARGV[6], ARGV[5])
-    expire_at_last_lease(KEYS[4])
+local function renew(K, A, c)
+  local now, renewed = c.now, 0
+  local leases = zset(K[4])
+  local score = zscore(leases, A[5])
+  if score and score > now then
+    zadd(leases, A[6], A[5], true)
+    expire_after(leases, now, A[6])
     renewed = 1
   end
-  if #KEYS > 5 and ARGV[7] ~= '' then
-    for _, holds in ipairs({KEYS[7], KEYS[11]}) do
-      score = redis.call('ZSCORE', holds, ARGV[7])
-      if score and tonumber(score) > now then
-        redis.call('ZADD', holds, ARGV[6], ARGV[7])
+  if #K > 5 and A[7] ~= '' then
+    for _, key in ipairs({K[7], K[11]}) do
+      local holds = zset(key)
+      score = zscore(holds, A[7])
+      if score and score > now then
+        zadd(holds, A[6], A[7], true)
         renewed = 1
       end
     end
@@ -516,45 +739,54 @@ local function renew()
   return renewed
 end
 
-local function merge()
-  local quota_ttl, at = tonumber(ARGV[5]), 6
+local function merge(K, A, c)
+  local now, quota_ttl, at = c.now, A[5], 6
   local function each_pair(handle)
-    local count = tonumber(ARGV[at])
-    for i = 1, count do handle(ARGV[at + 2 * i - 1], ARGV[at + 2 * i]) end
+    local count = A[at]
+    for i = 1, count do handle(A[at + 2 * i - 1], A[at + 2 * i]) end
     at = at + 2 * count + 1
   end
-  for _, key in ipairs({KEYS[1], KEYS[2]}) do
+  for _, key in ipairs({K[1], K[2]}) do
+    local h = hash(key)
     each_pair(function(start, count)
-      if tonumber(start) + span > now then window_add(key, tonumber(start), tonumber(count)) end
+      if start + c.span > now then window_add(h, start, count, c) end
     end)
   end
-  local quotas_written = false
+  local quotas, quotas_written = hash(K[3]), false
   each_pair(function(name, count)
-    counter_add(KEYS[3], name, count)
+    counter_add(quotas, name, count)
     quotas_written = true
   end)
-  if quotas_written and redis.call('PTTL', KEYS[3]) < quota_ttl then
-    redis.call('PEXPIRE', KEYS[3], quota_ttl)
+  if quotas_written then
+    hflush(quotas)
+    if redis.call('PTTL', K[3]) < quota_ttl then quotas.ttl = quota_ttl end
   end
+  local leases = zset(K[4])
   each_pair(function(member, expiry)
-    if tonumber(expiry) > now then redis.call('ZADD', KEYS[4], 'GT', expiry, member) end
+    if expiry > now then
+      zflush(leases)
+      redis.call('ZADD', K[4], 'GT', expiry, member)
+      leases.count = nil
+    end
   end)
-  expire_at_last_lease(KEYS[4])
-  if #KEYS > 5 then
+  expire_after(leases, now, nil)
+  if #K > 5 then
+    local money = hash(K[6])
     each_pair(function(name, amount)
-      redis.call('HINCRBY', KEYS[6], name, amount)
+      hincr(money, name, amount)
       if name == 'credits' then
-        ledger_entry(KEYS[8], KEYS[9], KEYS[6], 'charge', tonumber(amount), 'write-back')
+        ledger_entry(hash(K[8]), K[9], money, 'charge', amount, 'write-back', now)
       end
     end)
+    local holds = zset(K[7])
     each_pair(function(member, expiry)
-      if tonumber(expiry) > now then
-        if redis.call('ZSCORE', KEYS[7], member) then
-          redis.call('ZADD', KEYS[7], 'GT', expiry, member)
+      if expiry > now then
+        if zscore(holds, member) then
+          zflush(holds)
+          redis.call('ZADD', K[7], 'GT', expiry, member)
         else
-          local values = redis.call('HMGET', KEYS[6], 'held', 'next')
-          add_hold(KEYS[7], KEYS[6], member, hold_amount(member), expiry,
-            tonumber(values[1] or '0'), tonumber(values[2] or '-1'))
+          add_hold(holds, money, member, hold_amount(member), expiry,
+            hget(money, 'held') or 0, hget(money, 'next') or -1)
         end
       end
     end)
@@ -562,8 +794,32 @@ local function merge()
   return 1
 end
 
-if op == 'admit' then return admit() end
-if op == 'settle' then return settle() end
-if op == 'renew' then return renew() end
-if op == 'merge' then return merge() end
-return redis.error_reply('unknown operation ' .. tostring(op))
+local operations = {admit = admit, settle = settle, renew = renew, merge = merge}
+
+redis.register_function('@NAME@', function(keys, args)
+  hashes, zsets, names = {}, {}, {}
+  local ops, replies, now = cjson.decode(args[1]), {}, 0
+  for _, op in ipairs(ops) do -- all or nothing: check every operation's name first
+    if not operations[op[3]] then
+      return redis.error_reply('unknown operation ' .. tostring(op[3]))
+    end
+  end
+  local runs = {} -- each run of keys as its own list, made once per call
+  for i, op in ipairs(ops) do
+    local first, count = op[1], op[2]
+    local K = runs[first]
+    if not K then
+      K = {unpack(keys, first, first + count - 1)}
+      runs[first] = K
+    end
+    local A = {unpack(op, 3)}
+    now = A[2]
+    local c = {now = now, span = A[3], step = A[4], horizon = now - A[3]}
+    replies[i] = operations[A[1]](K, A, c)
+  end
+  for _, h in ipairs(hashes) do hflush(h) end
+  for _, z in ipairs(zsets) do
+    if z.expire then expire_at_last(z) else zflush(z) end
+  end
+  return replies
+end)

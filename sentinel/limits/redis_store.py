@@ -1,6 +1,6 @@
-"""The Redis limit store: exact across every replica, one atomic Lua call per operation.
+"""The Redis limit store: exact across every replica, each operation atomic in Redis.
 
-Per API key, five Redis keys share one hash tag, so every script touches one cluster slot::
+Per API key, five Redis keys share one hash tag, so every operation touches one cluster slot::
 
     <prefix>:{<key name>}:requests   hash  bucket start (ms) → requests
     <prefix>:{<key name>}:tokens     hash  bucket start (ms) → tokens
@@ -23,23 +23,26 @@ same call as the key's: another hash tag, so team budgets need a single server (
 cluster), which the configuration checks.
 
 The window hashes also hold meta fields (``s``, ``l``, ``h``, ``b``: see ``limits.lua``).
-Every key carries a TTL, so nothing outlives its use. The one script, ``limits.lua``, lives
-next to this module and is registered once per store. Against a single server, calls queued
-while others are in flight share one round trip (``ScriptBatcher``); a cluster gets them one
-by one. Every call is bounded by ``timeout_ms``;
-a timeout or a connection, cluster or read-only error becomes ``StoreUnavailable`` here, at
-the boundary, and nowhere else. A timeout is only declared once the event loop has had a
-chance to read a reply that already arrived: a busy replica must not mistake its own lag for
-a dead Redis (and fall back to the local share for nothing).
+Every key carries a TTL, so nothing outlives its use. ``limits.lua``, next to this module,
+is a Redis function library (Redis 7 or newer), loaded when Redis first says it lacks it
+(``sentinel.redis_io.functions``). Against a single server, every operation queued while a
+call is in flight goes out in the next call, whatever its key (``FunctionBatcher``): a call
+reads and writes each hash it touches once, so Redis spends far less per operation the more
+a call carries. A cluster gets operations one by one. Every call is bounded by
+``timeout_ms``; a timeout or a connection, cluster or read-only error becomes
+``StoreUnavailable`` here, at the boundary, and nowhere else. A timeout is only declared
+once the event loop has had a chance to read a reply that already arrived: a busy replica
+must not mistake its own lag for a dead Redis (and fall back to the local share for
+nothing).
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable
-from importlib.resources import files
 from typing import Any, TypeVar
 
+import orjson
 import redis.exceptions as redis_errors
 from redis.asyncio import Redis, RedisCluster
 
@@ -66,8 +69,9 @@ from sentinel.limits.window import (
     WindowUsage,
     usage,
 )
-from sentinel.redis_io.batching import LATE_REPLY_TURNS, ScriptBatcher
+from sentinel.redis_io.batching import LATE_REPLY_TURNS, FunctionBatcher
 from sentinel.redis_io.client import hash_tag
+from sentinel.redis_io.functions import RedisFunction
 
 __all__ = ["MERGED_QUOTA_TTL_MS", "RedisStore", "money_keys", "redis_keys"]
 
@@ -129,11 +133,12 @@ class RedisStore:
         self._timeout_s = timeout_ms / 1000
         self._prefix = prefix
         self._keys: dict[tuple[str, str | None], tuple[str, ...]] = {}  # → its Redis keys
-        source = files("sentinel.limits").joinpath("limits.lua").read_text(encoding="utf-8")
-        self._script = client.register_script(source)
-        # A single server gets concurrent calls in one round trip; a cluster, one by one.
+        self._function = RedisFunction("sentinel.limits", "limits.lua", "sentinel_limits")
+        # A single server gets concurrent operations in one call; a cluster, one by one.
         self._batcher = (
-            ScriptBatcher(client, source, self._timeout_s) if isinstance(client, Redis) else None
+            FunctionBatcher(client, self._function, self._timeout_s)
+            if isinstance(client, Redis)
+            else None
         )
 
     async def admit(self, spec: LimitSpec, admission: Admission, now_ms: int) -> Decision:
@@ -271,11 +276,12 @@ class RedisStore:
                 if team:
                     found += money_keys(self._prefix, team_state_name(team))[:2]
             keys = self._keys[wanted] = tuple(found)
-        packed = " ".join(map(str, args))  # one argument: see limits.lua
+        op = orjson.dumps(args)[1:-1]  # an operation's fields: see limits.lua
         if self._batcher is None:
-            return await self._bounded(self._script(keys=keys, args=[packed]))
+            (reply,) = await self._bounded(self._function.call(self._client, keys, [op]))
+            return reply
         try:
-            return await self._batcher.call(keys, packed)  # bounded by the batch's timeout
+            return await self._batcher.call(keys, op)  # bounded by the batch's timeout
         except _UNAVAILABLE as exc:
             raise StoreUnavailable(f"redis: {type(exc).__name__}") from exc
 
@@ -315,9 +321,11 @@ def _admit_args(plan: AdmitPlan) -> list[int | str]:
         args += [period.dimension.code, period.name, quota.limit, period.end_ms]
     if plan.money or plan.credits or plan.team_money:
         args += [plan.nano_usd, plan.hold_expires_ms, len(plan.money)]
-        args += [check.packed for check in plan.money]
+        for check in plan.money:
+            args += check.packed
         args += [int(plan.credits), len(plan.team_money)]
-        args += [check.packed for check in plan.team_money]
+        for check in plan.team_money:
+            args += check.packed
     return args
 
 

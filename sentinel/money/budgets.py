@@ -2,8 +2,11 @@
 
 A principal's money is its own dollar budgets (``Principal.budgets``: TOML ``usd_*`` fields,
 runtime keys, identity principals), its team's (``[teams.<name>]``) and, once it has ever been
-topped up, its prepaid credits. ``Budgeting.spec_of`` folds them into the ``LimitSpec`` the
-gate admits with, so money is checked in the very same atomic call as the token limits.
+topped up, its prepaid credits. With ``[credits] url`` the credits live in an external ledger
+instead (``sentinel.money.ledger``): every principal is credit-metered there, held at the
+ledger after the gate admits it, and never through the limit store. ``Budgeting.spec_of``
+folds the rest into the ``LimitSpec`` the gate admits with, so money is checked in the very
+same atomic call as the token limits.
 
 The hold is the price of the counted prompt at the highest input rate plus the completion cap
 at the highest output rate (``hold_nano``), on the dearest of the upstreams the request may
@@ -38,6 +41,7 @@ from sentinel.limits.store import LimitStore
 from sentinel.limits.window import KeyState
 from sentinel.money.alerts import AlertClaims, BudgetAlerts, RedisClaims, SqliteClaims
 from sentinel.money.credits import CreditAccounts, RedisCredits, SqliteCredits
+from sentinel.money.ledger import ExternalLedger
 from sentinel.money.prices import Price, PriceBook, hold_nano
 from sentinel.statefile import STATE_FILE
 
@@ -54,17 +58,19 @@ _MAX_SPECS = 100_000
 
 class Budgeting:
     """The money side of admission: the spec with money in it, and the hold; it owns the
-    credit accounts and the budget alerts."""
+    credit accounts (or the external ledger) and the budget alerts."""
 
     def __init__(
         self,
         settings: BudgetSettings,
         credits: CreditAccounts | None = None,
         alerts: BudgetAlerts | None = None,
+        ledger: ExternalLedger | None = None,
     ) -> None:
         self.settings = settings
         self.credits = credits
         self.alerts = alerts
+        self.ledger = ledger  # [credits] url: credits held there, and nowhere else
         self._teams = dict(settings.teams)
         # Principal id → (the principal, whether credit-metered, its spec): worked out once
         # per principal object, not per request.
@@ -76,6 +82,8 @@ class Budgeting:
         if self.alerts is not None:
             gate.watch_spending(self.alerts.observe)
             self.alerts.start()
+        if self.ledger is not None:
+            self.ledger.start()
         if isinstance(self.credits, RedisCredits):
             try:
                 await self.credits.refresh()
@@ -84,7 +92,9 @@ class Budgeting:
             self.credits.start()
 
     async def aclose(self) -> None:
-        """Deliver queued alerts and stop the background tasks."""
+        """Deliver queued alerts and ledger settlements, and stop the background tasks."""
+        if self.ledger is not None:
+            await self.ledger.aclose()
         if self.alerts is not None:
             await self.alerts.aclose()
         if isinstance(self.credits, RedisCredits):
@@ -97,8 +107,9 @@ class Budgeting:
         return self._teams.get(team) if team is not None else None
 
     def is_metered(self, principal: Principal) -> bool:
-        """Whether any money applies to ``principal`` (budgets, its team's, or credits)."""
-        return self.spec_of(principal) is not principal.limits
+        """Whether any money applies to ``principal`` (budgets, its team's, or credits; with
+        an external ledger, every principal's requests hold credits)."""
+        return self.ledger is not None or self.spec_of(principal) is not principal.limits
 
     def spec_of(self, principal: Principal) -> LimitSpec:
         """``principal.limits`` with its money folded in (the same object when it has none)."""
@@ -152,7 +163,9 @@ class Budgeting:
         if spec.team is not None:
             team = await store.state(team_state_name(spec.team))
             view["team_budgets"] = _windows(spec, TEAM_MONEY, team, now_ms, tz)
-        if spec.credits:
+        if self.ledger is not None:
+            view["credits"] = await self._ledger_view(principal, self.ledger)
+        elif spec.credits:
             held = _held(state, now_ms)
             balance = state.credits_in - state.money.get(CREDITS_FIELD, 0)
             view["credits"] = {
@@ -161,6 +174,16 @@ class Budgeting:
                 "available_usd": format_usd(max(0, balance - held)),
             }
         return view
+
+    async def _ledger_view(self, principal: Principal, ledger: ExternalLedger) -> dict[str, Any]:
+        """The credits as the external ledger reports them (nulls when it cannot say)."""
+        view: dict[str, Any] = {"ledger": "external", "account": None}
+        try:
+            view["account"] = account = ledger.account_of(principal)
+        except PermissionDenied:
+            return {**view, "balance_usd": None, "held_usd": None}
+        found = await ledger.balance(account)
+        return {**view, **(found or {"balance_usd": None, "held_usd": None})}
 
     def hold(
         self,
@@ -238,20 +261,23 @@ def open_budgeting(
     session: aiohttp.ClientSession,
 ) -> Budgeting:
     """The budgeting of this deployment: credits and alert claims in Redis with ``[redis]``,
-    else in the state file (credits then held against the embedded ``MemoryStore``)."""
+    else in the state file (credits then held against the embedded ``MemoryStore``); with
+    ``[credits] url``, credits in the external ledger instead."""
     credits: CreditAccounts | None = None
+    ledger = ExternalLedger(session, config.credits) if config.credits is not None else None
     claims: AlertClaims
     if redis is not None and config.redis is not None:
-        credits = RedisCredits(redis, config.redis.timeout_ms)
+        if ledger is None:
+            credits = RedisCredits(redis, config.redis.timeout_ms)
         claims = RedisClaims(redis)
     else:
         claims = SqliteClaims(config.server.state_dir)
         # As the runtime keys: a gateway that cannot top up and never did writes no state.
         can_top_up = config.admin.is_enabled or (config.server.state_dir / STATE_FILE).exists()
-        if isinstance(store, MemoryStore) and can_top_up:
+        if isinstance(store, MemoryStore) and can_top_up and ledger is None:
             credits = SqliteCredits(config.server.state_dir, store)
     settings = config.budgets
     alerts = BudgetAlerts(
         settings.alert_thresholds, claims, session=session, webhook=settings.webhook
     )
-    return Budgeting(settings, credits, alerts)
+    return Budgeting(settings, credits, alerts, ledger)

@@ -7,11 +7,13 @@
     route             candidates whose breakers let calls through; 503 before any reservation
     price             the model's price on the first candidate (``sentinel.proxy.pricing``);
                       402 ``price_unknown`` for a key with a dollar budget and no price
-    admit             one reservation: the request, its prompt and its completion cap
+    admit             one reservation: the request, its prompt and its completion cap; with
+                      an external credits ledger, then a hold there (``sentinel.money.ledger``)
     fail over         candidates in turn until one answers (``Failover.open``)
     deliver           the endpoint relays the answer and notes the usage it reports
     settle            the reservation, once, with the usage of the attempt that answered,
-                      priced exactly (``ctx.cost_usd``) at the answering upstream's price
+                      priced exactly (``ctx.cost_usd``) at the answering upstream's price;
+                      a ledger hold is captured for that cost, or released
     record            the usage record, when the response has ended (``ctx.on_finish``)
 
 An endpoint supplies ``prepare`` and ``deliver``; everything else happens here, in this order,
@@ -21,6 +23,7 @@ on every way out.
 from __future__ import annotations
 
 import asyncio
+import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -40,6 +43,7 @@ from sentinel.http.context import CONTEXT_KEY, RequestContext
 from sentinel.http.headers import RequestHeaders, relay_headers, scan_request_headers
 from sentinel.limits.decision import Reservation
 from sentinel.limits.headers import rate_limit_header_pairs
+from sentinel.money.ledger import CreditsRefused, ExternalLedger, LedgerHold, balance_headers
 from sentinel.money.prices import Price
 from sentinel.proxy.pricing import price_request, record_cost, served_price
 from sentinel.streaming.relay import StreamTap, relay
@@ -107,6 +111,7 @@ class Exchange:
     meter: bool = False  # a token-spending pass-through: its JSON reply's usage is charged
     screen: Screen | None = None  # the response rules that screen the reply (sentinel.guardrails)
     price: Price | None = None  # of the model on the chosen upstream; None: unpriced
+    credit_hold: LedgerHold | None = None  # held at the external ledger, settled once
 
     @property
     def body_deadline(self) -> float:
@@ -188,19 +193,50 @@ async def _admit(exchange: Exchange, plan: Plan, candidates: list[Candidate]) ->
     budgeting = services.budgeting
     spec = principal.limits if budgeting is None else budgeting.spec_of(principal)
     money = spec is not principal.limits  # spec_of adds money to a copy only
-    if not principal.is_limited and not money:
+    ledger = budgeting.ledger if budgeting is not None else None
+    if not principal.is_limited and not money and ledger is None:
         return None
     nano_usd = 0
-    if money and budgeting is not None:  # the price of the prompt and the completion cap
+    if budgeting is not None and (money or ledger is not None):  # prompt + completion cap
         prompt = ctx.prompt_estimate or 0
         nano_usd = budgeting.hold(
             services.prices, candidates, ctx.model, plan.service_tier, prompt, plan.tokens - prompt
         )
-    gate = services.gate
-    decision = await gate.admit(principal.id, spec, ctx.request_id, plan.tokens, nano_usd)
-    ctx.degraded = decision.degraded
-    ctx.response_headers = rate_limit_header_pairs(decision)
-    return decision.reservation
+    account = ledger.account_of(principal) if ledger is not None and nano_usd else None
+    reservation = None
+    if principal.is_limited or money:
+        decision = await services.gate.admit(
+            principal.id, spec, ctx.request_id, plan.tokens, nano_usd
+        )
+        ctx.degraded = decision.degraded
+        ctx.response_headers = rate_limit_header_pairs(decision)
+        reservation = decision.reservation
+    if ledger is not None and account is not None:
+        exchange.credit_hold = await _hold_credits(exchange, ledger, account, nano_usd, reservation)
+    return reservation
+
+
+async def _hold_credits(
+    exchange: Exchange,
+    ledger: ExternalLedger,
+    account: str,
+    nano_usd: int,
+    reservation: Reservation | None,
+) -> LedgerHold:
+    """Hold at the external ledger, under the reservation's id (its idempotency key); a
+    refusal (402) or an unreachable ledger (503) gives the reservation back first."""
+    ctx = exchange.ctx
+    hold_id = reservation.reservation_id if reservation is not None else secrets.token_hex(12)
+    try:
+        hold = await ledger.hold(account, nano_usd, hold_id, ctx.request_id)
+    except BaseException as error:
+        if isinstance(error, CreditsRefused) and error.balance is not None:
+            ctx.response_headers = balance_headers(ctx.response_headers, error.balance)
+        if reservation is not None:
+            await exchange.services.gate.settle(reservation, 0, produced=False)
+        raise
+    ctx.response_headers = balance_headers(ctx.response_headers, hold.balance)
+    return hold
 
 
 async def _open(exchange: Exchange, plan: Plan, candidates: list[Candidate]) -> Served:
@@ -245,6 +281,9 @@ async def _settle(exchange: Exchange, plan: Plan, reservation: Reservation | Non
     elif outcome.usage is not None:
         ctx.usage, ctx.usage_source = outcome.usage, "provider"
     record_cost(exchange)
+    budgeting = services.budgeting
+    if exchange.credit_hold is not None and budgeting is not None and budgeting.ledger is not None:
+        budgeting.ledger.settle(exchange.credit_hold, ctx.cost_nano, ctx.request_id)
     if reservation is not None:
         usage = ctx.usage
         await services.gate.settle(

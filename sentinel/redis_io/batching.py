@@ -1,23 +1,25 @@
-"""Calls of a Lua script, sent to Redis together: one round trip per batch.
+"""Operations of a Redis function, sent to Redis together: one call per batch.
 
-Every request makes two calls of ``limits.lua`` (admit, settle), and the usage tracker one
-call of ``usage_counters.lua`` per batch and minute; with many requests in flight most of a
-call's cost is the client's own work per round trip. ``ScriptBatcher`` queues the calls,
-and one task sends whatever is queued as one pipelined write on a connection of its own
-(not a transaction: each call is atomic on its own, as when sent alone), reads the replies
-in order, and goes again while calls are waiting. A lone call goes out at the next loop
-turn, without waiting; calls made while a batch is in flight form the next one.
+Every request makes two limits operations (admit, settle) and the usage tracker one per
+batch of records; each costs Redis far more as a call of its own than as part of a larger
+one (a call's fixed cost, and every hash it reads and writes, are paid once per call).
+``FunctionBatcher`` queues the operations, and one task sends whatever is queued as one
+``FCALL`` (of up to ``_MAX_OPS`` operations, each with its own keys, in the order they were
+queued) on a connection of its own, reads the replies, and goes again while operations are
+waiting. A lone operation goes out at the next loop turn, without waiting; those queued
+while a batch is in flight form the next one. Each operation runs as if it ran alone, so a
+batch changes what Redis spends, never what it answers. A single server only: a cluster
+client sends each operation to its slot's node itself (``RedisFunction.call``).
 
 The connection is one of the client's pool (with its auth, TLS and reply parser), held
-until it fails; only the one command is encoded here, and a caller whose keys repeat (the
-limits: one set per API key) has the command's head encoded once. Each batch is bounded by
-``timeout_s``. A batch whose replies are late gets a few more loop turns to deliver replies
-already read, so that a busy replica does not mistake its own lag for a dead Redis; then
-every call of the batch fails with ``TimeoutError`` and the connection is dropped (a late
-reply must never answer the next batch). Connection errors fail every call of the batch; an
-error reply fails its own call. Calls of a script Redis does not know (after a restart or
-``SCRIPT FLUSH``) load it and are sent again. A single server only: a cluster client sends
-each call to its slot's node itself.
+until it fails; the command is encoded here, each key's encoding kept for its next use.
+Each batch is bounded by ``timeout_s``. A batch whose replies are late gets a few more loop
+turns to deliver replies already read, so that a busy replica does not mistake its own lag
+for a dead Redis; then every operation of the batch fails with ``TimeoutError`` and the
+connection is dropped (a late reply must never answer the next batch). Connection errors
+fail every operation of the batch; an error reply fails the operations of its call. Calls
+of a function Redis does not know (after a restart or ``FUNCTION FLUSH``) load it and are
+sent again.
 """
 
 from __future__ import annotations
@@ -28,98 +30,116 @@ from typing import Any
 
 from redis.asyncio import Redis
 from redis.asyncio.connection import AbstractConnection
-from redis.exceptions import NoScriptError, ReadOnlyError, ResponseError
+from redis.exceptions import ReadOnlyError, ResponseError
 
 from sentinel.deadline import Deadline
+from sentinel.redis_io.functions import RedisFunction, is_missing, ops_argument
 
-__all__ = ["LATE_REPLY_TURNS", "ScriptBatcher"]
+__all__ = ["LATE_REPLY_TURNS", "FunctionBatcher"]
 
 LATE_REPLY_TURNS = 3
 """Loop turns a Redis call past its deadline gets to deliver a reply already received."""
-_MAX_HEADS = 10_000
-"""Encoded command heads kept (one per set of keys); past it the cache starts over."""
+_MAX_OPS = 256
+"""Operations in one call: Redis runs a call to its end before anything else."""
+_MAX_KEYS = 10_000
+"""Encoded key names kept; past it the cache starts over."""
 
-_Call = tuple[bytes, "asyncio.Future[Any]"]
+_Op = tuple[tuple[str, ...], bytes, "asyncio.Future[Any]"]
 
 
-class ScriptBatcher:
-    """Runs calls of one Lua script over one connection, batching those that wait."""
+class FunctionBatcher:
+    """Runs operations of one Redis function over one connection, batching those that wait."""
 
-    def __init__(self, client: Redis, source: str, timeout_s: float) -> None:
+    def __init__(self, client: Redis, function: RedisFunction, timeout_s: float) -> None:
         self._client = client
-        self._script = client.register_script(source)  # for its SHA
         self._timeout_s = timeout_s
-        self._queue: list[_Call] = []
+        self._queue: list[_Op] = []
         self._sender: asyncio.Task[None] | None = None
         self._connection: AbstractConnection | None = None
-        self._heads: dict[tuple[str, ...], bytes] = {}
-        self._starts: dict[int, bytes] = {}  # key count -> "*N EVALSHA <sha> <count>"
-        self._load = _encode([b"SCRIPT", b"LOAD", source.encode()])
+        self._bulks: dict[str, bytes] = {}
+        self._name = _bulk(b"FCALL") + _bulk(function.name.encode())
+        self._load = _encode([b"FUNCTION", b"LOAD", function.source.encode()])
 
-    def call(
-        self, keys: tuple[str, ...], arg: str, *, keys_repeat: bool = True
-    ) -> asyncio.Future[Any]:
-        """Queue one call with ``keys`` and one argument; the future gets its reply, or the
-        exception that stopped it. ``keys_repeat``: keep the encoded head for the next call
-        with the same keys (not for keys used once, like a request's dedupe marker)."""
+    def call(self, keys: tuple[str, ...], op: bytes) -> asyncio.Future[Any]:
+        """Queue one operation on ``keys`` (its fields as JSON, without brackets); the
+        future gets its reply, or the exception that stopped it."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
-        self._queue.append((self._command(keys, arg, keys_repeat), future))
+        self._queue.append((keys, op, future))
         if self._sender is None:
-            self._sender = loop.create_task(self._send_all(), name="redis-script-batches")
+            self._sender = loop.create_task(self._send_all(), name="redis-function-batches")
         return future
 
-    def _command(self, keys: tuple[str, ...], arg: str, keep: bool) -> bytes:
-        head = self._heads.get(keys) if keep else None
-        if head is None:
-            start = self._starts.get(len(keys))
-            if start is None:
-                fields = [b"EVALSHA", self._script.sha.encode(), b"%d" % len(keys)]
-                start = b"*%d\r\n" % (len(keys) + 4) + b"".join(map(_bulk, fields))  # + arg
-                self._starts[len(keys)] = start
-            head = start + b"".join([_bulk(key.encode()) for key in keys])
-            if keep:
-                if len(self._heads) >= _MAX_HEADS:
-                    self._heads.clear()
-                self._heads[keys] = head
-        return head + _bulk(arg.encode())
+    def _command(self, ops: Sequence[_Op]) -> bytes:
+        """One ``FCALL`` running ``ops`` in order, each set of keys named once."""
+        first: dict[tuple[str, ...], int] = {}
+        names: list[bytes] = []
+        runs: list[tuple[int, int, bytes]] = []
+        for keys, op, _ in ops:
+            at = first.get(keys)
+            if at is None:
+                at = first[keys] = len(names) + 1
+                names += [self._encoded(key) for key in keys]
+            runs.append((at, len(keys), op))
+        return (
+            b"*%d\r\n" % (len(names) + 4)
+            + self._name
+            + _bulk(b"%d" % len(names))
+            + b"".join(names)
+            + _bulk(ops_argument(runs))
+        )
+
+    def _encoded(self, key: str) -> bytes:
+        bulk = self._bulks.get(key)
+        if bulk is None:
+            if len(self._bulks) >= _MAX_KEYS:
+                self._bulks.clear()
+            bulk = self._bulks[key] = _bulk(key.encode())
+        return bulk
 
     async def _send_all(self) -> None:
         try:
             while self._queue:
-                batch, self._queue = self._queue, []
-                live = [call for call in batch if not call[1].done()]  # callers may give up
+                queued, self._queue = self._queue, []
+                live = [op for op in queued if not op[2].done()]  # callers may give up
                 if live:
-                    await self._send(live)
+                    await self._send(
+                        [live[i : i + _MAX_OPS] for i in range(0, len(live), _MAX_OPS)]
+                    )
         finally:
             self._sender = None
 
-    async def _send(self, batch: list[_Call]) -> None:
+    async def _send(self, calls: list[list[_Op]]) -> None:
         when = asyncio.get_running_loop().time() + self._timeout_s
         try:
             # A round trip cut short by the deadline drops its connection (``_exchange``).
             with Deadline(when, late_turns=LATE_REPLY_TURNS):
-                replies = await self._round_trip([command for command, _ in batch])
+                replies = await self._round_trip([self._command(ops) for ops in calls])
         except asyncio.CancelledError:  # the loop is shutting down
-            _fail(batch, TimeoutError())
+            for ops in calls:
+                _fail(ops, TimeoutError())
             raise
         except Exception as exc:  # a timeout, or the connection failed: every call failed
-            _fail(batch, exc)
+            for ops in calls:
+                _fail(ops, exc)
             return
-        for (_, future), reply in zip(batch, replies, strict=True):
-            if future.done():
-                continue
+        for ops, reply in zip(calls, replies, strict=True):
             if isinstance(reply, Exception):
-                future.set_exception(reply)
-            else:
-                future.set_result(reply)
+                _fail(ops, reply)
+                continue
+            if not isinstance(reply, list) or len(reply) != len(ops):
+                _fail(ops, ResponseError(f"expected {len(ops)} replies, got {reply!r:.80}"))
+                continue
+            for (_, _, future), result in zip(ops, reply, strict=True):
+                if not future.done():
+                    future.set_result(result)
 
     async def _round_trip(self, commands: list[bytes]) -> list[Any]:
         replies = await self._exchange(commands)
-        unknown = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
+        unknown = [i for i, reply in enumerate(replies) if is_missing(reply)]
         if unknown:
             (loaded,) = await self._exchange([self._load])  # on this connection, known good
-            if isinstance(loaded, Exception):
+            if isinstance(loaded, Exception) and "already exists" not in str(loaded):
                 raise loaded
             again = await self._exchange([commands[i] for i in unknown])
             for i, reply in zip(unknown, again, strict=True):
@@ -165,7 +185,7 @@ def _bulk(value: bytes) -> bytes:
     return b"$%d\r\n%b\r\n" % (len(value), value)
 
 
-def _fail(batch: Sequence[_Call], error: BaseException) -> None:
-    for _, future in batch:
+def _fail(ops: Sequence[_Op], error: BaseException) -> None:
+    for _, _, future in ops:
         if not future.done():
             future.set_exception(error)

@@ -61,10 +61,16 @@ def test_braces_in_a_name_cannot_break_the_hash_tag() -> None:
     assert redis_keys("s", "")[0] == "s:{%}:requests"
 
 
-def test_lua_script_ships_with_the_package() -> None:
-    """The script is a package resource whose header names its KEYS, ARGV and units."""
+def test_lua_library_ships_with_the_package() -> None:
+    """The function library is a package resource whose header names its keys, arguments and
+    units, loaded under a name that carries its source's digest."""
     from importlib.resources import files
 
+    from sentinel.redis_io.functions import RedisFunction
+
     text = files("sentinel.limits").joinpath("limits.lua").read_text(encoding="utf-8")
-    assert text.startswith("--[[ limits.lua:")
-    assert "KEYS[1]" in text and "ARGV" in text and "(ms)" in text
+    assert text.startswith("#!lua name=@NAME@\n--[[ limits.lua:")
+    assert "K[1]" in text and "ARGV" in text and "(ms)" in text
+    function = RedisFunction("sentinel.limits", "limits.lua", "sentinel_limits")
+    assert function.name.startswith("sentinel_limits_") and "@NAME@" not in function.source
+    assert function.source.startswith(f"#!lua name={function.name}\n")

@@ -113,7 +113,7 @@ async def test_a_new_bucket_size_starts_the_windows_afresh(redis: Redis, prefix:
 async def test_concurrent_calls_share_one_connection(
     private_redis: RedisServer, prefix: str
 ) -> None:
-    """Calls made together go out together on the store's one connection, one EVALSHA each,
+    """Operations made together go out together on the store's one connection, as one FCALL,
     and each gets its own reply (the 50 that fit are admitted, the rest refused)."""
     client = private_redis.client()
     try:
@@ -125,8 +125,9 @@ async def test_concurrent_calls_share_one_connection(
         assert sum(d.allowed for d in decisions) == 50
         assert [d.allowed for d in decisions[50:]] == [False] * 10
         stats = await client.info("commandstats")
-        # A fresh server knows no script: each call of the batch is refused, then sent again.
-        assert stats["cmdstat_evalsha"]["calls"] == 2 * 60
+        # A fresh server knows no function: the call is refused, loaded, then sent again.
+        assert stats["cmdstat_fcall"]["calls"] == 2
+        assert stats["cmdstat_function|load"]["calls"] == 1
         assert len(await client.client_list()) == 2  # the store's and this query's
     finally:
         await client.aclose()

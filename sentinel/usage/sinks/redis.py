@@ -1,7 +1,7 @@
 """A sink keeping per-key usage counters in Redis, per minute and per day, exactly once.
 
 Each bucket is a hash with ``requests``, ``prompt_tokens``, ``completion_tokens`` and
-``total_tokens``, under keys hash-tagged by the key name so one script call touches one slot::
+``total_tokens``, under keys hash-tagged by the key name so one operation touches one slot::
 
     sentinel:{team-a}:usage:m:202501311230     minute bucket (UTC)
     sentinel:{team-a}:usage:d:20250131         day bucket (UTC)
@@ -20,13 +20,13 @@ import time
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from importlib import resources
-from typing import Literal
+from typing import Any, Literal
 
 from redis.asyncio import Redis, RedisCluster
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import RedisError
 
-from sentinel.redis_io.batching import ScriptBatcher
+from sentinel.redis_io.batching import FunctionBatcher
+from sentinel.redis_io.functions import RedisFunction
 from sentinel.usage.records import UsageRecord
 from sentinel.usage.sinks import DeliveryError
 
@@ -51,11 +51,6 @@ def _seen_key(record: UsageRecord) -> str:
     return f"sentinel:{{{record.key}}}:usage:seen:{record.record_id}"
 
 
-async def _awaited(reply: Awaitable[object] | object) -> object:
-    """redis-py types each command as sync or async; the asyncio client's is awaitable."""
-    return await reply if isinstance(reply, Awaitable) else reply
-
-
 def _buckets(record: UsageRecord) -> tuple[str, str]:
     """The minute and day hashes ``record`` is counted in."""
     at = record.started_at
@@ -68,9 +63,9 @@ def _buckets(record: UsageRecord) -> tuple[str, str]:
     return counter_key(record.key, "minute", started), counter_key(record.key, "day", started)
 
 
-def _calls(batch: Sequence[UsageRecord], ttls: str) -> list[tuple[tuple[str, ...], str]]:
-    """The script calls counting ``batch``: one per minute bucket (a key's records share its
-    hash tag), of at most ``_MAX_PER_CALL`` records each, as (keys, packed argument)."""
+def _calls(batch: Sequence[UsageRecord], ttls: bytes) -> list[tuple[tuple[str, ...], bytes]]:
+    """The operations counting ``batch``: one per minute bucket (a key's records share its
+    hash tag), of at most ``_MAX_PER_CALL`` records each, as (keys, the operation's fields)."""
     groups: dict[tuple[str, str], list[UsageRecord]] = {}
     for record in batch:
         groups.setdefault(_buckets(record), []).append(record)
@@ -79,15 +74,23 @@ def _calls(batch: Sequence[UsageRecord], ttls: str) -> list[tuple[tuple[str, ...
         for start in range(0, len(records), _MAX_PER_CALL):
             part = records[start : start + _MAX_PER_CALL]
             keys = (*buckets, *(_seen_key(record) for record in part))
-            counts = " ".join(
-                f"{r.prompt_tokens} {r.completion_tokens} {r.total_tokens}" for r in part
+            counts = b",".join(
+                b"%b,%b,%b"
+                % (_count(r.prompt_tokens), _count(r.completion_tokens), _count(r.total_tokens))
+                for r in part
             )
-            calls.append((keys, f"{ttls} {counts}"))
+            calls.append((keys, ttls + b"," + counts))
     return calls
 
 
+def _count(tokens: int) -> bytes:
+    """A count as JSON: a number, or a string of digits from 2^53 up (Lua would round it)."""
+    return b"%d" % tokens if tokens < _EXACT else b'"%d"' % tokens
+
+
+_EXACT = 2**53
 _MAX_PER_CALL = 256
-"""Records counted by one script call: Redis runs a call to its end before anything else."""
+"""Records counted by one operation: Redis runs a call to its end before anything else."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,10 +104,10 @@ class UsageCounters:
 
 
 class RedisCounterSink:
-    """Counts each record once into its key's minute and day buckets: one script call for the
+    """Counts each record once into its key's minute and day buckets: one operation for the
     records of a batch that share a minute bucket (up to ``_MAX_PER_CALL`` of them).
 
-    A batch goes out as one pipelined write on a single server (``ScriptBatcher``), or call by
+    A batch goes out as one function call on a single server (``FunctionBatcher``), or call by
     call to each slot's node on a cluster, bounded by ``timeout_s``; a batch that times out
     may have been counted in part, which the dedupe markers make safe to send again.
     """
@@ -121,14 +124,15 @@ class RedisCounterSink:
     ) -> None:
         self._client = client
         self._timeout_s = timeout_s  # per batch: the client sets no socket timeouts
-        self._ttls = f"{minute_ttl_s} {day_ttl_s} {dedupe_ttl_s}"
-        self._source = (
-            resources.files("sentinel.usage.sinks").joinpath("usage_counters.lua").read_text()
+        self._ttls = b"%d,%d,%d" % (minute_ttl_s, day_ttl_s, dedupe_ttl_s)
+        self._function = RedisFunction(
+            "sentinel.usage.sinks", "usage_counters.lua", "sentinel_usage_counters"
         )
-        self._sha: str | None = None
-        # A single server gets a batch's calls as one pipelined write (redis_scripts.py).
+        # A single server gets a batch's operations in one call (sentinel.redis_io.batching).
         self._batcher = (
-            ScriptBatcher(client, self._source, timeout_s) if isinstance(client, Redis) else None
+            FunctionBatcher(client, self._function, timeout_s)
+            if isinstance(client, Redis)
+            else None
         )
         self._name = name
         self.counted = 0
@@ -143,12 +147,7 @@ class RedisCounterSink:
         """Count each record of ``batch`` not counted before; ``DeliveryError`` on Redis trouble."""
         try:
             async with asyncio.timeout(self._timeout_s):
-                try:
-                    results = await self._count(batch)
-                except NoScriptError:
-                    # Redis restarted or flushed its scripts; counting again is safe (dedupe).
-                    self._sha = None
-                    results = await self._count(batch)
+                results = await self._count(batch)
         except (RedisError, OSError, TimeoutError) as exc:
             raise DeliveryError(f"{self._name}: {type(exc).__name__}: {exc}") from exc
         counted = sum(1 for result in results if result == 1)
@@ -161,16 +160,13 @@ class RedisCounterSink:
         if self._batcher is not None:
             batched = self._batcher.call
             replies = await asyncio.gather(
-                *(batched(keys, arg, keys_repeat=False) for keys, arg in calls),
-                return_exceptions=True,
+                *(batched(keys, op) for keys, op in calls), return_exceptions=True
             )
         else:
-            if self._sha is None:
-                self._sha = str(await self._client.script_load(self._source))
-            # A cluster pipeline refuses EVALSHA: each call goes to its slot's node on its own.
-            evalsha = self._client.evalsha
+            # A cluster: each operation goes to its slot's node on its own.
+            call = self._function.call
             replies = await asyncio.gather(
-                *(_awaited(evalsha(self._sha, len(keys), *keys, arg)) for keys, arg in calls),
+                *(_first(call(self._client, keys, [op])) for keys, op in calls),
                 return_exceptions=True,
             )
         results: list[object] = []
@@ -179,6 +175,11 @@ class RedisCounterSink:
                 raise reply
             results.extend(reply)
         return results
+
+
+async def _first(replies: Awaitable[list[Any]]) -> Any:
+    """The reply of a call's one operation."""
+    return (await replies)[0]
 
 
 async def read_counters(

@@ -1,37 +1,64 @@
--- Count records' usage into one key's minute and day hashes, each record at most once.
---
--- KEYS[1]     minute hash      sentinel:{<key>}:usage:m:<yyyymmddHHMM>
--- KEYS[2]     day hash         sentinel:{<key>}:usage:d:<yyyymmdd>
--- KEYS[2 + i] record i's dedupe marker    sentinel:{<key>}:usage:seen:<record_id>
--- ARGV[1]  integers joined by single spaces (one argument is cheaper to send than many):
---   the minute hash TTL, the day hash TTL and the dedupe marker TTL (seconds), then for each
---   record in KEYS order its prompt, completion and total tokens (each >= 0)
--- Returns one integer per record: 1 when counted, 0 when its record id was already counted
--- (a replay). Every key shares the {<key>} hash tag, so the script is valid on
--- Redis Cluster. Counts are added by HINCRBY as the digits sent, so they stay exact.
+#!lua name=@NAME@
+--[[ usage_counters.lua: count records' usage into their key's minute and day hashes, each
+record at most once (FCALL @NAME@; see sentinel.redis_io.functions for the batch format).
 
-local fields = {}
-for field in string.gmatch(ARGV[1], '%d+') do fields[#fields + 1] = field end
+Each operation names its own run of keys:
+K[1]      minute hash               sentinel:{<key>}:usage:m:<yyyymmddHHMM>
+K[2]      day hash                  sentinel:{<key>}:usage:d:<yyyymmdd>
+K[2 + i]  record i's dedupe marker  sentinel:{<key>}:usage:seen:<record_id>
+Fields: the minute hash TTL, the day hash TTL and the dedupe marker TTL (seconds), then for
+each record in K order its prompt, completion and total tokens (each >= 0, below 2^53).
+Reply: one integer per record, 1 when counted, 0 when its record id was already counted (a
+replay). The records an operation counts are summed first, so each hash gets four HINCRBY
+per operation, not per record. A count of 2^53 or more comes as a string of digits (a Lua
+number would round it): its record is added on its own, as the digits sent, so every count
+stays exact, and so does a sum that would pass 2^53. A key's keys share the {<key>} hash
+tag, so an operation is valid on Redis Cluster.
+]]
 
-local counted = {}
-local any = false
-for i = 3, #KEYS do
-  if redis.call('SET', KEYS[i], '1', 'NX', 'EX', fields[3]) then
-    local at = 3 + (i - 3) * 3
-    for hash = 1, 2 do
-      redis.call('HINCRBY', KEYS[hash], 'requests', 1)
-      redis.call('HINCRBY', KEYS[hash], 'prompt_tokens', fields[at + 1])
-      redis.call('HINCRBY', KEYS[hash], 'completion_tokens', fields[at + 2])
-      redis.call('HINCRBY', KEYS[hash], 'total_tokens', fields[at + 3])
+local NAMES = {'prompt_tokens', 'completion_tokens', 'total_tokens'}
+local EXACT = 9007199254740992 -- 2^53: doubles hold every integer below it
+
+local function add(K, name, amount)
+  if type(amount) == 'number' then amount = string.format('%d', amount) end
+  redis.call('HINCRBY', K[1], name, amount)
+  redis.call('HINCRBY', K[2], name, amount)
+end
+
+local function count(K, A)
+  local counted, requests, sums = {}, 0, {0, 0, 0}
+  for i = 3, #K do
+    if redis.call('SET', K[i], '1', 'NX', 'EX', A[3]) then
+      local at = 3 + (i - 3) * 3
+      requests = requests + 1
+      for f = 1, 3 do
+        local amount = A[at + f]
+        if type(amount) == 'number' and sums[f] + amount < EXACT then
+          sums[f] = sums[f] + amount
+        else
+          add(K, NAMES[f], amount)
+        end
+      end
+      counted[#counted + 1] = 1
+    else
+      counted[#counted + 1] = 0
     end
-    counted[#counted + 1] = 1
-    any = true
-  else
-    counted[#counted + 1] = 0
   end
+  if requests > 0 then
+    add(K, 'requests', requests)
+    for f = 1, 3 do
+      if sums[f] > 0 then add(K, NAMES[f], sums[f]) end
+    end
+    for hash = 1, 2 do redis.call('EXPIRE', K[hash], A[hash]) end
+  end
+  return counted
 end
-if any then
-  redis.call('EXPIRE', KEYS[1], fields[1])
-  redis.call('EXPIRE', KEYS[2], fields[2])
-end
-return counted
+
+redis.register_function('@NAME@', function(keys, args)
+  local replies = {}
+  for i, op in ipairs(cjson.decode(args[1])) do
+    local K = {unpack(keys, op[1], op[1] + op[2] - 1)}
+    replies[i] = count(K, {unpack(op, 3)})
+  end
+  return replies
+end)
