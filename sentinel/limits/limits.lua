@@ -34,8 +34,8 @@ with. They keep an admission O(1): only buckets from l up to now - span are ever
 and the whole hash is read only to compute a refusal's retry time.
 
 ARGV[1] is a JSON array of operations (cjson decodes it in C, far cheaper than splitting a
-string in Lua), each an array: [first key's index in KEYS, number of keys, then the fields
-below]. Common fields: [1] operation, [2] now (ms), [3] span (ms) = window + one bucket (a
+string in Lua), each an array: [the fields below, then its first key's index in KEYS and its
+number of keys]. Common fields: [1] operation, [2] now (ms), [3] span (ms) = window + one bucket (a
 bucket starting at s counts while s + span > now), [4] bucket size (ms). Then:
 
 admit   [5] start of the bucket containing now, [6] first bucket start that still counts
@@ -138,6 +138,7 @@ local function hget(h, name)
 end
 
 local function hset(h, name, value)
+  if h.vals[name] == value then return end -- unchanged: nothing to write (or to format)
   h.vals[name] = value
   h.dirty[name] = true
 end
@@ -189,14 +190,15 @@ local function hflush(h)
 end
 
 -- Zsets ----------------------------------------------------------------------------------
--- A zset's additions wait in adds (member -> score, in order); count is ZCARD once known.
+-- A zset's additions wait in adds (member -> score) and order; low is the lowest of their
+-- scores, moved the members among them already stored (a new score for them), count the
+-- ZCARD once known, purged the latest purge's time, expire and floor the TTL to send.
 local zsets = {}
 
 local function zset(key)
   local z = zsets[key]
   if not z then
-    z = {key = key, adds = {}, order = {}, moved = {}, count = nil, purged = nil, expire = nil,
-      floor = nil}
+    z = {key = key, adds = {}, order = {}}
     zsets[key] = z
     zsets[#zsets + 1] = z
   end
@@ -214,7 +216,7 @@ local function zflush(z)
     end
   end
   if #pairs_ > 0 then redis.call('ZADD', z.key, unpack(pairs_)) end
-  z.adds, z.order = {}, {}
+  z.adds, z.order, z.low = {}, {}, nil
 end
 
 -- Add member (or move it, when stored is true: it is in Redis already, so not counted).
@@ -223,8 +225,12 @@ local function zadd(z, score, member, stored)
     z.order[#z.order + 1] = member
     if z.count and not stored then z.count = z.count + 1 end -- reservation ids are new
   end
-  if stored then z.moved[member] = true end
+  if stored then
+    z.moved = z.moved or {}
+    z.moved[member] = true
+  end
   z.adds[member] = score
+  if not z.low or score < z.low then z.low = score end
 end
 
 -- Remove member; 1 if it was there.
@@ -232,7 +238,7 @@ local function zrem(z, member)
   if z.adds[member] then
     z.adds[member] = nil
     if z.count then z.count = z.count - 1 end
-    if z.moved[member] then redis.call('ZREM', z.key, member) end -- its old score is stored
+    if z.moved and z.moved[member] then redis.call('ZREM', z.key, member) end -- its old score is stored
     return 1
   end
   local removed = redis.call('ZREM', z.key, member)
@@ -240,14 +246,19 @@ local function zrem(z, member)
   return removed
 end
 
--- Drop members whose score is at most now, waiting additions included.
+-- Drop members whose score is at most now, waiting additions included (z.low bounds theirs).
 local function zpurge(z, now)
-  for _, member in ipairs(z.order) do
-    local score = z.adds[member]
-    if score and score <= now then
-      z.adds[member] = nil
-      if z.count then z.count = z.count - 1 end
-      if z.moved[member] then redis.call('ZREM', z.key, member) end
+  if z.low and z.low <= now then
+    z.low = nil
+    for _, member in ipairs(z.order) do
+      local score = z.adds[member]
+      if score and score <= now then
+        z.adds[member] = nil
+        if z.count then z.count = z.count - 1 end
+        if z.moved and z.moved[member] then redis.call('ZREM', z.key, member) end
+      elseif score and (not z.low or score < z.low) then
+        z.low = score
+      end
     end
   end
   if z.purged and now <= z.purged then return end -- Redis holds nothing that old any more
@@ -325,7 +336,9 @@ end
 -- window._add: add delta to one bucket, dropping it at zero or below; meta stays exact.
 local function window_add(h, start, delta, c)
   local name = bucket_name(start)
-  hload(h, META)
+  if h.vals[name] == nil or h.vals.s == nil then
+    hload(h, {'s', 'l', 'h', 'b', name})
+  end
   local vals = h.vals
   if vals.s and vals.b ~= c.step then
     hdrop(h) -- cut with another bucket size: start afresh
@@ -521,6 +534,17 @@ local function read_checks(A, at)
 end
 
 -- Operations -----------------------------------------------------------------------------
+-- The refusal an admission reports: one that can never fit wins, else the longest wait,
+-- else the first (one table for every admission: a closure per admission costs more).
+local refusal = {dimension = 0, retry = 0, exceeds = 0}
+
+local function consider(code, refused, over, retry)
+  if not refused or refusal.exceeds == 1 then return end
+  if over or refusal.dimension == 0 or retry > refusal.retry then
+    refusal.dimension, refusal.retry = code, retry
+    if over then refusal.exceeds = 1 end
+  end
+end
 local function admit(K, A, c)
   local bucket, first_live = A[5], A[6]
   local rpm, tpm, max_parallel = A[7], A[8], A[9]
@@ -530,15 +554,7 @@ local function admit(K, A, c)
   local requests, tokens_window = hash(K[1]), hash(K[2])
   local leases = zset(K[4])
 
-  -- The refusal to report: one that can never fit wins, else the longest wait, else the first.
-  local dimension, retry_after, exceeds = 0, 0, 0
-  local function consider(code, refused, over, retry)
-    if not refused or exceeds == 1 then return end
-    if over or dimension == 0 or retry > retry_after then
-      dimension, retry_after = code, retry
-      if over then exceeds = 1 end
-    end
-  end
+  refusal.dimension, refusal.retry, refusal.exceeds = 0, 0, 0
 
   local requests_used, requests_newest, tokens_used, tokens_newest = 0, nil, 0, nil
   if rpm >= 0 then
@@ -607,6 +623,7 @@ local function admit(K, A, c)
     end
   end
 
+  local dimension = refusal.dimension
   local allowed = 0
   if dimension == 0 then
     allowed = 1
@@ -643,7 +660,7 @@ local function admit(K, A, c)
   local requests_reset, tokens_reset = 0, 0
   if rpm >= 0 and requests_newest then requests_reset = requests_newest + c.span - now end
   if tpm >= 0 and tokens_newest then tokens_reset = tokens_newest + c.span - now end
-  local reply = {allowed, dimension, retry_after, exceeds, requests_used, tokens_used,
+  local reply = {allowed, dimension, refusal.retry, refusal.exceeds, requests_used, tokens_used,
     requests_reset, tokens_reset}
   for i = 1, #remaining do
     if remaining[i] < 0 then remaining[i] = 0 end
@@ -654,7 +671,7 @@ end
 
 local function settle(K, A, c)
   local now = c.now
-  local forget_at, id = A[#A], A[#A - 1]
+  local forget_at, id = A[#A - 2], A[#A - 3] -- the last two are the operation's keys
   local settled = zset(K[5])
   zpurge(settled, now)
   local known = zscore(settled, id)
@@ -800,22 +817,22 @@ redis.register_function('@NAME@', function(keys, args)
   hashes, zsets, names = {}, {}, {}
   local ops, replies, now = cjson.decode(args[1]), {}, 0
   for _, op in ipairs(ops) do -- all or nothing: check every operation's name first
-    if not operations[op[3]] then
-      return redis.error_reply('unknown operation ' .. tostring(op[3]))
+    if not operations[op[1]] then
+      return redis.error_reply('unknown operation ' .. tostring(op[1]))
     end
   end
   local runs = {} -- each run of keys as its own list, made once per call
   for i, op in ipairs(ops) do
-    local first, count = op[1], op[2]
+    local n = #op
+    local first = op[n - 1]
     local K = runs[first]
     if not K then
-      K = {unpack(keys, first, first + count - 1)}
+      K = {unpack(keys, first, first + op[n] - 1)}
       runs[first] = K
     end
-    local A = {unpack(op, 3)}
-    now = A[2]
-    local c = {now = now, span = A[3], step = A[4], horizon = now - A[3]}
-    replies[i] = operations[A[1]](K, A, c)
+    now = op[2]
+    local c = {now = now, span = op[3], step = op[4], horizon = now - op[3]}
+    replies[i] = operations[op[1]](K, op, c)
   end
   for _, h in ipairs(hashes) do hflush(h) end
   for _, z in ipairs(zsets) do

@@ -5,7 +5,7 @@ script sent by ``EVALSHA`` instead runs its whole body on every call, defining e
 local functions again, which cost the limits script about half of each call's Redis CPU.
 
 Every call carries a batch of operations: ``ARGV[1]`` is a JSON array whose items are
-``[first key's index, number of keys, the operation's fields...]``, so one call runs the
+``[the operation's fields..., its first key's index, its number of keys]``, so one call runs the
 queued operations of many keys at once (one server), or one operation (a cluster node); it
 replies with an array, one reply per operation. ``ops_argument`` builds that argument.
 
@@ -70,6 +70,6 @@ def is_missing(reply: object) -> bool:
 
 
 def ops_argument(ops: Sequence[tuple[int, int, bytes]]) -> bytes:
-    """The JSON array of operations: each its first key's index (from 1), its number of keys
-    and its fields (JSON, without brackets)."""
-    return b"[" + b",".join(b"[%d,%d,%b]" % op for op in ops) + b"]"
+    """The JSON array of operations, each given as (its first key's index from 1, its number
+    of keys, its fields as JSON without brackets) and written as its fields, then the two."""
+    return b"[" + b",".join(b"[%b,%d,%d]" % (op, first, count) for first, count, op in ops) + b"]"

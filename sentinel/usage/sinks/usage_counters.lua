@@ -57,8 +57,8 @@ end
 redis.register_function('@NAME@', function(keys, args)
   local replies = {}
   for i, op in ipairs(cjson.decode(args[1])) do
-    local K = {unpack(keys, op[1], op[1] + op[2] - 1)}
-    replies[i] = count(K, {unpack(op, 3)})
+    local n = #op
+    replies[i] = count({unpack(keys, op[n - 1], op[n - 1] + op[n] - 1)}, op)
   end
   return replies
 end)
