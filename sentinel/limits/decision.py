@@ -296,6 +296,7 @@ def plan_settlement(
 def decide(spec: LimitSpec, admission: Admission, plan: AdmitPlan, outcome: Outcome) -> Decision:
     """The decision for ``outcome``, holding a reservation of exactly what was recorded."""
     reservation = refusal = None
+    derived = _derived(plan)
     if outcome.allowed:
         reservation = Reservation(
             key_name=admission.key_name,
@@ -309,11 +310,11 @@ def decide(spec: LimitSpec, admission: Admission, plan: AdmitPlan, outcome: Outc
             quotas=tuple(q.period for q in plan.quotas),
             timezone=spec.timezone,
             nano_usd=plan.nano_usd,
-            money=tuple(c.dimension for c in plan.money),
+            money=derived.money_dimensions,
             credits=plan.credits,
             team=spec.team if plan.team_money else None,
-            team_money=tuple(c.dimension for c in plan.team_money),
-            budgets=tuple((c.dimension, c.limit) for c in (*plan.money, *plan.team_money)),
+            team_money=derived.team_dimensions,
+            budgets=derived.budgets,
         )
     elif outcome.dimension is not None:
         limit = spec.limit(outcome.dimension)
@@ -328,18 +329,56 @@ def decide(spec: LimitSpec, admission: Admission, plan: AdmitPlan, outcome: Outc
         refusal=refusal,
         requests=_window(plan.rpm, outcome.requests_used, outcome.requests_reset_ms),
         tokens=_window(plan.tpm, outcome.tokens_used, outcome.tokens_reset_ms),
-        budget=_budget(plan, outcome),
+        budget=_budget(plan, outcome, derived),
     )
 
 
-def _budget(plan: AdmitPlan, outcome: Outcome) -> Budget | None:
+@dataclass(frozen=True, slots=True)
+class _Derived:
+    """What every admission with the same money checks derives from them, worked out once
+    (the calendar hands out the same check tuples until a period ends)."""
+
+    money: tuple[MoneyCheck, ...]
+    team: tuple[MoneyCheck, ...]
+    checks: tuple[MoneyCheck, ...]  # in the order limits.lua replies: key's, credits, team's
+    dimensions: tuple[Dimension, ...]
+    money_dimensions: tuple[Dimension, ...]
+    team_dimensions: tuple[Dimension, ...]
+    budgets: tuple[tuple[Dimension, int], ...]
+
+
+_DERIVED: dict[tuple[int, int, bool], _Derived] = {}
+_MAX_DERIVED = 1024
+
+
+def _derived(plan: AdmitPlan) -> _Derived:
+    key = (id(plan.money), id(plan.team_money), plan.credits)
+    found = _DERIVED.get(key)
+    # The entry keeps its tuples alive, so an id is never reused while it is stored.
+    if found is not None and found.money is plan.money and found.team is plan.team_money:
+        return found
+    credits = (_CREDITS_CHECK,) if plan.credits else ()
+    checks = (*plan.money, *credits, *plan.team_money)
+    if len(_DERIVED) >= _MAX_DERIVED:
+        _DERIVED.clear()
+    found = _DERIVED[key] = _Derived(
+        money=plan.money,
+        team=plan.team_money,
+        checks=checks,
+        dimensions=tuple(c.dimension for c in checks),
+        money_dimensions=tuple(c.dimension for c in plan.money),
+        team_dimensions=tuple(c.dimension for c in plan.team_money),
+        budgets=tuple((c.dimension, c.limit) for c in (*plan.money, *plan.team_money)),
+    )
+    return found
+
+
+def _budget(plan: AdmitPlan, outcome: Outcome, derived: _Derived) -> Budget | None:
     """The tightest money dimension and every one's remainder (None: no money checked)."""
     remaining = outcome.money_remaining
     if not remaining:
         return None
-    checks = [*plan.money, *plan.team_money]
-    if plan.credits:
-        checks.insert(len(plan.money), _CREDITS_CHECK)
+    checks = derived.checks
     if len(remaining) != len(checks):
         return None
     tightest = remaining.index(min(remaining))
@@ -347,7 +386,7 @@ def _budget(plan: AdmitPlan, outcome: Outcome) -> Budget | None:
     return Budget(
         remaining=remaining[tightest],
         reset_ms=end_ms - plan.now_ms if end_ms else None,
-        left=tuple(zip([c.dimension for c in checks], remaining, strict=True)),
+        left=tuple(zip(derived.dimensions, remaining, strict=True)),
     )
 
 

@@ -133,7 +133,9 @@ class RedisStore:
         self._timeout_s = timeout_ms / 1000
         self._prefix = prefix
         self._keys: dict[tuple[str, str | None], tuple[str, ...]] = {}  # → its Redis keys
-        self._function = RedisFunction("sentinel.limits", "limits.lua", "sentinel_limits")
+        self._function = RedisFunction(
+            "sentinel.limits", "limits.lua", "sentinel_limits", views=True
+        )
         # A single server gets concurrent operations in one call; a cluster, one by one.
         self._batcher = (
             FunctionBatcher(client, self._function, self._timeout_s)

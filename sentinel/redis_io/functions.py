@@ -9,7 +9,8 @@ Every call carries a batch of operations: ``ARGV[1]`` is a JSON array whose item
 queued operations of many keys at once (one server), or one operation (a cluster node); it
 replies with an array, one reply per operation. ``ops_argument`` builds that argument.
 
-The library and its function are named after the source's digest (``@NAME@`` in the file):
+The library and its function are named after the source's digest (``@NAME@`` in the file,
+which starts without the ``#!lua`` line: it is written here):
 two releases of Sentinel sharing one Redis never call each other's code, and a library
 already there is the same code. A server that restarted empty, a ``FUNCTION FLUSH`` or a
 failover to a replica that never saw the load answer "Function not found"; the caller loads
@@ -30,14 +31,20 @@ __all__ = ["RedisFunction", "is_missing", "ops_argument"]
 
 
 class RedisFunction:
-    """One Lua function library of a package, named after its source."""
+    """One Lua function library of a package, named after its source.
 
-    def __init__(self, package: str, filename: str, stem: str) -> None:
-        source = files(package).joinpath(filename).read_text(encoding="utf-8")
-        digest = hashlib.sha256(source.encode()).hexdigest()[:16]
+    With ``views``, the write-back views of hashes and zsets (``views.lua``, next to this
+    module) come first, so the library's operations can read and write through them."""
+
+    def __init__(self, package: str, filename: str, stem: str, *, views: bool = False) -> None:
+        parts = [files(package).joinpath(filename).read_text(encoding="utf-8")]
+        if views:
+            parts.insert(0, files("sentinel.redis_io").joinpath("views.lua").read_text("utf-8"))
+        code = "\n".join(parts)
+        digest = hashlib.sha256(code.encode()).hexdigest()[:16]
         self.name = f"{stem}_{digest}"
         """The library's and its one function's name."""
-        self.source = source.replace("@NAME@", self.name)
+        self.source = f"#!lua name={self.name}\n" + code.replace("@NAME@", self.name)
         """The code ``FUNCTION LOAD`` gets."""
 
     async def load(self, client: Redis | RedisCluster) -> None:

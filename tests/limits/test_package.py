@@ -69,8 +69,9 @@ def test_lua_library_ships_with_the_package() -> None:
     from sentinel.redis_io.functions import RedisFunction
 
     text = files("sentinel.limits").joinpath("limits.lua").read_text(encoding="utf-8")
-    assert text.startswith("#!lua name=@NAME@\n--[[ limits.lua:")
+    assert text.startswith("--[[ limits.lua:")
     assert "K[1]" in text and "ARGV" in text and "(ms)" in text
-    function = RedisFunction("sentinel.limits", "limits.lua", "sentinel_limits")
+    function = RedisFunction("sentinel.limits", "limits.lua", "sentinel_limits", views=True)
     assert function.name.startswith("sentinel_limits_") and "@NAME@" not in function.source
-    assert function.source.startswith(f"#!lua name={function.name}\n")
+    assert function.source.startswith(f"#!lua name={function.name}\n--[[ views.lua:")
+    assert text.replace("@NAME@", function.name) in function.source

@@ -1,4 +1,3 @@
-#!lua name=@NAME@
 --[[ usage_counters.lua: count records' usage into their key's minute and day hashes, each
 record at most once (FCALL @NAME@; see sentinel.redis_io.functions for the batch format).
 
