@@ -16,4 +16,7 @@ cost), ``runner`` (the whole run), ``goals`` (the targets), ``report`` (tables a
 
 ``python -m bench.profile`` (``make profile``) runs one target under one scenario with py-spy
 sampling the proxy, and prints where its CPU goes (``stacks`` groups the samples).
+
+``python -m bench.redis_cost`` counts redis-server's instructions per request and per usage
+record with callgrind, at a chosen number of requests per call.
 """
