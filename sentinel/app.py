@@ -246,6 +246,8 @@ def create_app(
             metrics.observe_tracker(tracker)
             metrics.observe_drift(services.drift)
             metrics.observe_identity(identity, bearer)
+            if budgeting.ledger is not None:
+                metrics.observe_ledger(budgeting.ledger)
             metrics.observe_upstreams(board)
             if services.drainer is not None:
                 metrics.observe_drains(services.drainer)

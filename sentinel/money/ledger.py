@@ -203,6 +203,9 @@ class ExternalLedger:
             )
         )
         self._slots = asyncio.Semaphore(settings.max_holds)
+        self.held = 0  # holds the ledger granted
+        self.refused = 0  # holds it refused (402)
+        self.unavailable = 0  # holds refused with 503: it could not be asked or did not answer
         self.batches = SettlementBatches(
             self._send_batch,
             batch_ms=settings.capture_batch_ms,
@@ -250,7 +253,9 @@ class ExternalLedger:
             raise self._unavailable(self.breaker.retry_in_ms(now), hold_id, answer.reason)
         self.breaker.record_success(now)
         if isinstance(answer, Refused):
+            self.refused += 1
             raise CreditsRefused(nano_usd, answer.balance)
+        self.held += 1
         return LedgerHold(hold_id, account, nano_usd, answer.balance)
 
     def settle(self, hold: LedgerHold, nano_usd: int, request_id: str) -> None:
@@ -348,6 +353,7 @@ class ExternalLedger:
         return read_batch_answer(data, batch)
 
     def _unavailable(self, retry_in_ms: int, hold_id: str, reason: str) -> CreditsUnavailable:
+        self.unavailable += 1
         log.warning("ledger_hold_failed", hold_id=hold_id, reason=reason)
         seconds = max(1, math.ceil(retry_in_ms / 1000))
         return CreditsUnavailable(headers={"retry-after": str(seconds)}, reason=reason)

@@ -23,6 +23,7 @@ from sentinel.telemetry.instruments import Reading, Registry
 if TYPE_CHECKING:
     from sentinel.http.context import RequestContext
     from sentinel.identity import BearerTokens, IdentityService
+    from sentinel.money.ledger import ExternalLedger
     from sentinel.upstream.board import HealthBoard
     from sentinel.usage.estimate import DriftStats
     from sentinel.usage.tracker import UsageTracker
@@ -278,6 +279,34 @@ class Metrics:
             self._registry.observe(
                 name, "1", description, (), _field_reader(holder, field), monotonic=True
             )
+
+    def observe_ledger(self, ledger: ExternalLedger) -> None:
+        """The external credits ledger (``[credits] url``): holds granted, refused (402) and
+        unavailable (503), settlements waiting, batches delivered and failed, the breaker."""
+        batches = ledger.batches
+        observe = self._registry.observe
+        for name, holder, field, description in (
+            ("sentinel.ledger.holds", ledger, "held", "Holds the ledger granted."),
+            ("sentinel.ledger.holds_refused", ledger, "refused", "Holds refused with 402."),
+            ("sentinel.ledger.holds_unavailable", ledger, "unavailable", "Holds answered 503."),
+            ("sentinel.ledger.batches", batches, "batches_sent", "Settlement batches delivered."),
+            ("sentinel.ledger.batch_failures", batches, "failures", "Settlement POSTs failed."),
+        ):
+            observe(name, "1", description, (), _field_reader(holder, field), monotonic=True)
+        observe(
+            "sentinel.ledger.settlements_pending",
+            "{settlement}",
+            "Captures and releases not yet delivered to the ledger.",
+            (),
+            lambda: [((), batches.pending)],
+        )
+        observe(
+            "sentinel.ledger.breaker_open",
+            "1",
+            "1 while the ledger's circuit breaker refuses holds.",
+            (),
+            lambda: [((), int(not ledger.breaker.is_closed))],
+        )
 
     def observe_tracker(self, tracker: UsageTracker) -> None:
         """The usage tracker's queue, flushes, spills and failures."""

@@ -398,3 +398,39 @@ async def own_view(http: aiohttp.ClientSession, gateway: Gateway) -> dict[str, A
         assert r.status == 200
         view: dict[str, Any] = await r.json()
         return view
+
+
+async def test_metrics_count_holds_refusals_outages_and_settlements(
+    ledger: FakeLedger,
+    upstream: Upstream,
+    start_gateway: StartGateway,
+    tmp_path: Path,
+    http: aiohttp.ClientSession,
+) -> None:
+    """``/metrics`` shows a hold granted, one refused (402) and one unavailable (503), the
+    settlement batch delivered, nothing pending and the breaker closed."""
+    gateway = await start_gateway(ledger_config(upstream, tmp_path, ledger))
+    assert (await chat(http, gateway, PAYER))[0] == 200
+    await eventually(lambda: settled(ledger), "the capture")
+    ledger.fund(ACCOUNT, "0.000001")
+    assert (await chat(http, gateway, PAYER))[0] == 402
+    await ledger.stop()
+    assert (await chat(http, gateway, PAYER))[0] == 503
+    headers = {"Authorization": f"Bearer {ADMIN}"}
+    async with http.get(f"{gateway.url}/metrics", headers=headers) as response:
+        assert response.status == 200
+        lines = (await response.text()).splitlines()
+    found = {
+        name: float(value)
+        for name, _, value in (line.partition(" ") for line in lines)
+        if name.startswith("sentinel_ledger_")
+    }
+    assert found == {
+        "sentinel_ledger_holds_total": 1,
+        "sentinel_ledger_holds_refused_total": 1,
+        "sentinel_ledger_holds_unavailable_total": 1,
+        "sentinel_ledger_batches_total": 1,
+        "sentinel_ledger_batch_failures_total": 0,
+        "sentinel_ledger_settlements_pending": 0,
+        "sentinel_ledger_breaker_open": 0,
+    }
