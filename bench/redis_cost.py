@@ -148,8 +148,11 @@ class _Callgrind:
         self._process.wait()
 
 
-async def measure_limits(server: _Callgrind, batch: int, rounds: int, *, budgets: bool) -> Counted:
-    """Instructions per request (admission + settlement), ``batch`` requests per call."""
+async def measure_limits(
+    server: _Callgrind, batch: int, rounds: int, *, budgets: bool, keys: int = 1
+) -> Counted:
+    """Instructions per request (admission + settlement), ``batch`` requests per call, the
+    requests taking ``keys`` API keys in turn."""
     store = RedisStore(server.client, 60_000)
     spec = policy_spec(budgets=budgets)
     nano = 12_345 if budgets else 0
@@ -160,7 +163,8 @@ async def measure_limits(server: _Callgrind, batch: int, rounds: int, *, budgets
     async def one_round() -> None:
         nonlocal pending, made
         admissions = [
-            Admission("cfg:bench", f"r{made + i}", 100, nano_usd=nano) for i in range(batch)
+            Admission(f"cfg:bench-{(made + i) % keys}", f"r{made + i}", 100, nano_usd=nano)
+            for i in range(batch)
         ]
         made += batch
         settles = [store.settle(r, 60, now, nano_usd=nano // 2) for r in pending]
@@ -176,6 +180,8 @@ async def measure_limits(server: _Callgrind, batch: int, rounds: int, *, budgets
     for _ in range(_WARM_ROUNDS):
         await one_round()
     what = "admission + settlement" + (", 4 dollar budgets" if budgets else "")
+    if keys > 1:
+        what += f", {keys} keys"
     return Counted(what, await server.count(work), rounds * batch)
 
 
@@ -223,7 +229,7 @@ def _record(n: int) -> UsageRecord:
     )
 
 
-async def run(batches: Sequence[int], rounds: int) -> list[tuple[int, Counted]]:
+async def run(batches: Sequence[int], rounds: int, keys: int = 1) -> list[tuple[int, Counted]]:
     """Every measurement, each batch size on a fresh server."""
     results = []
     for batch in batches:
@@ -233,9 +239,11 @@ async def run(batches: Sequence[int], rounds: int) -> list[tuple[int, Counted]]:
                 await server.ready()
                 count = max(1, rounds // batch)
                 for budgets in (False, True):
-                    results.append(
-                        (batch, await measure_limits(server, batch, count, budgets=budgets))
-                    )
+                    counted = await measure_limits(server, batch, count, budgets=budgets)
+                    results.append((batch, counted))
+                if keys > 1:
+                    counted = await measure_limits(server, batch, count, budgets=False, keys=keys)
+                    results.append((batch, counted))
                 results.append((batch, await measure_counters(server, batch, count)))
             finally:
                 await server.aclose()
@@ -255,6 +263,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.redis_cost", description=__doc__)
     parser.add_argument("--batch", default="1,8,32", help="requests per call (1,8,32)")
     parser.add_argument("--rounds", type=int, default=256, help="requests per measurement")
+    parser.add_argument(
+        "--keys", type=int, default=1, help="also measure requests spread over this many keys"
+    )
     args = parser.parse_args(argv)
     try:
         batches = [int(b) for b in args.batch.split(",")]
@@ -262,13 +273,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--batch takes whole numbers, e.g. 1,8,32")
     if any(b < 1 or b > 256 for b in batches) or not 1 <= args.rounds <= 100_000:
         parser.error("--batch from 1 to 256, --rounds from 1 to 100000")
+    if not 1 <= args.keys <= 100_000:
+        parser.error("--keys from 1 to 100000")
     missing = [
         tool for tool in ("valgrind", "callgrind_control", "redis-server") if not shutil.which(tool)
     ]
     if missing:
         print(f"bench.redis_cost: not found on PATH: {', '.join(missing)}", file=sys.stderr)
         return 1
-    print(render(asyncio.run(run(batches, args.rounds))))
+    print(render(asyncio.run(run(batches, args.rounds, args.keys))))
     return 0
 
 

@@ -82,6 +82,7 @@ views of sentinel/redis_io/views.lua, which this library is loaded after.
 -- Windows --------------------------------------------------------------------------------
 -- c: the operation's clock: now, span, step (bucket size), horizon (now - span).
 local META = {'s', 'l', 'h', 'b'}
+local WINDOW = {'s', 'l', 'h', 'b', false} -- and a bucket's name, set before each read
 
 -- A bucket start's field name (formatted once per call).
 local names = {}
@@ -98,7 +99,7 @@ end
 local function buckets(h)
   local starts, counts = {}, {}
   for name, value in pairs(hall(h)) do
-    local start = value and #name > 1 and tonumber(name)
+    local start = value and type(name) == 'string' and #name > 1 and tonumber(name)
     if start then
       starts[#starts + 1] = start
       counts[start] = value
@@ -111,13 +112,13 @@ end
 -- window._add: add delta to one bucket, dropping it at zero or below; meta stays exact.
 local function window_add(h, start, delta, c)
   local name = bucket_name(start)
-  if h.vals[name] == nil or h.vals.s == nil then
-    hload(h, {'s', 'l', 'h', 'b', name})
+  if h[name] == nil or h.s == nil then
+    WINDOW[5] = name
+    hload(h, WINDOW)
   end
-  local vals = h.vals
+  local vals = h
   if vals.s and vals.b ~= c.step then
     hdrop(h) -- cut with another bucket size: start afresh
-    vals = h.vals
   end
   local old = hget(h, name) or 0
   local new = old + delta
@@ -144,13 +145,13 @@ local function window_add(h, start, delta, c)
   hset(h, 'l', low)
   hset(h, 'h', high)
   hset(h, 'b', c.step)
-  if delta > 0 then h.ttl = c.span end
+  if delta > 0 then h[TTL] = c.span end
 end
 
 -- window._purge_window: drop what no longer counts; returns the live sum and newest start.
 local function live_window(h, first_live, c)
   hload(h, META)
-  local vals = h.vals
+  local vals = h
   local sum, low, high = vals.s, vals.l, vals.h
   if not sum then return 0, nil end
   local horizon = c.horizon
@@ -195,7 +196,19 @@ local function check(h, used, limit, amount, c)
   return true, false, c.span
 end
 
+-- Add delta to a counter, dropping it at zero or below. A counter with no write waiting is
+-- changed in Redis at once (one HINCRBY instead of a read now and a write at the end).
 local function counter_add(h, name, delta)
+  local dirty = h[DIRTY]
+  if not h[CLEARED] and not (dirty and dirty[name]) then
+    local value = redis.call('HINCRBY', h[KEY], name, text(delta))
+    if value <= 0 then
+      redis.call('HDEL', h[KEY], name)
+      value = false
+    end
+    h[name] = value
+    return
+  end
   if hincr(h, name, delta) <= 0 then hdel(h, name) end
 end
 
@@ -203,7 +216,8 @@ end
 local function drop_earlier(h, name)
   local prefix = string.match(name, '^[^:]*:')
   for other, value in pairs(hall(h)) do
-    if value and other ~= name and string.sub(other, 1, #prefix) == prefix then
+    if value and type(other) == 'string' and other ~= name
+      and string.sub(other, 1, #prefix) == prefix then
       hdel(h, other)
     end
   end
@@ -418,7 +432,7 @@ local function admit(K, A, c)
     end
     if tokens > 0 and quota_count > 0 then
       for _, name in ipairs(fields) do hincr(quotas, name, tokens) end
-      quotas.ttl = quota_end - now
+      quotas[TTL] = quota_end - now
     end
     if nano > 0 then
       if key_holds then
@@ -448,10 +462,8 @@ local function settle(K, A, c)
   local now = c.now
   local forget_at, id = A[#A - 2], A[#A - 3] -- the last two are the operation's keys
   local settled = zset(K[5])
-  zpurge(settled, now)
-  local known = zscore(settled, id)
-  if known and known > now then return 0 end -- a replay: nothing changes
-  zadd(settled, forget_at, id)
+  zpurge(settled, now) -- so that only an id remembered at now refuses the ZADD
+  if redis.call('ZADD', K[5], 'NX', forget_at, id) == 0 then return 0 end -- a replay
   expire_after(settled, now, forget_at)
 
   local requests, tokens_window = hash(K[1]), hash(K[2])
@@ -479,7 +491,7 @@ local function settle(K, A, c)
       end
     end
     -- One TTL for the hash: the latest period end, so no counter is dropped early.
-    if delta > 0 then quotas.ttl = quota_end - now end
+    if delta > 0 then quotas[TTL] = quota_end - now end
   end
   if A[10] ~= '' then
     local leases = zset(K[4])
@@ -551,7 +563,7 @@ local function merge(K, A, c)
   end)
   if quotas_written then
     hflush(quotas)
-    if redis.call('PTTL', K[3]) < quota_ttl then quotas.ttl = quota_ttl end
+    if redis.call('PTTL', K[3]) < quota_ttl then quotas[TTL] = quota_ttl end
   end
   local leases = zset(K[4])
   each_pair(function(member, expiry)
