@@ -196,20 +196,9 @@ local function check(h, used, limit, amount, c)
   return true, false, c.span
 end
 
--- Add delta to a counter, dropping it at zero or below. A counter with no write waiting is
--- changed in Redis at once (one HINCRBY instead of a read now and a write at the end).
+-- Add delta to a counter, dropping it at zero or below.
 local function counter_add(h, name, delta)
-  local dirty = h[DIRTY]
-  if not h[CLEARED] and not (dirty and dirty[name]) then
-    local value = redis.call('HINCRBY', h[KEY], name, text(delta))
-    if value <= 0 then
-      redis.call('HDEL', h[KEY], name)
-      value = false
-    end
-    h[name] = value
-    return
-  end
-  if hincr(h, name, delta) <= 0 then hdel(h, name) end
+  if hincr_now(h, name, delta) <= 0 then hdel(h, name) end
 end
 
 -- A new period: drop the earlier periods of the same prefix ("day:", "usd_week:" ...).

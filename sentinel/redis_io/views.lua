@@ -130,6 +130,16 @@ local function hincr(h, name, delta)
   return value
 end
 
+-- hincr for a field that may be changed in Redis at once: with no write of it waiting, one
+-- HINCRBY instead of a read now and a write at the end; the view then knows the new value.
+local function hincr_now(h, name, delta)
+  local dirty = h[DIRTY]
+  if h[CLEARED] or (dirty and dirty[name]) then return hincr(h, name, delta) end
+  local value = redis.call('HINCRBY', h[KEY], name, text(delta))
+  h[name] = value
+  return value
+end
+
 local sets, dels = {}, {} -- scratch lists for hflush
 
 local function hflush(h)
