@@ -116,20 +116,19 @@ local function window_add(h, start, delta, c)
     WINDOW[5] = name
     hload(h, WINDOW)
   end
-  local vals = h
-  if vals.s and vals.b ~= c.step then
+  if h.s and h.b ~= c.step then
     hdrop(h) -- cut with another bucket size: start afresh
   end
   local old = hget(h, name) or 0
   local new = old + delta
   if new < 0 then new = 0 end
   if new == old then return end
-  local sum = (vals.s or 0) + new - old
+  local sum = (h.s or 0) + new - old
   if sum <= 0 then
     hdrop(h)
     return
   end
-  local low, high = vals.l or start, vals.h or start
+  local low, high = h.l or start, h.h or start
   if new == 0 then
     hdel(h, name)
     if start == high then
@@ -151,11 +150,10 @@ end
 -- window._purge_window: drop what no longer counts; returns the live sum and newest start.
 local function live_window(h, first_live, c)
   hload(h, META)
-  local vals = h
-  local sum, low, high = vals.s, vals.l, vals.h
+  local sum, low, high = h.s, h.l, h.h
   if not sum then return 0, nil end
   local horizon = c.horizon
-  if vals.b ~= c.step or high <= horizon then
+  if h.b ~= c.step or high <= horizon then
     hdrop(h)
     return 0, nil
   end
