@@ -16,6 +16,7 @@ from bench.children import CpuPlan
 from bench.goals import Key, verdicts
 from bench.measurement import CountCost, Measurement
 from bench.runner import Options, Outcome, Results, UsageKept
+from bench.scenarios import MODES
 from bench.targets import USAGE_MODES
 
 __all__ = ["render", "save_json"]
@@ -33,17 +34,9 @@ _COLUMNS = (
     "+p50 vs direct",
     "errors",
 )
-_GATEWAYS = (
-    "sentinel",
-    "uvicorn",
-    "routed",
-    "accounting",
-    "policy",
-    "policy-keys",
-    "budgets",
-    "guardrails",
-    "keys",
-)
+_FLOORS = ("direct", "bare", "bare-uvicorn")
+_GATEWAYS = tuple(mode for mode in MODES if mode not in _FLOORS)
+"""Every Sentinel target: measured against the bare pass-through of its engine."""
 _NOISY_BACKGROUND = 0.05  # of one CPU
 
 

@@ -23,8 +23,8 @@ from jwt import PyJWK, PyJWKError
 
 from sentinel.clock import Clock, MonotonicClock
 from sentinel.config.identity import JwtConfig
-from sentinel.identity.lookup import read_capped
 from sentinel.identity.service import unavailable
+from sentinel.upstream.client import read_capped
 
 __all__ = ["KeySet", "TokenRefused"]
 

@@ -22,6 +22,7 @@ import aiohttp
 import orjson
 
 from sentinel.auth.fields import FIELD_NAMES, FieldProblem, PrincipalFields, read_fields
+from sentinel.upstream.client import read_capped
 from sentinel.usage.sinks.webhook import parse_retry_after
 
 __all__ = [
@@ -32,7 +33,6 @@ __all__ = [
     "Unknown",
     "ask",
     "read_answer",
-    "read_capped",
 ]
 
 MAX_ANSWER_BYTES = 64 * 1024
@@ -103,20 +103,6 @@ async def ask(
     if data is None:
         return Failed("answer too long")
     return read_answer(status, data, retry_after)
-
-
-async def read_capped(response: aiohttp.ClientResponse, limit: int) -> bytes | None:
-    """The body, or None when it is longer than ``limit`` bytes."""
-    if (response.content_length or 0) > limit:
-        return None
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in response.content.iter_any():
-        size += len(chunk)
-        if size > limit:
-            return None
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def read_answer(status: int, body: bytes, retry_after: str | None = None) -> Answer:

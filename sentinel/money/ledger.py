@@ -43,6 +43,7 @@ from sentinel.config.credits import CreditsConfig
 from sentinel.deadline import Deadline
 from sentinel.errors import PaymentRequired, PermissionDenied, ServiceUnavailable
 from sentinel.money.ledger_batches import BatchFailed, Settlement, SettlementBatches
+from sentinel.upstream.client import read_capped
 from sentinel.usage.sinks.webhook import parse_retry_after
 
 if TYPE_CHECKING:
@@ -377,16 +378,9 @@ class CreditsRefused(PaymentRequired):
 async def _read(response: aiohttp.ClientResponse) -> bytes | None:
     """The body, or None when it is encoded or longer than ``MAX_ANSWER_BYTES``."""
     encoding = response.headers.get("Content-Encoding", "identity").strip().lower()
-    if encoding != "identity" or (response.content_length or 0) > MAX_ANSWER_BYTES:
+    if encoding != "identity":
         return None
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in response.content.iter_any():
-        size += len(chunk)
-        if size > MAX_ANSWER_BYTES:
-            return None
-        chunks.append(chunk)
-    return b"".join(chunks)
+    return await read_capped(response, MAX_ANSWER_BYTES)
 
 
 def _json(body: bytes | None) -> Any:

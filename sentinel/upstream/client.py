@@ -1,4 +1,5 @@
-"""The one outbound aiohttp session, and the mapping of its exceptions onto Sentinel's.
+"""The one outbound aiohttp session, the mapping of its exceptions onto Sentinel's, and the
+bounded read of a body from a service Sentinel asks (identity, JWKS, the credits ledger).
 
 Foreign exceptions are translated once, here, so the proxy code handles only
 ``SentinelError``: connection failures become 502 ``upstream_unreachable``, timeouts 504
@@ -14,7 +15,7 @@ import aiohttp
 
 from sentinel.errors import SentinelError, UpstreamError, UpstreamTimeout
 
-__all__ = ["open_session", "upstream_errors"]
+__all__ = ["open_session", "read_capped", "upstream_errors"]
 
 
 def open_session() -> aiohttp.ClientSession:
@@ -77,3 +78,17 @@ def upstream_errors(upstream: str, *, started: bool = False) -> Iterator[None]:
             upstream=upstream,
             detail=repr(exc),
         ) from None
+
+
+async def read_capped(response: aiohttp.ClientResponse, limit: int) -> bytes | None:
+    """The body, or None when it is longer than ``limit`` bytes (read no further than that)."""
+    if (response.content_length or 0) > limit:
+        return None
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.content.iter_any():
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
