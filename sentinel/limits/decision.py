@@ -30,6 +30,7 @@ __all__ = [
     "Reservation",
     "Spending",
     "decide",
+    "money_args",
     "plan_admission",
     "plan_settlement",
     "spending_of",
@@ -44,20 +45,10 @@ name, nano-USD charged on it so far, its limit; 0 for credits), the key's then t
 
 def spending_of(plan: SettlePlan, reservation: Reservation, values: list[int]) -> Spending:
     """Pair the counters a settlement charged with their values after it and their limits."""
-    checked = reservation.budgets  # the key's budgets, then the team's
-    key = len(reservation.money)
-    limits = [checked[i][1] for i in range(key)]
-    if reservation.credits:
-        limits.append(0)
-    if plan.team_fields:
-        limits += [limit for _, limit in checked[key:]]
-    dimensions = (
-        *reservation.money,
-        *((Dimension.CREDITS,) if reservation.credits else ()),
-        *(reservation.team_money if plan.team_fields else ()),
+    names = plan.money_fields + plan.team_fields
+    return tuple(
+        zip(reservation.spend_dimensions, names, values, reservation.spend_limits, strict=True)
     )
-    names = (*plan.money_fields, *plan.team_fields)
-    return tuple(zip(dimensions, names, values, limits, strict=True))
 
 
 def team_state_name(team: str) -> str:
@@ -90,8 +81,11 @@ class Reservation:
     credits: bool = False
     team: str | None = None
     team_money: tuple[Dimension, ...] = ()
-    budgets: tuple[tuple[Dimension, int], ...] = ()
-    """Every money limit checked (key's and team's), for the budget alerts."""
+    spend_dimensions: tuple[Dimension, ...] = ()
+    """The dimension of each money counter a settlement charges, in its order: the key's
+    budgets, its credits, the team's budgets (for the budget alerts)."""
+    spend_limits: tuple[int, ...] = ()
+    """The limit of each of ``spend_dimensions`` (nano-USD; 0 for credits)."""
 
     @property
     def holds_money(self) -> bool:
@@ -147,8 +141,15 @@ class Budget:
     """Nano-USD left on the tightest dimension (holds of requests in flight subtracted)."""
     reset_ms: int | None
     """When the tightest dimension renews (None: never, as ``usd_total`` and credits)."""
-    left: tuple[tuple[Dimension, int], ...]
-    """Nano-USD left on every money dimension checked."""
+    dimensions: tuple[Dimension, ...]
+    """Every money dimension checked."""
+    values: tuple[int, ...]
+    """Nano-USD left on each of ``dimensions``."""
+
+    @property
+    def left(self) -> tuple[tuple[Dimension, int], ...]:
+        """Nano-USD left on every money dimension checked."""
+        return tuple(zip(self.dimensions, self.values, strict=True))
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,9 +176,7 @@ def plan_admission(
     money: tuple[MoneyCheck, ...] = ()
     team: tuple[MoneyCheck, ...] = ()
     if spec.has_money:
-        money = _money_checks(spec, MONEY, now_ms, calendar)
-        if spec.team is not None:
-            team = _money_checks(spec, TEAM_MONEY, now_ms, calendar)
+        money, team = _money_checks(spec, now_ms, calendar)
     lease_expires_ms = now_ms + timing.lease_ttl_ms
     return AdmitPlan(
         now_ms=now_ms,
@@ -205,16 +204,20 @@ def plan_admission(
 
 
 def _money_checks(
-    spec: LimitSpec, dimensions: tuple[Dimension, ...], now_ms: int, calendar: Calendar
-) -> tuple[MoneyCheck, ...]:
-    """The checks of ``spec``'s budgets among ``dimensions`` at ``now_ms`` (remembered by the
-    calendar until the first of their periods ends)."""
-    owner = spec.team_budgets if dimensions is TEAM_MONEY else spec.budgets
+    spec: LimitSpec, now_ms: int, calendar: Calendar
+) -> tuple[tuple[MoneyCheck, ...], tuple[MoneyCheck, ...]]:
+    """The checks of ``spec``'s budgets and its team's at ``now_ms``, remembered by the
+    calendar until the first of their periods ends (the same tuples meanwhile)."""
+    known: tuple[tuple[MoneyCheck, ...], tuple[MoneyCheck, ...]] | None = calendar.recall(
+        spec, now_ms
+    )
+    if known is not None:
+        return known
     tz = spec.timezone
-
-    def work() -> tuple[tuple[MoneyCheck, ...], int]:
+    until = _FOREVER
+    found: list[tuple[MoneyCheck, ...]] = []
+    for dimensions in (MONEY, TEAM_MONEY) if spec.team is not None else (MONEY,):
         checks = []
-        until = _FOREVER
         for dimension, limit in spec.budgets_of(dimensions):
             if dimension.calendar is None:
                 checks.append(MoneyCheck(dimension, TOTAL_FIELD, limit, 0))
@@ -222,9 +225,10 @@ def _money_checks(
             period = calendar.period(dimension, now_ms, tz)
             checks.append(MoneyCheck(dimension, period.name, limit, period.end_ms))
             until = min(until, period.end_ms)
-        return tuple(checks), until
-
-    return calendar.remembered((owner, dimensions, tz), now_ms, work)
+        found.append(tuple(checks))
+    known = (found[0], found[1] if len(found) > 1 else ())
+    calendar.keep(spec, now_ms, until, known)
+    return known
 
 
 _FOREVER = 2**62
@@ -233,21 +237,22 @@ _FOREVER = 2**62
 def _money_fields(
     dimensions: tuple[Dimension, ...], now_ms: int, timezone: str, calendar: Calendar
 ) -> tuple[str, ...]:
-    """The counters of ``dimensions`` current at ``now_ms`` (remembered like the checks)."""
-
-    def work() -> tuple[tuple[str, ...], int]:
-        names = []
-        until = _FOREVER
-        for dimension in dimensions:
-            if dimension.calendar is None:
-                names.append(TOTAL_FIELD)
-                continue
-            period = calendar.period(dimension, now_ms, timezone)
-            names.append(period.name)
-            until = min(until, period.end_ms)
-        return tuple(names), until
-
-    return calendar.remembered(("fields", dimensions, timezone), now_ms, work)
+    """The counters of ``dimensions`` current at ``now_ms`` (remembered like the checks;
+    ``dimensions`` is a reservation's, one tuple shared by every reservation alike)."""
+    known: tuple[str, tuple[str, ...]] | None = calendar.recall(dimensions, now_ms)
+    if known is not None and known[0] == timezone:
+        return known[1]
+    names = []
+    until = _FOREVER
+    for dimension in dimensions:
+        if dimension.calendar is None:
+            names.append(TOTAL_FIELD)
+            continue
+        period = calendar.period(dimension, now_ms, timezone)
+        names.append(period.name)
+        until = min(until, period.end_ms)
+    calendar.keep(dimensions, now_ms, until, (timezone, tuple(names)))
+    return tuple(names)
 
 
 def plan_settlement(
@@ -314,7 +319,8 @@ def decide(spec: LimitSpec, admission: Admission, plan: AdmitPlan, outcome: Outc
             credits=plan.credits,
             team=spec.team if plan.team_money else None,
             team_money=derived.team_dimensions,
-            budgets=derived.budgets,
+            spend_dimensions=derived.dimensions,
+            spend_limits=derived.limits,
         )
     elif outcome.dimension is not None:
         limit = spec.limit(outcome.dimension)
@@ -344,7 +350,8 @@ class _Derived:
     dimensions: tuple[Dimension, ...]
     money_dimensions: tuple[Dimension, ...]
     team_dimensions: tuple[Dimension, ...]
-    budgets: tuple[tuple[Dimension, int], ...]
+    limits: tuple[int, ...]
+    args: tuple[int | str, ...]  # the checks as limits.lua's admit reads them
 
 
 _DERIVED: dict[tuple[int, int, bool], _Derived] = {}
@@ -368,9 +375,23 @@ def _derived(plan: AdmitPlan) -> _Derived:
         dimensions=tuple(c.dimension for c in checks),
         money_dimensions=tuple(c.dimension for c in plan.money),
         team_dimensions=tuple(c.dimension for c in plan.team_money),
-        budgets=tuple((c.dimension, c.limit) for c in (*plan.money, *plan.team_money)),
+        limits=tuple(c.limit for c in checks),
+        args=(
+            len(plan.money),
+            *(field for check in plan.money for field in check.packed),
+            int(plan.credits),
+            len(plan.team_money),
+            *(field for check in plan.team_money for field in check.packed),
+        ),
     )
     return found
+
+
+def money_args(plan: AdmitPlan) -> tuple[int | str, ...]:
+    """``plan``'s money checks as limits.lua's admit reads them, after the hold and its
+    expiry: the key's checks, whether credit-metered, the team's (worked out once per set of
+    checks)."""
+    return _derived(plan).args
 
 
 def _budget(plan: AdmitPlan, outcome: Outcome, derived: _Derived) -> Budget | None:
@@ -386,7 +407,8 @@ def _budget(plan: AdmitPlan, outcome: Outcome, derived: _Derived) -> Budget | No
     return Budget(
         remaining=remaining[tightest],
         reset_ms=end_ms - plan.now_ms if end_ms else None,
-        left=tuple(zip(derived.dimensions, remaining, strict=True)),
+        dimensions=derived.dimensions,
+        values=remaining,
     )
 
 

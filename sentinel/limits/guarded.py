@@ -35,7 +35,7 @@ import structlog
 from sentinel.breaker import BreakerPolicy, CircuitBreaker
 from sentinel.config.budgets import Budgets
 from sentinel.errors import ServiceUnavailable
-from sentinel.limits.decision import Decision, Reservation, Spending
+from sentinel.limits.decision import Budget, Decision, Reservation, Spending
 from sentinel.limits.memory import MemoryStore
 from sentinel.limits.spec import MONEY, TEAM_MONEY, Admission, Dimension, LimitSpec, local_share
 from sentinel.limits.store import MergingStore, StoreUnavailable
@@ -109,8 +109,8 @@ class GuardedStore:
         self._replicas = max(1, replicas)
         self._money_parts = self._replicas * max(1, workers)
         self._money_memory_ms = money_memory_ms
-        # Key name → (when, nano-USD left on each money dimension) as Redis last reported.
-        self._money_left: dict[str, tuple[int, tuple[tuple[Dimension, int], ...]]] = {}
+        # Key name → (when, what was left of its money) as Redis last reported.
+        self._money_left: dict[str, tuple[int, Budget]] = {}
         self._on_unavailable = on_unavailable
         self._queue: deque[_Settlement] = deque()
         self._max_queued = max_queued_settlements
@@ -240,14 +240,14 @@ class GuardedStore:
         if len(self._money_left) >= _MAX_MONEY_KEYS and key_name not in self._money_left:
             oldest = min(self._money_left, key=lambda k: self._money_left[k][0])
             del self._money_left[oldest]
-        self._money_left[key_name] = (now_ms, decision.budget.left)
+        self._money_left[key_name] = (now_ms, decision.budget)
 
     def _money_share(self, spec: LimitSpec, key_name: str, now_ms: int) -> LimitSpec:
         """``spec`` with each money limit replaced by this process's share of what Redis
         last said was left; nothing for a key not seen lately."""
         seen = self._money_left.get(key_name)
         fresh = seen is not None and now_ms - seen[0] <= self._money_memory_ms
-        left = dict(seen[1]) if seen is not None and fresh else {}
+        left = dict(seen[1].left) if seen is not None and fresh else {}
         parts = self._money_parts
 
         def part(dimension: Dimension) -> int:

@@ -7,17 +7,15 @@ milliseconds since the Unix epoch; no float timestamp is ever taken.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
-from typing import Any, TypeVar
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from sentinel.limits.spec import Dimension
 
 __all__ = ["Calendar", "Period", "current_period"]
 
-_T = TypeVar("_T")
 _MAX_REMEMBERED = 10_000
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MS = timedelta(milliseconds=1)
@@ -51,21 +49,24 @@ class Calendar:
 
     def __init__(self) -> None:
         self._known: dict[tuple[Dimension, str], tuple[int, Period]] = {}
-        self._remembered: dict[Hashable, tuple[int, int, Any]] = {}
+        self._remembered: dict[int, tuple[object, int, int, Any]] = {}
 
-    def remembered(self, key: Hashable, now_ms: int, work: Callable[[], tuple[_T, int]]) -> _T:
-        """``work()``'s value (worked out from the periods at ``now_ms``), kept for ``key``
-        until the instant it returned with it: the per-request plans of money budgets, which
-        change only when a period does. Bounded: past 10,000 keys it starts over."""
-        known = self._remembered.get(key)
-        if known is not None and known[0] <= now_ms < known[1]:
-            value: _T = known[2]
-            return value
-        value, until_ms = work()
+    def recall(self, owner: object, now_ms: int) -> Any:
+        """What ``keep`` stored for ``owner`` (an object, told apart by identity), while
+        ``now_ms`` is within the instants it was kept for; None otherwise. The per-request
+        plans of money budgets change only when a period does."""
+        known = self._remembered.get(id(owner))
+        if known is not None and known[0] is owner and known[1] <= now_ms < known[2]:
+            return known[3]
+        return None
+
+    def keep(self, owner: object, now_ms: int, until_ms: int, value: object) -> None:
+        """Remember ``value`` for ``owner`` from ``now_ms`` until ``until_ms`` (exclusive).
+        The entry holds ``owner``, so its id is not reused while kept. Bounded: past 10,000
+        owners it starts over."""
         if len(self._remembered) >= _MAX_REMEMBERED:
             self._remembered.clear()
-        self._remembered[key] = (now_ms, until_ms, value)
-        return value
+        self._remembered[id(owner)] = (owner, now_ms, until_ms, value)
 
     def period(self, dimension: Dimension, now_ms: int, timezone: str) -> Period:
         """The period of ``dimension`` containing ``now_ms`` in ``timezone``."""

@@ -52,6 +52,7 @@ from sentinel.limits.decision import (
     Reservation,
     Spending,
     decide,
+    money_args,
     plan_admission,
     plan_settlement,
     spending_of,
@@ -188,7 +189,7 @@ class RedisStore:
         args += [reservation.reservation_id, now_ms + self.settled_memory_ms]
         reply = await self._run(reservation.key_name, args, money=money, team=reservation.team)
         if isinstance(reply, list):
-            return spending_of(plan, reservation, [int(v) for v in reply[1:]])
+            return spending_of(plan, reservation, reply[1:])  # Lua integers: ints
         return None
 
     async def renew(self, reservation: Reservation, now_ms: int) -> bool:
@@ -322,12 +323,7 @@ def _admit_args(plan: AdmitPlan) -> list[int | str]:
         period = quota.period
         args += [period.dimension.code, period.name, quota.limit, period.end_ms]
     if plan.money or plan.credits or plan.team_money:
-        args += [plan.nano_usd, plan.hold_expires_ms, len(plan.money)]
-        for check in plan.money:
-            args += check.packed
-        args += [int(plan.credits), len(plan.team_money)]
-        for check in plan.team_money:
-            args += check.packed
+        args += (plan.nano_usd, plan.hold_expires_ms, *money_args(plan))
     return args
 
 

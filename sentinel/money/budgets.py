@@ -24,6 +24,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
+import orjson
 import structlog
 from redis.asyncio import Redis, RedisCluster
 
@@ -193,16 +194,22 @@ class Budgeting:
         tier: str | None,
         prompt_tokens: int,
         completion_tokens: int,
+        first: Price | None = None,
     ) -> int:
         """Nano-USD to hold: the dearest candidate's price of the prompt plus the completion
-        cap; 402 ``price_unknown`` when no candidate prices ``model``. No model: nothing."""
+        cap; 402 ``price_unknown`` when no candidate prices ``model``. No model: nothing.
+        ``first``: the first candidate's price, when the caller has looked it up already."""
         if not model:
             return 0
-        found: list[Price] = []
-        for candidate in candidates:
-            price = prices.price_of(candidate.model or model, candidate.name, tier)
-            if price is not None:
-                found.append(price)
+        if len(candidates) == 1 and first is not None:
+            found = [first]
+        else:
+            found = [
+                price
+                for candidate in candidates
+                if (price := prices.price_of(candidate.model or model, candidate.name, tier))
+                is not None
+            ]
         if not found:
             raise PaymentRequired(
                 f"The model '{model[:100]}' has no price on this gateway, and this key's "
@@ -212,6 +219,8 @@ class Budgeting:
                 param="model",
             )
         prompt, completion = max(0, prompt_tokens), max(0, completion_tokens)
+        if len(found) == 1:
+            return hold_nano(found[0], prompt, completion)
         return max(hold_nano(price, prompt, completion) for price in found)
 
 
@@ -242,16 +251,28 @@ def _windows(
     return found
 
 
-def inject_cap(body: dict[str, Any], caps: tuple[str, ...], reserve: int) -> bool:
-    """Give a request that names no completion cap ``caps[0] = reserve``; True if it did."""
+def inject_cap(
+    body: dict[str, Any], raw: bytes, caps: tuple[str, ...], reserve: int
+) -> bytes | None:
+    """The bytes to send for a request that names no completion cap: ``raw`` with
+    ``caps[0] = reserve`` (also set in ``body``); None when it names one. A body without
+    that field gets it spliced in front of the client's own bytes; one with an unusable
+    value (null, negative, not a whole number) is sent re-serialized, the cap replacing it."""
     if not caps:
-        return False
+        return None
     for name in caps:
         value = body.get(name)
         if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-            return False
-    body[caps[0]] = reserve
-    return True
+            return None
+    name = caps[0]
+    present = name in body
+    body[name] = reserve
+    start = raw.find(b"{")
+    if present or start < 0 or raw[:start].strip():
+        return orjson.dumps(body)
+    member = b'"%s":%d' % (name.encode("ascii"), reserve)
+    rest = raw[start + 1 :]
+    return raw[: start + 1] + member + (b"," + rest if rest.lstrip()[:1] != b"}" else rest)
 
 
 def open_budgeting(

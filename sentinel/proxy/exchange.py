@@ -200,7 +200,13 @@ async def _admit(exchange: Exchange, plan: Plan, candidates: list[Candidate]) ->
     if budgeting is not None and (money or ledger is not None):  # prompt + completion cap
         prompt = ctx.prompt_estimate or 0
         nano_usd = budgeting.hold(
-            services.prices, candidates, ctx.model, plan.service_tier, prompt, plan.tokens - prompt
+            services.prices,
+            candidates,
+            ctx.model,
+            plan.service_tier,
+            prompt,
+            plan.tokens - prompt,
+            first=exchange.price,
         )
     account = ledger.account_of(principal) if ledger is not None and nano_usd else None
     reservation = None

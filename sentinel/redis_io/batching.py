@@ -12,7 +12,7 @@ batch changes what Redis spends, never what it answers. A single server only: a 
 client sends each operation to its slot's node itself (``RedisFunction.call``).
 
 The connection is one of the client's pool (with its auth, TLS and reply parser), held
-until it fails; the command is encoded here, each key's encoding kept for its next use.
+until it fails; the command is encoded here, each set of keys' encoding kept for its next use.
 Each batch is bounded by ``timeout_s``. A batch whose replies are late gets a few more loop
 turns to deliver replies already read, so that a busy replica does not mistake its own lag
 for a dead Redis; then every operation of the batch fails with ``TimeoutError`` and the
@@ -42,7 +42,7 @@ LATE_REPLY_TURNS = 3
 _MAX_OPS = 256
 """Operations in one call: Redis runs a call to its end before anything else."""
 _MAX_KEYS = 10_000
-"""Encoded key names kept; past it the cache starts over."""
+"""Encoded sets of keys kept; past it the cache starts over."""
 
 _Op = tuple[tuple[str, ...], bytes, "asyncio.Future[Any]"]
 
@@ -56,7 +56,7 @@ class FunctionBatcher:
         self._queue: list[_Op] = []
         self._sender: asyncio.Task[None] | None = None
         self._connection: AbstractConnection | None = None
-        self._bulks: dict[str, bytes] = {}
+        self._bulks: dict[tuple[str, ...], bytes] = {}
         self._name = _bulk(b"FCALL") + _bulk(function.name.encode())
         self._load = _encode([b"FUNCTION", b"LOAD", function.source.encode()])
 
@@ -74,28 +74,31 @@ class FunctionBatcher:
         """One ``FCALL`` running ``ops`` in order, each set of keys named once."""
         first: dict[tuple[str, ...], int] = {}
         names: list[bytes] = []
+        count = 0
         runs: list[tuple[int, int, bytes]] = []
         for keys, op, _ in ops:
             at = first.get(keys)
             if at is None:
-                at = first[keys] = len(names) + 1
-                names += [self._encoded(key) for key in keys]
+                at = first[keys] = count + 1
+                names.append(self._encoded(keys))
+                count += len(keys)
             runs.append((at, len(keys), op))
         return (
-            b"*%d\r\n" % (len(names) + 4)
+            b"*%d\r\n" % (count + 4)
             + self._name
-            + _bulk(b"%d" % len(names))
+            + _bulk(b"%d" % count)
             + b"".join(names)
             + _bulk(ops_argument(runs))
         )
 
-    def _encoded(self, key: str) -> bytes:
-        bulk = self._bulks.get(key)
-        if bulk is None:
+    def _encoded(self, keys: tuple[str, ...]) -> bytes:
+        """A set of keys as consecutive bulk strings, kept for its next use."""
+        bulks = self._bulks.get(keys)
+        if bulks is None:
             if len(self._bulks) >= _MAX_KEYS:
                 self._bulks.clear()
-            bulk = self._bulks[key] = _bulk(key.encode())
-        return bulk
+            bulks = self._bulks[keys] = b"".join(_bulk(key.encode()) for key in keys)
+        return bulks
 
     async def _send_all(self) -> None:
         try:
