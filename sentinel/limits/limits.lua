@@ -248,8 +248,18 @@ local function add_hold(z, money, member, amount, expiry, held, soonest)
 end
 
 -- Settlement on one money hash: drop the hold, charge every named counter; appends each
--- counter's value after the charge to spent.
+-- counter's value after the charge to spent. What it reads, it reads at once: one HMGET
+-- when the call has not read them yet (a settlement alone in its call).
+local wanted = {} -- scratch: the fields settle_money reads (reused, so always a sequence)
 local function settle_money(z, money, member, charge, names, spent)
+  local n = 1
+  wanted[1] = 'held'
+  if charge > 0 then
+    for i = 1, #names do wanted[i + 1] = names[i] end
+    n = #names + 1
+  end
+  for i = #wanted, n + 1, -1 do wanted[i] = nil end
+  hload(money, wanted)
   local held = hget(money, 'held') or 0
   local changed = false
   if member ~= '' and zrem(z, member) == 1 then
