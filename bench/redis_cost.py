@@ -8,7 +8,8 @@ sink (``RedisCounterSink``) against it, and counts only while the measured work 
 * limits: rounds of ``--batch`` admissions of the ``policy`` key (``bench.targets``'
   ``POLICY_LIMITS``, plus its four dollar budgets with ``--budgets``) made together, each
   round also settling the previous round's reservations, so each call carries ``--batch``
-  admissions and as many settlements, as a busy replica's calls do;
+  admissions and as many settlements, as a busy replica's calls do; at one per call, the
+  settlement goes alone before the next admission, as one connection's requests do;
 * usage counters: batches of ``--batch`` records delivered at once.
 
 It prints instructions per request (one admission and one settlement) and per usage record.
@@ -168,6 +169,9 @@ async def measure_limits(
         ]
         made += batch
         settles = [store.settle(r, 60, now, nano_usd=nano // 2) for r in pending]
+        if batch == 1:  # one connection: the settlement after the reply, in a call of its own
+            await asyncio.gather(*settles)
+            settles = []
         decisions = await asyncio.gather(*(store.admit(spec, a, now) for a in admissions), *settles)
         pending = [d.reservation for d in decisions[:batch] if d.reservation is not None]  # type: ignore[union-attr]
         if len(pending) != batch:

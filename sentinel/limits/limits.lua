@@ -84,16 +84,8 @@ views of sentinel/redis_io/views.lua, which this library is loaded after.
 local META = {'s', 'l', 'h', 'b'}
 local WINDOW = {'s', 'l', 'h', 'b', false} -- and a bucket's name, set before each read
 
--- A bucket start's field name (formatted once per call).
-local names = {}
-local function bucket_name(start)
-  local name = names[start]
-  if not name then
-    name = text(start)
-    names[start] = name
-  end
-  return name
-end
+-- A bucket start's field name (formatted once: see text).
+local bucket_name = text
 
 -- Every bucket, oldest first, with its count (refusals and rare paths only).
 local function buckets(h)
@@ -222,10 +214,10 @@ local function live_holds(z, money, held, soonest, now)
   held, soonest = held or 0, soonest or -1
   if soonest < 0 or soonest > now then return held, soonest end
   zflush(z)
-  local expired = redis.call('ZRANGEBYSCORE', z.key, '-inf', now)
+  local expired = redis.call('ZRANGEBYSCORE', z.key, '-inf', text(now))
   if #expired > 0 then
     for _, member in ipairs(expired) do held = held - hold_amount(member) end
-    redis.call('ZREMRANGEBYSCORE', z.key, '-inf', now)
+    redis.call('ZREMRANGEBYSCORE', z.key, '-inf', text(now))
   end
   local first = zend(z, false)
   if first[2] then
@@ -323,6 +315,7 @@ end
 -- The refusal an admission reports: one that can never fit wins, else the longest wait,
 -- else the first (one table for every admission: a closure per admission costs more).
 local refusal = {dimension = 0, retry = 0, exceeds = 0}
+local NONE = {} -- an empty list no one appends to (a new table per admission costs more)
 
 local function consider(code, refused, over, retry)
   if not refused or refusal.exceeds == 1 then return end
@@ -379,9 +372,10 @@ local function admit(K, A, c)
   end
 
   -- Money: the hold against every budget, the credits and the team's budgets.
-  local nano, hold_expiry, member, key_holds, team_checks = 0, nil, nil, false, {}
-  local remaining, held, soonest, team_held, team_soonest = {}, 0, -1, 0, -1
+  local nano, hold_expiry, member, key_holds, team_checks = 0, nil, nil, false, NONE
+  local remaining, held, soonest, team_held, team_soonest = NONE, 0, -1, 0, -1
   if #K > 5 then
+    remaining = {}
     local at = 15 + quota_count * 4
     nano, hold_expiry = A[at], A[at + 1]
     member = reservation .. ':' .. text(nano)
@@ -460,7 +454,7 @@ local function settle(K, A, c)
   local forget_at, id = A[#A - 2], A[#A - 3] -- the last two are the operation's keys
   local settled = zset(K[5])
   zpurge(settled, now) -- so that only an id remembered at now refuses the ZADD
-  if redis.call('ZADD', K[5], 'NX', forget_at, id) == 0 then return 0 end -- a replay
+  if redis.call('ZADD', K[5], 'NX', text(forget_at), id) == 0 then return 0 end -- a replay
   expire_after(settled, now, forget_at)
 
   local requests, tokens_window = hash(K[1]), hash(K[2])
@@ -566,7 +560,7 @@ local function merge(K, A, c)
   each_pair(function(member, expiry)
     if expiry > now then
       zflush(leases)
-      redis.call('ZADD', K[4], 'GT', expiry, member)
+      redis.call('ZADD', K[4], 'GT', text(expiry), member)
       leases.count = nil
     end
   end)
@@ -584,7 +578,7 @@ local function merge(K, A, c)
       if expiry > now then
         if zscore(holds, member) then
           zflush(holds)
-          redis.call('ZADD', K[7], 'GT', expiry, member)
+          redis.call('ZADD', K[7], 'GT', text(expiry), member)
         else
           add_hold(holds, money, member, hold_amount(member), expiry,
             hget(money, 'held') or 0, hget(money, 'next') or -1)
@@ -596,10 +590,10 @@ local function merge(K, A, c)
 end
 
 local operations = {admit = admit, settle = settle, renew = renew, merge = merge}
+local clock = {now = 0, span = 0, step = 0, horizon = 0}
 
 redis.register_function('@NAME@', function(keys, args)
   views_begin()
-  names = {}
   local ops, replies, now = cjson.decode(args[1]), {}, 0
   for _, op in ipairs(ops) do -- all or nothing: check every operation's name first
     if not operations[op[1]] then
@@ -616,7 +610,8 @@ redis.register_function('@NAME@', function(keys, args)
       runs[first] = K
     end
     now = op[2]
-    local c = {now = now, span = op[3], step = op[4], horizon = now - op[3]}
+    local c = clock -- one table for every operation: none keeps it
+    c.now, c.span, c.step, c.horizon = now, op[3], op[4], now - op[3]
     replies[i] = operations[op[1]](K, op, c)
   end
   views_end()

@@ -26,8 +26,9 @@ end
 
 local function count(K, A)
   local counted, requests, sums = {}, 0, {0, 0, 0}
+  local seen_ttl = string.format('%d', A[3]) -- sent as digits: Redis formats a number slower
   for i = 3, #K do
-    if redis.call('SET', K[i], '1', 'NX', 'EX', A[3]) then
+    if redis.call('SET', K[i], '1', 'NX', 'EX', seen_ttl) then
       local at = 3 + (i - 3) * 3
       requests = requests + 1
       for f = 1, 3 do
@@ -48,7 +49,7 @@ local function count(K, A)
     for f = 1, 3 do
       if sums[f] > 0 then add(K, NAMES[f], sums[f]) end
     end
-    for hash = 1, 2 do redis.call('EXPIRE', K[hash], A[hash]) end
+    for hash = 1, 2 do redis.call('EXPIRE', K[hash], string.format('%d', A[hash])) end
   end
   return counted
 end
