@@ -15,7 +15,7 @@ import asyncio
 import weakref
 from types import TracebackType
 
-__all__ = ["TICK_S", "Deadline", "LooseDeadline"]
+__all__ = ["LOOSE_FROM_S", "TICK_S", "Deadline", "LooseDeadline", "deadline_at"]
 
 
 class Deadline:
@@ -166,3 +166,17 @@ class _Watchdog:
                     deadline.expire()
         finally:
             self._task = None
+
+
+LOOSE_FROM_S = 2.0
+"""Bounds at least this far off are kept by the watchdog (``LooseDeadline``: up to ``TICK_S``
+late, 5% of the bound at most); nearer ones get a timer of their own (``Deadline``)."""
+
+
+def deadline_at(when: float) -> Deadline | LooseDeadline:
+    """The cheapest deadline that keeps ``when`` closely enough: a request's upstream bounds
+    are usually minutes (the first byte, the whole reply), where a timer of their own would
+    cost about four microseconds each for a precision nobody needs."""
+    if when - asyncio.get_running_loop().time() >= LOOSE_FROM_S:
+        return LooseDeadline(when)
+    return Deadline(when)

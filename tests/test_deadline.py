@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from sentinel.deadline import Deadline
+from sentinel.deadline import LOOSE_FROM_S, Deadline, LooseDeadline, deadline_at
 
 
 def _in(seconds: float) -> float:
@@ -84,3 +84,14 @@ async def test_late_turns_let_a_reply_already_on_its_way_end_the_block() -> None
     assert await _reply_after_two_turns(late_turns=3) == 1
     with pytest.raises(TimeoutError):
         await _reply_after_two_turns(late_turns=0)
+
+
+async def test_deadline_at_keeps_near_bounds_with_a_timer_and_far_ones_with_the_watchdog() -> None:
+    near, far = deadline_at(_in(LOOSE_FROM_S / 2)), deadline_at(_in(LOOSE_FROM_S * 2))
+    assert isinstance(near, Deadline)
+    assert isinstance(far, LooseDeadline)
+    with pytest.raises(TimeoutError):  # a near bound still fires on time
+        with deadline_at(_in(0.01)):
+            await asyncio.Event().wait()
+    with far:  # a far one ends with its block, leaving nothing armed
+        await asyncio.sleep(0)

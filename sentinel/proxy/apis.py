@@ -17,7 +17,7 @@ from typing import Any
 import aiohttp
 import orjson
 
-from sentinel.deadline import Deadline
+from sentinel.deadline import deadline_at
 from sentinel.errors import ContentBlocked
 from sentinel.guardrails import GuardedStream, screen_json_reply, screen_request_body
 from sentinel.http.asgi import Receive, Scope, Send
@@ -191,7 +191,7 @@ async def _send_whole(
     """Read a (small) JSON reply whole within the call's deadline, note its usage and the
     object it stored for this key, send it."""
     outcome = exchange.outcome
-    with upstream_errors(upstream, started=True), Deadline(deadline):
+    with upstream_errors(upstream, started=True), deadline_at(deadline):
         body = await response.read()
     if response.status < 300:
         parsed = parse_reply(body)

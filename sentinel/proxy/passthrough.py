@@ -23,7 +23,7 @@ import aiohttp
 import orjson
 
 from sentinel.config.families import match_route
-from sentinel.deadline import Deadline
+from sentinel.deadline import deadline_at
 from sentinel.errors import MethodNotAllowed, NotFound, PermissionDenied, UpstreamError
 from sentinel.http.asgi import Receive, Scope, Send
 from sentinel.http.body import BodyStream, parse_json_object, read_body
@@ -235,7 +235,7 @@ async def _read_object(
     deadline = exchange.reply_deadline(target)
     parts: list[bytes] = []
     size = 0
-    with upstream_errors(target.name, started=True), Deadline(deadline):
+    with upstream_errors(target.name, started=True), deadline_at(deadline):
         if response.content_length is None or response.content_length <= _MAX_CLAIMED_BYTES:
             while chunk := await response.content.readany():
                 size += len(chunk)

@@ -10,7 +10,7 @@ from urllib.parse import quote
 import aiohttp
 from yarl import URL
 
-from sentinel.deadline import Deadline
+from sentinel.deadline import Deadline, deadline_at
 from sentinel.errors import ServiceUnavailable, UpstreamError
 from sentinel.http.context import RequestContext
 from sentinel.upstream.client import upstream_errors
@@ -90,7 +90,7 @@ async def open_upstream(
     first_byte = asyncio.get_running_loop().time() + target.first_byte_s
     await _take_slot(target, first_byte)
     try:
-        with upstream_errors(target.name), Deadline(first_byte):
+        with upstream_errors(target.name), deadline_at(first_byte):
             response = await session.request(
                 method,
                 url,
