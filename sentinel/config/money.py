@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 from collections.abc import Collection
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from decimal import ROUND_CEILING, Decimal, InvalidOperation
 from pathlib import Path
 
@@ -63,6 +64,15 @@ class Price:
     cached_input: int | None = None
     audio_input: int | None = None
     audio_output: int | None = None
+    dearest_input: int = dataclass_field(init=False, repr=False, compare=False)
+    """The highest of the input rates (what a hold prices the prompt at)."""
+    dearest_output: int = dataclass_field(init=False, repr=False, compare=False)
+    """The highest of the output rates (what a hold prices the completion cap at)."""
+
+    def __post_init__(self) -> None:
+        dearest_in = max(self.input, self.audio_input or 0, self.cached_input or 0)
+        object.__setattr__(self, "dearest_input", dearest_in)
+        object.__setattr__(self, "dearest_output", max(self.output, self.audio_output or 0))
 
 
 @dataclass(frozen=True, slots=True)

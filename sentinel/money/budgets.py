@@ -24,7 +24,6 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
-import orjson
 import structlog
 from redis.asyncio import Redis, RedisCluster
 
@@ -251,28 +250,16 @@ def _windows(
     return found
 
 
-def inject_cap(
-    body: dict[str, Any], raw: bytes, caps: tuple[str, ...], reserve: int
-) -> bytes | None:
-    """The bytes to send for a request that names no completion cap: ``raw`` with
-    ``caps[0] = reserve`` (also set in ``body``); None when it names one. A body without
-    that field gets it spliced in front of the client's own bytes; one with an unusable
-    value (null, negative, not a whole number) is sent re-serialized, the cap replacing it."""
+def inject_cap(body: dict[str, Any], caps: tuple[str, ...], reserve: int) -> bool:
+    """Give a request that names no completion cap ``caps[0] = reserve``; True if it did."""
     if not caps:
-        return None
+        return False
     for name in caps:
         value = body.get(name)
         if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-            return None
-    name = caps[0]
-    present = name in body
-    body[name] = reserve
-    start = raw.find(b"{")
-    if present or start < 0 or raw[:start].strip():
-        return orjson.dumps(body)
-    member = b'"%s":%d' % (name.encode("ascii"), reserve)
-    rest = raw[start + 1 :]
-    return raw[: start + 1] + member + (b"," + rest if rest.lstrip()[:1] != b"}" else rest)
+            return False
+    body[caps[0]] = reserve
+    return True
 
 
 def open_budgeting(

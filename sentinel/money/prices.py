@@ -111,9 +111,8 @@ def hold_nano(price: Price, prompt_tokens: int, completion_cap: int) -> int:
     never exceeds the hold."""
     if prompt_tokens < 0 or completion_cap < 0:
         raise ValueError("token counts must be at least 0")
-    out_rate = max(price.output, price.audio_output or 0)
-    in_rate = max(price.input, price.audio_input or 0, price.cached_input or 0)
-    return _ceil_div(prompt_tokens * in_rate + completion_cap * out_rate, _FEMTO_PER_NANO)
+    femto = prompt_tokens * price.dearest_input + completion_cap * price.dearest_output
+    return -(-femto // _FEMTO_PER_NANO)
 
 
 def format_cost(cost: Decimal) -> str:

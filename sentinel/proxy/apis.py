@@ -99,11 +99,8 @@ class ApiEndpoint:
         tokens = services.gate.tokens_to_reserve(ctx.prompt_estimate, request.body, caps, choices)
         money = services.budgeting
         if money is not None and money.is_metered(principal):  # the hold must bound the reply
-            capped = inject_cap(
-                request.body, raw, caps, services.config.limits.default_completion_reserve
-            )
-            if capped is not None:
-                raw = capped
+            if inject_cap(request.body, caps, services.config.limits.default_completion_reserve):
+                raw = orjson.dumps(request.body)  # about 0.2 µs: cheaper than splicing bytes
         payload, strip = self._payload(request, raw)
         exchange.strip_usage = strip
         forward = headers.forward
