@@ -16,7 +16,7 @@ money is the 402 ``PaymentRequired``: ``budget_exceeded`` or ``insufficient_cred
 
 from __future__ import annotations
 
-from sentinel.config.budgets import NANO, format_usd
+from sentinel.config.budgets import format_usd
 from sentinel.errors import PaymentRequired, RateLimited
 from sentinel.limits.decision import Decision, Refusal
 from sentinel.limits.spec import Dimension
@@ -103,18 +103,10 @@ def rate_limit_header_pairs(decision: Decision) -> list[tuple[bytes, bytes]]:
         pairs.append((DEGRADED_HEADER.encode("ascii"), b"limits"))
     budget = decision.budget
     if budget is not None:
-        pairs.append((_REMAINING, _usd(budget.remaining)))
+        pairs.append((_REMAINING, format_usd(budget.remaining).encode("ascii")))
         reset = b"never" if budget.reset_ms is None else duration(budget.reset_ms).encode("ascii")
         pairs.append((_RESET, reset))
     return pairs
-
-
-def _usd(nano: int) -> bytes:
-    """``format_usd`` as bytes, for a header."""
-    if nano < 0:
-        return format_usd(nano).encode("ascii")
-    whole, frac = divmod(nano, NANO)
-    return b"%d" % whole if not frac else (b"%d.%09d" % (whole, frac)).rstrip(b"0")
 
 
 _REMAINING = BUDGET_REMAINING_HEADER.encode("ascii")
