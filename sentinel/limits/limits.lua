@@ -43,11 +43,12 @@ admit   [5] start of the bucket containing now, [6] first bucket start that stil
         [12] lease expiry (ms), [13] longest retry for a parallel refusal (ms), [14] number
         of quotas n, then n groups of 4: dimension code (4 day, 5 week, 6 month), period
         field, limit (tokens), period end (ms).
-        With money (K[6..]): then the hold (nano-USD), the hold's expiry (ms), the number
-        of key budgets m and m groups of 4: dimension code (7 usd_day, 8 usd_week,
-        9 usd_month, 10 usd_total), counter field, limit, period end (ms, 0: never); then 1
-        if credit-metered (code 11) else 0; then the number of team budgets t and t groups
-        of 4 (codes 12 to 15).
+        With money (K[6..]): then the hold (nano-USD), the hold's expiry (ms), and the money
+        checks as one string of words separated by spaces: the number of key budgets m and
+        m groups of 4: dimension code (7 usd_day, 8 usd_week, 9 usd_month, 10 usd_total),
+        counter field, limit, period end (ms, 0: never); then 1 if credit-metered (code 11)
+        else 0; then the number of team budgets t and t groups of 4 (codes 12 to 15). A
+        key's checks change only when a period ends, so each string is parsed once and kept.
         Reply {allowed 0|1, dimension 0..15 (0 none; 1 requests, 2 tokens, 3 parallel, 4 day,
         5 week, 6 month, 7.. money), retry after (ms), exceeds limit 0|1, requests used,
         tokens used, requests reset (ms), tokens reset (ms)}, then with money the nano-USD left
@@ -58,10 +59,10 @@ settle  [5] start of the bucket containing now, [6] start of the reserved bucket
         lease to release ("" for none), [11] number of quotas n, then n groups of 3:
         reserved period field, current period field, current period end (ms); with money,
         the hold's zset member ("" for none), the cost to charge (nano-USD), the request id
-        (the ledger's reference), the number of key money counters to charge n and their
-        fields ("credits" also writes a ledger entry), the number of team counters t and
-        their fields; and last, the reservation id and until when to remember it was settled
-        (ms). Reply 1, or 0 when that reservation was already settled (a replay: nothing
+        (the ledger's reference), the key's money counters to charge ("credits" also writes
+        a ledger entry) and the team's, each as one string of names separated by spaces ("":
+        none; parsed once and kept, like the checks); and last, the reservation id and until
+        when to remember it was settled (ms). Reply 1, or 0 when that reservation was already settled (a replay: nothing
         changes); with money and a cost above 0, {1, then each named counter's value after
         the charge, key's then team's} (for the budget alerts).
 renew   [5] reservation id, [6] new expiry (ms), with money [7] the hold's zset member.
@@ -273,16 +274,74 @@ local function ledger_entry(credits, ledger, money, kind, amount, ref, now)
   return seq
 end
 
--- The money hash's running sum of holds, its expiry bound, each check's counter and the
--- credits charged, read at once: {held, next, counter of check 1 .. n, credits}.
-local function money_values(money, checks)
+-- A set of money checks, as admit gets them: one string, "<m> m × (code counter limit end)
+-- <credits 0|1> <t> t × (code counter limit end)", the same for every admission of a key until
+-- a period ends; so it is parsed once and kept, across calls, up to a bound. What it keeps is
+-- read only: {key = checks, credits = bool, team = checks}, each checks a list of
+-- {code, counter, limit, end} with .fields, the fields money_values reads for them.
+local money_sets, money_set_count = {}, 0
+local words = {} -- scratch: a string's words
+
+local function split(s)
+  local n = 0
+  for word in string.gmatch(s, '%S+') do
+    n = n + 1
+    words[n] = word
+  end
+  return n
+end
+
+local function parse_checks(at, with_credits)
+  local count, checks = tonumber(words[at]), {}
   local fields = {'held', 'next'}
-  for i, check_ in ipairs(checks) do fields[i + 2] = check_[2] end
-  fields[#fields + 1] = 'credits'
+  for i = 1, count do
+    local base = at + 1 + (i - 1) * 4
+    checks[i] = {tonumber(words[base]), words[base + 1], tonumber(words[base + 2]),
+      tonumber(words[base + 3])}
+    fields[i + 2] = words[base + 1]
+  end
+  if with_credits then fields[#fields + 1] = 'credits' end
+  checks.fields = fields
+  return checks, at + 1 + count * 4
+end
+
+local function money_set(s)
+  local set = money_sets[s]
+  if set then return set end
+  split(s)
+  local key, at = parse_checks(1, true)
+  local credits = words[at] == '1'
+  local team = parse_checks(at + 1, false)
+  set = {key = key, credits = credits, team = team}
+  if money_set_count >= 256 then money_sets, money_set_count = {}, 0 end
+  money_sets[s] = set
+  money_set_count = money_set_count + 1
+  return set
+end
+
+-- A settlement's counters, as it gets them: one string of names separated by spaces, kept
+-- like the money sets (read only).
+local name_lists, name_list_count = {}, 0
+local function name_list(s)
+  local names = name_lists[s]
+  if names then return names end
+  names = {}
+  for i = 1, split(s) do names[i] = words[i] end
+  if name_list_count >= 256 then name_lists, name_list_count = {}, 0 end
+  name_lists[s] = names
+  name_list_count = name_list_count + 1
+  return names
+end
+
+-- The money hash's running sum of holds, its expiry bound, each check's counter and the
+-- credits charged, read at once into values (a scratch list: {held, next, counter of check
+-- 1 .. n, credits}).
+local money_read = {} -- scratch: what money_values read last
+local function money_values(money, checks)
+  local fields = checks.fields
   hload(money, fields)
-  local values = {}
-  for i, name in ipairs(fields) do values[i] = hget(money, name) or false end
-  return values
+  for i = 1, #fields do money_read[i] = hget(money, fields[i]) or false end
+  return money_read
 end
 
 -- window._check_budget over a list of {code, field, limit, end}; appends what each leaves.
@@ -300,15 +359,6 @@ local function check_budgets(money, checks, values, held, nano, consider, remain
     end
     remaining[#remaining + 1] = limit - used
   end
-end
-
-local function read_checks(A, at)
-  local count, checks = A[at], {}
-  for i = 1, count do
-    local base = at + 1 + (i - 1) * 4
-    checks[i] = {A[base], A[base + 1], A[base + 2], A[base + 3]}
-  end
-  return checks, at + 1 + count * 4
 end
 
 -- Operations -----------------------------------------------------------------------------
@@ -379,18 +429,18 @@ local function admit(K, A, c)
     local at = 15 + quota_count * 4
     nano, hold_expiry = A[at], A[at + 1]
     member = reservation .. ':' .. text(nano)
-    local checks
-    checks, at = read_checks(A, at + 2)
-    local credits = A[at] == 1
-    team_checks = read_checks(A, at + 1)
+    local set = money_set(A[at + 2])
+    local checks, credits = set.key, set.credits
+    team_checks = set.team
     key_holds = #checks > 0 or credits
     if key_holds then
       local money = hash(K[6])
       local values = money_values(money, checks)
       held, soonest = live_holds(zset(K[7]), money, values[1], values[2], now)
+      local charged = values[#checks.fields] -- the credits charged (read last)
       check_budgets(money, checks, values, held, nano, consider, remaining, now)
       if credits then
-        local free = (hget(hash(K[8]), 'in') or 0) - (values[#values] or 0) - held
+        local free = (hget(hash(K[8]), 'in') or 0) - (charged or 0) - held
         consider(11, nano > free, true, 0)
         remaining[#remaining + 1] = free
       end
@@ -492,21 +542,16 @@ local function settle(K, A, c)
     local at = 12 + quota_count * 3
     local member, charge, ref = A[at], A[at + 1], A[at + 2]
     local spent = {1}
-    at = at + 3
-    local count = A[at]
+    local names = name_list(A[at + 3])
+    local count = #names
     if count > 0 then
-      local names = {unpack(A, at + 1, at + count)}
       settle_money(zset(K[7]), hash(K[6]), member, charge, names, spent)
       if charge > 0 and names[count] == 'credits' then
         ledger_entry(hash(K[8]), K[9], hash(K[6]), 'charge', charge, ref, now)
       end
     end
-    at = at + count + 1
-    count = A[at]
-    if count > 0 then
-      settle_money(zset(K[11]), hash(K[10]), member, charge, {unpack(A, at + 1, at + count)},
-        spent)
-    end
+    names = name_list(A[at + 4])
+    if #names > 0 then settle_money(zset(K[11]), hash(K[10]), member, charge, names, spent) end
     if charge > 0 then return spent end
   end
   return 1

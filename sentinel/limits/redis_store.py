@@ -181,10 +181,8 @@ class RedisStore:
                 _hold_member(reservation),
                 plan.nano_charged,
                 reservation.request_id,
-                len(plan.money_fields),
-                *plan.money_fields,
-                len(plan.team_fields),
-                *plan.team_fields,
+                _names(plan.money_fields),
+                _names(plan.team_fields),
             ]
         args += [reservation.reservation_id, now_ms + self.settled_memory_ms]
         reply = await self._run(reservation.key_name, args, money=money, team=reservation.team)
@@ -323,7 +321,7 @@ def _admit_args(plan: AdmitPlan) -> list[int | str]:
         period = quota.period
         args += [period.dimension.code, period.name, quota.limit, period.end_ms]
     if plan.money or plan.credits or plan.team_money:
-        args += (plan.nano_usd, plan.hold_expires_ms, *money_args(plan))
+        args += (plan.nano_usd, plan.hold_expires_ms, money_args(plan))
     return args
 
 
@@ -332,6 +330,12 @@ def _hold_member(reservation: Reservation) -> str:
     if reservation.nano_usd <= 0:
         return ""
     return f"{reservation.reservation_id}:{reservation.nano_usd}"
+
+
+def _names(fields: tuple[str, ...]) -> str:
+    """Money counters as limits.lua's settle reads them: one string, names separated by
+    spaces (counter names never hold one)."""
+    return " ".join(fields)
 
 
 def _hold(member: str, expires: int) -> tuple[str, tuple[int, int]]:
