@@ -47,6 +47,8 @@ CLAIM_TTL_MS = 400 * 86_400_000
 """How long a claimed alert id is remembered: past any window, ``usd_total`` included."""
 _QUEUE = 1_000
 _SEEN = 100_000
+_KNOWN_FLOORS = 1_024
+_NEVER = 2**63  # above any nano-USD a counter holds (below 2**53)
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,12 +149,18 @@ class BudgetAlerts:
         self._webhook = webhook if session is not None else None
         self._queue: asyncio.Queue[BudgetAlert] = asyncio.Queue(_QUEUE)
         self._seen: OrderedDict[str, None] = OrderedDict()  # ids this process has handled
+        self._known_floors: dict[int, tuple[tuple[int, ...], tuple[int, ...]]] = {}
         self._task: asyncio.Task[None] | None = None
         self.dropped = 0
         self.sent = 0
 
     def observe(self, reservation: Reservation, spent: Spending) -> None:
         """Queue every alert ``spent`` reaches that this process has not handled yet."""
+        for value, floor in zip(spent.values, self._floors(spent.limits), strict=True):
+            if value >= floor:
+                break
+        else:
+            return  # below every lowest threshold: what nearly every settlement is
         lowest = self._lowest
         for dimension, period, value, limit in spent:
             if value * BASIS < limit * lowest or not limit:
@@ -188,6 +196,20 @@ class BudgetAlerts:
         await asyncio.gather(self._task, return_exceptions=True)
         if isinstance(self._claims, SqliteClaims):
             self._claims.close()
+
+    def _floors(self, limits: tuple[int, ...]) -> tuple[int, ...]:
+        """The least nano-USD charged that reaches the lowest threshold of each of ``limits``
+        (a reservation's tuple, shared by every reservation alike: kept by its identity); a
+        limit of 0 (credits) never alerts."""
+        known = self._known_floors.get(id(limits))
+        if known is not None and known[0] is limits:
+            return known[1]
+        lowest = self._lowest
+        floors = tuple(-(-limit * lowest // BASIS) if limit else _NEVER for limit in limits)
+        if len(self._known_floors) >= _KNOWN_FLOORS:
+            self._known_floors.clear()
+        self._known_floors[id(limits)] = (limits, floors)  # holds limits: its id stays its own
+        return floors
 
     def _remember(self, alert_id: str) -> None:
         self._seen[alert_id] = None
