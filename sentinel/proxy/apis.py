@@ -98,10 +98,12 @@ class ApiEndpoint:
         caps, choices = self._reserved
         tokens = services.gate.tokens_to_reserve(ctx.prompt_estimate, request.body, caps, choices)
         money = services.budgeting
-        if money is not None and money.is_metered(principal):  # the hold must bound the reply
-            if inject_cap(request.body, caps, services.config.limits.default_completion_reserve):
-                raw = orjson.dumps(request.body)  # about 0.2 µs: cheaper than splicing bytes
-        payload, strip = self._payload(request, raw)
+        capped = (  # the hold must bound the reply
+            money is not None
+            and money.is_metered(principal)
+            and inject_cap(request.body, caps, services.config.limits.default_completion_reserve)
+        )
+        payload, strip = self._payload(request, raw, changed=capped)
         exchange.strip_usage = strip
         forward = headers.forward
         forward["accept-encoding"] = "identity"
@@ -162,10 +164,13 @@ class ApiEndpoint:
             return
         await _send_whole(exchange, response, target.name, exchange.reply_deadline(target))
 
-    def _payload(self, request: ApiRequest, raw: bytes) -> tuple[bytes, bool]:
-        """The bytes to send upstream, and whether a usage chunk must be hidden from the client."""
+    def _payload(self, request: ApiRequest, raw: bytes, *, changed: bool) -> tuple[bytes, bool]:
+        """The bytes to send upstream, and whether a usage chunk must be hidden from the client.
+        ``changed``: the body was changed (a completion cap added), so ``raw`` is stale; it is
+        serialized once, with whatever else is added (0.2 µs: cheaper than splicing bytes)."""
         if not request.stream or self.api not in _USAGE_INJECTED or request.include_usage:
-            return raw, False  # forwarded exactly as the client sent it
+            # Forwarded exactly as the client sent it, unless a cap was added.
+            return (orjson.dumps(request.body) if changed else raw), False
         body = request.body
         options = body.get("stream_options")
         body["stream_options"] = {**(options or {}), "include_usage": True}
