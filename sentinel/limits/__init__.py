@@ -2,7 +2,8 @@
 
 Pure core: ``spec`` (what a key may use), ``periods`` (calendar quotas), ``window`` (the
 integer arithmetic, the reference for the Lua scripts) with ``holds`` (its money: dollar
-budgets and credits), ``decision`` (plans, decisions, reservations) and ``headers``. Thin
+budgets and credits), ``decision`` (plans, decisions, reservations), ``spending`` (what a
+settlement charged, for the budget alerts) and ``headers``. Thin
 shell: ``MemoryStore``, ``RedisStore`` (the ``limits.lua``) and ``GuardedStore`` (its
 breaker is ``sentinel.breaker``'s, on the ``REDIS_BREAKER`` policy), all behind the
 ``LimitStore`` Protocol.

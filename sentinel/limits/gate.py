@@ -17,10 +17,11 @@ import structlog
 
 from sentinel.clock import Clock, WallClock
 from sentinel.config.limits import LimitDefaults
-from sentinel.limits.decision import Decision, Reservation, Spending
+from sentinel.limits.decision import Decision, Reservation
 from sentinel.limits.guarded import GuardedStore
 from sentinel.limits.headers import refusal_error
 from sentinel.limits.spec import Admission, Dimension, LimitSpec, reservation_tokens
+from sentinel.limits.spending import Spending
 from sentinel.limits.store import LimitStore
 from sentinel.telemetry.metrics import Metrics
 

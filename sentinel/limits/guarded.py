@@ -35,9 +35,10 @@ import structlog
 from sentinel.breaker import BreakerPolicy, CircuitBreaker
 from sentinel.config.budgets import Budgets
 from sentinel.errors import ServiceUnavailable
-from sentinel.limits.decision import Budget, Decision, Reservation, Spending
+from sentinel.limits.decision import Budget, Decision, Reservation
 from sentinel.limits.memory import MemoryStore
 from sentinel.limits.spec import MONEY, TEAM_MONEY, Admission, Dimension, LimitSpec, local_share
+from sentinel.limits.spending import Spending
 from sentinel.limits.store import MergingStore, StoreUnavailable
 from sentinel.limits.window import KeyState, WindowUsage
 

@@ -17,15 +17,14 @@ from dataclasses import replace
 from sentinel.limits.decision import (
     Decision,
     Reservation,
-    Spending,
     decide,
     plan_admission,
     plan_settlement,
-    spending_of,
     team_state_name,
 )
 from sentinel.limits.periods import Calendar
 from sentinel.limits.spec import Admission, LimitSpec
+from sentinel.limits.spending import Spending, spending_of
 from sentinel.limits.window import (
     KeyState,
     Timing,

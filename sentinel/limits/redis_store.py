@@ -50,16 +50,15 @@ from sentinel.deadline import Deadline
 from sentinel.limits.decision import (
     Decision,
     Reservation,
-    Spending,
     decide,
     money_args,
     plan_admission,
     plan_settlement,
-    spending_of,
     team_state_name,
 )
 from sentinel.limits.periods import Calendar
 from sentinel.limits.spec import Admission, Dimension, LimitSpec
+from sentinel.limits.spending import Spending, spending_of
 from sentinel.limits.store import StoreUnavailable
 from sentinel.limits.window import (
     AdmitPlan,

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from sentinel.limits.decision import Decision, Reservation, Spending
+from sentinel.limits.decision import Decision, Reservation
 from sentinel.limits.spec import Admission, LimitSpec
+from sentinel.limits.spending import Spending
 from sentinel.limits.window import KeyState, Timing, WindowUsage
 
 __all__ = ["LimitStore", "MergingStore", "StoreUnavailable"]

@@ -34,8 +34,9 @@ from redis.asyncio import Redis, RedisCluster
 from sentinel.config.budgets import format_usd
 from sentinel.config.spending import BASIS
 from sentinel.config.usage import WebhookSettings
-from sentinel.limits.decision import Reservation, Spending
+from sentinel.limits.decision import Reservation
 from sentinel.limits.spec import TEAM_MONEY, Dimension
+from sentinel.limits.spending import Spending
 from sentinel.statefile import open_state_db
 from sentinel.usage.sinks.webhook import parse_retry_after, retry_delay
 

@@ -14,7 +14,7 @@ from sentinel.limits import (
     StoreUnavailable,
     WindowUsage,
 )
-from sentinel.limits.decision import Spending
+from sentinel.limits.spending import Spending
 from tests.limits.conftest import TIMING
 
 

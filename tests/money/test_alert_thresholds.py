@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from sentinel.limits.decision import Reservation, Spending
+from sentinel.limits.decision import Reservation
 from sentinel.limits.spec import Dimension
+from sentinel.limits.spending import Spending
 from sentinel.money.alerts import BudgetAlerts, SqliteClaims
 
 DAY, TOTAL, CREDITS = Dimension.USD_DAY, Dimension.USD_TOTAL, Dimension.CREDITS
