@@ -3,6 +3,11 @@
 ``plan_admission`` and ``plan_settlement`` turn a spec, a request and the clock into the
 integers of ``window.py`` (and the ARGV of ``limits.lua``); ``decide`` turns the arithmetic's
 ``Outcome`` into the ``Decision`` the proxy acts on. Both stores share these: no drift.
+
+The decisions and reservations built for every request are slotted dataclasses that are not
+frozen, as ``window.py``'s plans: a frozen dataclass sets each field through
+``object.__setattr__``, several times slower to build. They are never changed once built, and
+hash by value as frozen ones do (``unsafe_hash``).
 """
 
 from __future__ import annotations
@@ -42,7 +47,7 @@ def team_state_name(team: str) -> str:
     return "team:" + team
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)  # built per request: see the module doc
 class Reservation:
     """What an admitted request holds until it is settled: exactly what was recorded, where.
 
@@ -84,7 +89,7 @@ class Reservation:
         return self.has_lease or (self.nano_usd > 0 and self.holds_money)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)  # built per request: see the module doc
 class RateWindow:
     """One window's state for OpenAI's ``x-ratelimit-{limit,remaining,reset}-*`` headers."""
 
@@ -140,7 +145,7 @@ class Budget(NamedTuple):
         return tuple(zip(self.dimensions, self.values, strict=True))
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)  # built per request: see the module doc
 class Decision:
     """The answer to one admission, with what the response headers need either way."""
 

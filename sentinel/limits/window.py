@@ -25,6 +25,11 @@ checks ``charged + held + hold <= limit`` and credits ``held + hold <= balance``
 same call as the token limits. Settlement drops the hold and charges the real cost to the
 periods current then; a hold never settled (a replica killed mid-request) expires. A team's
 budgets are the same counters and holds in the team's own state, checked in the same call.
+
+The plans and outcomes built for every request are slotted dataclasses that are not
+frozen: a frozen dataclass sets each field through ``object.__setattr__``, which made building
+one five times slower (5.4 µs against 1.0 µs for an ``AdmitPlan``). They are never changed
+once built, and hash by value as frozen ones do (``unsafe_hash``).
 """
 
 from __future__ import annotations
@@ -113,7 +118,7 @@ class KeyState:
         )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)  # built per request: see the module doc
 class QuotaCheck:
     """One configured quota as an admission sees it: its current period and its limit."""
 
@@ -121,7 +126,7 @@ class QuotaCheck:
     limit: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)  # built per request: see the module doc
 class AdmitPlan:
     """Every input of one admission, already resolved to integers (the Lua ARGV)."""
 
@@ -150,7 +155,7 @@ class AdmitPlan:
         return bool(self.money) or self.credits
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)  # built per request: see the module doc
 class Outcome:
     """The reply of one admission (the Lua reply, decoded)."""
 
@@ -166,7 +171,7 @@ class Outcome:
     """Nano-USD left on each money check after the admission (budgets, credits, team)."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)  # built per request: see the module doc
 class QuotaSettlement:
     """One quota a reservation charged: the period it charged and the period current now."""
 
@@ -174,7 +179,7 @@ class QuotaSettlement:
     current: Period
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)  # built per request: see the module doc
 class SettlePlan:
     """Every input of one settlement, resolved to integers (the Lua ARGV)."""
 

@@ -9,6 +9,10 @@ it sent one), for joining records with the client's logs; a client may repeat it
 Records spooled by versions before ``record_id`` existed have none: read back, they take their
 ``request_id`` (which those versions made unique) as their ``record_id``, so their replays
 de-duplicate against what those versions already delivered.
+
+``UsageRecord`` is built for every request: a slotted dataclass that is not frozen (a frozen
+one sets each field through ``object.__setattr__``, several times slower to build); it is never
+changed once built, and hashes by value (``unsafe_hash``).
 """
 
 from __future__ import annotations
@@ -51,7 +55,7 @@ def format_started_at(epoch_s: float) -> str:
     return f"{utc_second(seconds)}.{millis:03d}Z"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)  # built per request: see the module doc
 class UsageRecord:
     """What one request cost and how it went; ``ttfb_ms`` is None when no byte ever came back."""
 
