@@ -6,6 +6,10 @@ Chat completions, completions and embeddings report ``prompt_tokens`` / ``comple
 ``output_tokens`` with ``input_tokens_details`` and ``output_tokens_details``. Both become one
 ``Usage``. The numbers settle a token reservation, so anything doubtful is rejected whole and
 the caller falls back to counting the text itself.
+
+``Usage`` is built for every request: a slotted dataclass that is not frozen (a frozen one
+sets each field through ``object.__setattr__``, several times slower to build); it is never
+changed once built, and hashes by value (``unsafe_hash``).
 """
 
 from __future__ import annotations
@@ -48,7 +52,7 @@ def _detail(obj: dict[object, object], key: str, field: str) -> int:
     return _count(details, field, default=0)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)  # per request: not frozen, see the module doc
 class Usage:
     """Token counts for one request; ``cached`` and ``reasoning`` are parts of prompt/completion."""
 
