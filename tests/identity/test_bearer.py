@@ -116,8 +116,10 @@ async def test_every_flawed_token_is_the_same_401(
         "alg None": unsigned(claims(), {"alg": "None", "kid": "kid-a"}),
         "wrong key": forged,
         "hs256 with the rsa public key": confused,
-        "expired": key_a.token({"exp": now - 31}),
-        "not yet valid": key_a.token({"nbf": now + 31}),
+        # A minute past the 30 s leeway: the signing above can take seconds on a busy machine,
+        # and one second past it (+31) let "not yet valid" become valid before it was tried.
+        "expired": key_a.token({"exp": now - 90}),
+        "not yet valid": key_a.token({"nbf": now + 90}),
         "wrong issuer": key_a.token({"iss": "https://evil.test/"}),
         "wrong audience": key_a.token({"aud": "another-service"}),
         "no exp": key_a.token({"exp": None}),
