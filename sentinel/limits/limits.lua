@@ -62,8 +62,8 @@ settle  [5] start of the bucket containing now, [6] start of the reserved bucket
         (the ledger's reference), the key's money counters to charge ("credits" also writes
         a ledger entry) and the team's, each as one string of names separated by spaces ("":
         none; parsed once and kept, like the checks); and last, the reservation id and until
-        when to remember it was settled (ms). Reply 1, or 0 when that reservation was already settled (a replay: nothing
-        changes); with money and a cost above 0, {1, then each named counter's value after
+        when to remember it was settled (ms). Reply 1, or 0 when that reservation was already
+        settled (a replay: nothing changes); with money and a cost above 0, {1, then each named counter's value after
         the charge, key's then team's} (for the budget alerts).
 renew   [5] reservation id, [6] new expiry (ms), with money [7] the hold's zset member.
         Reply 1 if the lease or the hold was renewed, 0 if both are gone.
