@@ -74,7 +74,7 @@ class GuardStats:
     """Keys whose local usage was merged into Redis."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)  # per request: not frozen (see decision.py)
 class _Settlement:
     reservation: Reservation
     actual_tokens: int

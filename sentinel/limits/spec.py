@@ -201,7 +201,7 @@ def _new_reservation_id() -> str:
     return secrets.token_hex(12)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)  # per request: not frozen (see decision.py)
 class Admission:
     """One request asking to be admitted for ``key_name``.
 
