@@ -118,10 +118,12 @@ def _config(
     return path
 
 
-async def _instances_answering(url: str, attempts: int = 400) -> set[str]:
-    """The worker instance ids that answered ``/metrics`` over fresh connections, stopping
-    as soon as two did."""
+async def _instances_answering(url: str, within_s: float = 30.0) -> set[str]:
+    """The worker instance ids that answered ``/metrics`` over fresh connections, scraping
+    16 at a time until two did or ``within_s`` passed (the port answers as soon as the
+    first worker is up; on a busy machine the second may take seconds more)."""
     seen: set[str] = set()
+    deadline = time.monotonic() + within_s
     connector = aiohttp.TCPConnector(force_close=True, limit=16)
     async with aiohttp.ClientSession(connector=connector) as http:
 
@@ -130,10 +132,8 @@ async def _instances_answering(url: str, attempts: int = 400) -> set[str]:
                 assert r.status == 200
                 seen.update(_INSTANCE.findall(await r.text()))
 
-        for _ in range(attempts // 16):
+        while len(seen) < 2 and time.monotonic() < deadline:
             await asyncio.gather(*(scrape() for _ in range(16)))
-            if len(seen) >= 2:
-                break
     return seen
 
 
