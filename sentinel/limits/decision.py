@@ -417,4 +417,6 @@ def _window(limit: int | None, used: int, reset_ms: int) -> RateWindow | None:
 
 def _amount(tokens: int) -> int:
     """A token count clamped to what Lua holds exactly; above any limit, so still refused."""
-    return min(max(0, tokens), MAX_AMOUNT)
+    if 0 <= tokens <= MAX_AMOUNT:  # nearly always: no min() and max() calls
+        return tokens
+    return 0 if tokens < 0 else MAX_AMOUNT

@@ -184,7 +184,7 @@ class Gate:
                 release_request=not produced,
                 nano_usd=nano_usd,
             )
-            if spent and self._on_spent is not None:
+            if spent is not None and self._on_spent is not None:
                 self._on_spent(reservation, spent)
         except Exception as exc:  # a settlement must never fail the response it follows
             log.error("limits_settle_failed", key=reservation.key_name, exc_info=exc)

@@ -139,8 +139,13 @@ class GuardedStore:
             except StoreUnavailable as exc:
                 self._failed(now_ms, exc)
             else:
-                if decision.budget is not None:
-                    self._remember_money(admission.key_name, decision, now_ms)
+                budget = decision.budget
+                if budget is not None:  # remembered for the local share (inline: per request)
+                    key_name = admission.key_name
+                    money_left = self._money_left
+                    if len(money_left) >= _MAX_MONEY_KEYS and key_name not in money_left:
+                        self._forget_oldest_money()
+                    money_left[key_name] = (now_ms, budget)
                 return decision
         # No await from the breaker check to the local admission: a probe that found the
         # local store empty and closed the breaker cannot miss an admission made here.
@@ -236,12 +241,9 @@ class GuardedStore:
                 refusal = replace(refusal, exceeds_limit=False, retry_after_ms=wait)
         return replace(decision, reservation=reservation, refusal=refusal, degraded=True)
 
-    def _remember_money(self, key_name: str, decision: Decision, now_ms: int) -> None:
-        assert decision.budget is not None
-        if len(self._money_left) >= _MAX_MONEY_KEYS and key_name not in self._money_left:
-            oldest = min(self._money_left, key=lambda k: self._money_left[k][0])
-            del self._money_left[oldest]
-        self._money_left[key_name] = (now_ms, decision.budget)
+    def _forget_oldest_money(self) -> None:
+        oldest = min(self._money_left, key=lambda k: self._money_left[k][0])
+        del self._money_left[oldest]
 
     def _money_share(self, spec: LimitSpec, key_name: str, now_ms: int) -> LimitSpec:
         """``spec`` with each money limit replaced by this process's share of what Redis

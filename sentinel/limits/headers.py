@@ -10,13 +10,17 @@ that limit, successes included; resets use OpenAI's duration format (``"1s"``, `
 A key with money (dollar budgets, its team's, or prepaid credits) also gets
 ``x-sentinel-budget-remaining-usd`` (the nano-USD left on its tightest money dimension after
 this request's hold, as an exact decimal) and ``x-sentinel-budget-reset`` (when that dimension
-renews, in the same duration format; ``never`` for ``usd_total`` and credits). A refusal on
+renews, in the same duration format in whole seconds rounded up, as a window hours or days
+away needs: its text then changes once a second, and is made once a second; ``never`` for
+``usd_total`` and credits). A refusal on
 money is the 402 ``PaymentRequired``: ``budget_exceeded`` or ``insufficient_credits``.
 """
 
 from __future__ import annotations
 
-from sentinel.config.budgets import format_usd
+from functools import lru_cache
+
+from sentinel.config.budgets import NANO, format_usd
 from sentinel.errors import PaymentRequired, RateLimited
 from sentinel.limits.decision import Decision, Refusal
 from sentinel.limits.spec import Dimension
@@ -103,10 +107,24 @@ def rate_limit_header_pairs(decision: Decision) -> list[tuple[bytes, bytes]]:
         pairs.append((DEGRADED_HEADER.encode("ascii"), b"limits"))
     budget = decision.budget
     if budget is not None:
-        pairs.append((_REMAINING, format_usd(budget.remaining).encode("ascii")))
-        reset = b"never" if budget.reset_ms is None else duration(budget.reset_ms).encode("ascii")
-        pairs.append((_RESET, reset))
+        # format_usd as bytes, inline: every response of a key with money carries it
+        left = budget.remaining
+        usd = b"%d.%09d" % divmod(left, NANO) if left >= 0 else format_usd(left).encode("ascii")
+        pairs.append((_REMAINING, usd.rstrip(b"0").rstrip(b".")))
+        ms = budget.reset_ms
+        pairs.append((_RESET, b"never" if ms is None else _seconds_text(-(-ms // 1000))))
     return pairs
+
+
+def _budget_reset(ms: int) -> str:
+    """When a money dimension renews, ``ms`` from now, as ``x-sentinel-budget-reset`` has it:
+    OpenAI's duration format, in whole seconds rounded up."""
+    return _seconds_text(-(-ms // 1000)).decode("ascii")
+
+
+@lru_cache(maxsize=256)  # a few windows (day, week, month) per second in use
+def _seconds_text(seconds: int) -> bytes:
+    return duration(seconds * 1000).encode("ascii")
 
 
 _REMAINING = BUDGET_REMAINING_HEADER.encode("ascii")
@@ -143,7 +161,7 @@ def _payment_error(decision: Decision, refusal: Refusal, nano_usd: int) -> Payme
     if decision.budget is not None:  # the headers name the dimension that refused
         headers[BUDGET_REMAINING_HEADER] = format_usd(remaining)
         headers[BUDGET_RESET_HEADER] = (
-            "never" if refusal.exceeds_limit else duration(refusal.retry_after_ms)
+            "never" if refusal.exceeds_limit else _budget_reset(refusal.retry_after_ms)
         )
     need = format_usd(nano_usd)
     if refusal.dimension is Dimension.CREDITS:

@@ -180,8 +180,8 @@ class RedisStore:
                 _hold_member(reservation),
                 plan.nano_charged,
                 reservation.request_id,
-                _names(plan.money_fields),
-                _names(plan.team_fields),
+                " ".join(plan.money_fields),  # counter names never hold a space
+                " ".join(plan.team_fields),
             ]
         args += [reservation.reservation_id, now_ms + self.settled_memory_ms]
         reply = await self._run(reservation.key_name, args, money=money, team=reservation.team)
@@ -329,12 +329,6 @@ def _hold_member(reservation: Reservation) -> str:
     if reservation.nano_usd <= 0:
         return ""
     return f"{reservation.reservation_id}:{reservation.nano_usd}"
-
-
-def _names(fields: tuple[str, ...]) -> str:
-    """Money counters as limits.lua's settle reads them: one string, names separated by
-    spaces (counter names never hold one)."""
-    return " ".join(fields)
 
 
 def _hold(member: str, expires: int) -> tuple[str, tuple[int, int]]:

@@ -23,6 +23,7 @@ import sqlite3
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
+from operator import ge
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -157,10 +158,10 @@ class BudgetAlerts:
 
     def observe(self, reservation: Reservation, spent: Spending) -> None:
         """Queue every alert ``spent`` reaches that this process has not handled yet."""
-        for value, floor in zip(spent.values, self._floors(spent.limits), strict=True):
-            if value >= floor:
-                break
-        else:
+        limits = spent.limits
+        known = self._known_floors.get(id(limits))  # the usual case, without a call
+        floors = known[1] if known is not None and known[0] is limits else self._floors(limits)
+        if not any(map(ge, spent.values, floors)):  # as long as each other: Spending checks
             return  # below every lowest threshold: what nearly every settlement is
         lowest = self._lowest
         for dimension, period, value, limit in spent:

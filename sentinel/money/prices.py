@@ -112,7 +112,7 @@ def hold_nano(price: Price, prompt_tokens: int, completion_cap: int) -> int:
     if prompt_tokens < 0 or completion_cap < 0:
         raise ValueError("token counts must be at least 0")
     femto = prompt_tokens * price.dearest_input + completion_cap * price.dearest_output
-    return _ceil_div(femto, _FEMTO_PER_NANO)
+    return -(-femto // _FEMTO_PER_NANO)  # _ceil_div, without a call: once per request
 
 
 def format_cost(cost: Decimal) -> str:
