@@ -18,7 +18,16 @@ from sentinel.limits.spec import Dimension
 if TYPE_CHECKING:
     from sentinel.limits.window import AdmitPlan, KeyState
 
-__all__ = ["CREDITS_FIELD", "TOTAL_FIELD", "Consider", "MoneyCheck", "check_money", "purge_holds"]
+__all__ = [
+    "CREDITS_FIELD",
+    "NO_MONEY",
+    "TOTAL_FIELD",
+    "Consider",
+    "MoneyCheck",
+    "MoneyChecks",
+    "check_money",
+    "purge_holds",
+]
 
 Consider = Callable[[Dimension, bool, bool, int], None]
 """The verdict's ``consider(dimension, refused, can never fit, retry after ms)``."""
@@ -43,6 +52,66 @@ class MoneyCheck:
     def __post_init__(self) -> None:
         packed = (self.dimension.code, self.name, self.limit, self.end_ms)
         object.__setattr__(self, "packed", packed)
+
+
+_CREDITS_CHECK = MoneyCheck(Dimension.CREDITS, CREDITS_FIELD, 0, 0)
+"""Where the credits sit among the money checks (never renewing)."""
+
+
+@dataclass(frozen=True, slots=True)
+class MoneyChecks:
+    """Every money check of one key in the current periods, and what each admission derives
+    from them, worked out once (the limits' calendar keeps it for the key's spec until the
+    first of its periods ends): every admission of the key's plans, replies and
+    reservations then shares these tuples."""
+
+    money: tuple[MoneyCheck, ...]
+    """The key's own budgets."""
+    team: tuple[MoneyCheck, ...]
+    """Its team's budgets."""
+    credits: bool
+    """Whether the key is credit-metered."""
+    checks: tuple[MoneyCheck, ...]
+    """All of them in the order ``limits.lua`` replies: the key's, the credits, the team's."""
+    dimensions: tuple[Dimension, ...]
+    """The dimension of each of ``checks``."""
+    money_dimensions: tuple[Dimension, ...]
+    team_dimensions: tuple[Dimension, ...]
+    limits: tuple[int, ...]
+    """The limit of each of ``checks`` (nano-USD; 0 for credits)."""
+    args: str
+    """The checks as ``limits.lua``'s admit reads them: the key's, whether credit-metered,
+    the team's, as one string of words separated by spaces (Redis parses each string once
+    and keeps it)."""
+
+    @classmethod
+    def of(
+        cls, money: tuple[MoneyCheck, ...], team: tuple[MoneyCheck, ...], credits: bool
+    ) -> MoneyChecks:
+        """The checks ``money``, ``team`` and (if ``credits``) the credits'."""
+        checks = (*money, *((_CREDITS_CHECK,) if credits else ()), *team)
+        words = (
+            len(money),
+            *(word for check in money for word in check.packed),
+            int(credits),
+            len(team),
+            *(word for check in team for word in check.packed),
+        )
+        return cls(
+            money=money,
+            team=team,
+            credits=credits,
+            checks=checks,
+            dimensions=tuple(c.dimension for c in checks),
+            money_dimensions=tuple(c.dimension for c in money),
+            team_dimensions=tuple(c.dimension for c in team),
+            limits=tuple(c.limit for c in checks),
+            args=" ".join(str(word) for word in words),
+        )
+
+
+NO_MONEY = MoneyChecks.of((), (), False)
+"""The checks of a key without money."""
 
 
 def check_money(

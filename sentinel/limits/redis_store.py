@@ -51,7 +51,6 @@ from sentinel.limits.decision import (
     Decision,
     Reservation,
     decide,
-    money_args,
     plan_admission,
     plan_settlement,
     team_state_name,
@@ -320,7 +319,7 @@ def _admit_args(plan: AdmitPlan) -> list[int | str]:
         period = quota.period
         args += [period.dimension.code, period.name, quota.limit, period.end_ms]
     if plan.money or plan.credits or plan.team_money:
-        args += (plan.nano_usd, plan.hold_expires_ms, money_args(plan))
+        args += (plan.nano_usd, plan.hold_expires_ms, plan.checks.args)
     return args
 
 

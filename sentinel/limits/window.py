@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from sentinel.config.limits import timing_problems
-from sentinel.limits.holds import MoneyCheck, check_money
+from sentinel.limits.holds import NO_MONEY, MoneyCheck, MoneyChecks, check_money
 from sentinel.limits.periods import Period
 from sentinel.limits.spec import Dimension
 
@@ -148,6 +148,9 @@ class AdmitPlan:
     credits: bool = False
     credit_share: int | None = None
     team_money: tuple[MoneyCheck, ...] = ()
+    checks: MoneyChecks = NO_MONEY
+    """``money``, the credits and ``team_money`` as one, with what every admission derives
+    from them (the Lua argument, the reservation's dimensions and limits)."""
 
     @property
     def holds_money(self) -> bool:
