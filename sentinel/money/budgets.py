@@ -200,15 +200,14 @@ class Budgeting:
         ``first``: the first candidate's price, when the caller has looked it up already."""
         if not model:
             return 0
-        if len(candidates) == 1 and first is not None:
-            found = [first]
-        else:
-            found = [
-                price
-                for candidate in candidates
-                if (price := prices.price_of(candidate.model or model, candidate.name, tier))
-                is not None
-            ]
+        if first is not None and len(candidates) == 1:  # the usual case, in one step
+            return hold_nano(first, max(0, prompt_tokens), max(0, completion_tokens))
+        found = [
+            price
+            for candidate in candidates
+            if (price := prices.price_of(candidate.model or model, candidate.name, tier))
+            is not None
+        ]
         if not found:
             raise PaymentRequired(
                 f"The model '{model[:100]}' has no price on this gateway, and this key's "
