@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from sentinel.config.budgets import format_usd
 from sentinel.limits import (
     Decision,
     Dimension,
@@ -13,6 +14,7 @@ from sentinel.limits import (
     rate_limit_headers,
     refusal_error,
 )
+from sentinel.limits.decision import Budget
 
 
 @pytest.mark.parametrize(
@@ -99,3 +101,28 @@ def test_refusal_error_needs_a_refusal() -> None:
     """Asking for the error of an admitted decision is a programming error."""
     with pytest.raises(ValueError, match="admitted"):
         refusal_error(Decision(None, None, None, None), 1)
+
+
+@pytest.mark.parametrize(
+    ("remaining", "reset_ms", "usd", "reset"),
+    [
+        (1_500_000_000, 3_600_000, "1.5", "1h0m0s"),
+        (1_500_000_000, 3_600_001, "1.5", "1h0m1s"),  # rounded up: never earlier than it is
+        (10_000_000_000, 1, "10", "1s"),
+        (0, 0, "0", "0s"),
+        (1, 86_399_999, "0.000000001", "24h0m0s"),
+        (-500_000_000, None, "-0.5", "never"),  # overspent (a charge past its hold)
+    ],
+)
+def test_budget_headers_are_exact_dollars_and_whole_seconds(
+    remaining: int, reset_ms: int | None, usd: str, reset: str
+) -> None:
+    """The budget headers: the nano-USD left as the shortest exact decimal, and when the
+    window renews in whole seconds rounded up (``never`` for a window that does not)."""
+    budget = Budget(remaining, reset_ms, (Dimension.USD_DAY,), (remaining,))
+    headers = rate_limit_headers(Decision(None, None, None, None, budget=budget))
+    assert headers == {
+        "x-sentinel-budget-remaining-usd": usd,
+        "x-sentinel-budget-reset": reset,
+    }
+    assert usd == format_usd(remaining)
