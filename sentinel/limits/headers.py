@@ -95,7 +95,7 @@ def rate_limit_header_pairs(decision: Decision) -> list[tuple[bytes, bytes]]:
         if window is not None:
             pairs.append((limit, b"%d" % window.limit))
             pairs.append((remaining, b"%d" % window.remaining))
-            pairs.append((reset, duration(window.reset_ms).encode("ascii")))
+            pairs.append((reset, _duration_text(window.reset_ms)))
     refusal = decision.refusal
     if refusal is not None:
         if refusal.is_quota:
@@ -112,19 +112,23 @@ def rate_limit_header_pairs(decision: Decision) -> list[tuple[bytes, bytes]]:
         usd = b"%d.%09d" % divmod(left, NANO) if left >= 0 else format_usd(left).encode("ascii")
         pairs.append((_REMAINING, usd.rstrip(b"0").rstrip(b".")))
         ms = budget.reset_ms
-        pairs.append((_RESET, b"never" if ms is None else _seconds_text(-(-ms // 1000))))
+        pairs.append((_RESET, b"never" if ms is None else _duration_text(-(-ms // 1000) * 1000)))
     return pairs
 
 
 def _budget_reset(ms: int) -> str:
     """When a money dimension renews, ``ms`` from now, as ``x-sentinel-budget-reset`` has it:
     OpenAI's duration format, in whole seconds rounded up."""
-    return _seconds_text(-(-ms // 1000)).decode("ascii")
+    return _duration_text(-(-ms // 1000) * 1000).decode("ascii")
 
 
-@lru_cache(maxsize=256)  # a few windows (day, week, month) per second in use
-def _seconds_text(seconds: int) -> bytes:
-    return duration(seconds * 1000).encode("ascii")
+@lru_cache(maxsize=4096)
+def _duration_text(ms: int) -> bytes:
+    """``duration(ms)`` as header bytes, remembered. A busy window's reset is when its newest
+    bucket expires: it falls a millisecond at a time and jumps back a bucket at each new one,
+    so the same values come round every bucket; a budget's changes once a second. Nearly
+    every response finds its text made."""
+    return duration(ms).encode("ascii")
 
 
 _REMAINING = BUDGET_REMAINING_HEADER.encode("ascii")
