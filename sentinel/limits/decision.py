@@ -185,10 +185,7 @@ def plan_admission(
         ),
         nano_usd=_amount(admission.nano_usd) if spec.has_money else 0,
         hold_expires_ms=lease_expires_ms,
-        money=checks.money,
-        credits=checks.credits,
         credit_share=spec.credit_share,
-        team_money=checks.team,
         checks=checks,
     )
 
@@ -303,8 +300,8 @@ def decide(spec: LimitSpec, admission: Admission, plan: AdmitPlan, outcome: Outc
             timezone=spec.timezone,
             nano_usd=plan.nano_usd,
             money=checks.money_dimensions,
-            credits=plan.credits,
-            team=spec.team if plan.team_money else None,
+            credits=checks.credits,
+            team=spec.team if checks.team else None,
             team_money=checks.team_dimensions,
             spend_dimensions=checks.dimensions,
             spend_limits=checks.limits,

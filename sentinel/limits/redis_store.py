@@ -148,7 +148,7 @@ class RedisStore:
         if plan.credit_share is not None:
             raise ValueError("a credit share is the fallback's, never Redis's")
         money = spec.has_money
-        team = spec.team if plan.team_money else None
+        team = spec.team if plan.checks.team else None
         reply = await self._run(admission.key_name, _admit_args(plan), money=money, team=team)
         return decide(spec, admission, plan, _outcome(reply))
 
@@ -318,7 +318,7 @@ def _admit_args(plan: AdmitPlan) -> list[int | str]:
     for quota in plan.quotas:
         period = quota.period
         args += [period.dimension.code, period.name, quota.limit, period.end_ms]
-    if plan.money or plan.credits or plan.team_money:
+    if plan.checks.checks:  # the key's budgets, its credits, its team's: any money
         args += (plan.nano_usd, plan.hold_expires_ms, plan.checks.args)
     return args
 

@@ -144,13 +144,25 @@ class AdmitPlan:
     quotas: tuple[QuotaCheck, ...]
     nano_usd: int = 0
     hold_expires_ms: int = 0
-    money: tuple[MoneyCheck, ...] = ()
-    credits: bool = False
     credit_share: int | None = None
-    team_money: tuple[MoneyCheck, ...] = ()
     checks: MoneyChecks = NO_MONEY
-    """``money``, the credits and ``team_money`` as one, with what every admission derives
-    from them (the Lua argument, the reservation's dimensions and limits)."""
+    """The key's money checks, its credits' and its team's, with what every admission
+    derives from them (the Lua argument, the reservation's dimensions and limits)."""
+
+    @property
+    def money(self) -> tuple[MoneyCheck, ...]:
+        """The key's own dollar budgets."""
+        return self.checks.money
+
+    @property
+    def credits(self) -> bool:
+        """Whether the key is credit-metered."""
+        return self.checks.credits
+
+    @property
+    def team_money(self) -> tuple[MoneyCheck, ...]:
+        """Its team's dollar budgets."""
+        return self.checks.team
 
     @property
     def holds_money(self) -> bool:
