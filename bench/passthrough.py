@@ -30,13 +30,26 @@ from starlette.types import Receive, Scope, Send
 
 from bench.loops import loop_runner
 
-__all__ = ["create_app", "main"]
+__all__ = ["POLICY_HEADERS", "create_app", "main"]
 
 # Hop-by-hop and framing headers: aiohttp writes its own.
 _SKIPPED_REQUEST_HEADERS = frozenset(
     {b"host", b"content-length", b"connection", b"transfer-encoding"}
 )
 _RELAYED_RESPONSE_HEADERS = ("Content-Type", "Content-Length")
+POLICY_HEADERS = (
+    (b"x-upstream-request-id", b"req_00000000000000000000000000000004"),
+    (b"x-request-id", b"req_dd49a1a9fb5386209420d70cb5855e4c"),
+    (b"x-ratelimit-limit-requests", b"100000000"),
+    (b"x-ratelimit-remaining-requests", b"99999999"),
+    (b"x-ratelimit-reset-requests", b"1m0.932s"),
+    (b"x-ratelimit-limit-tokens", b"1000000000000"),
+    (b"x-ratelimit-remaining-tokens", b"999999995895"),
+    (b"x-ratelimit-reset-tokens", b"1m0.932s"),
+)
+"""With ``--policy-headers``: the headers Sentinel adds to a policy key's answer (its request
+ids and OpenAI's six rate-limit headers), fixed values of the same lengths. What the engine
+alone charges for writing them is the difference to the plain pass-through."""
 
 
 class _State(TypedDict):
@@ -46,8 +59,9 @@ class _State(TypedDict):
 class _Forward:
     """The one proxying endpoint, as a plain ASGI app (Starlette's cheapest kind of route)."""
 
-    def __init__(self, upstream: str) -> None:
+    def __init__(self, upstream: str, extra: Sequence[tuple[bytes, bytes]] = ()) -> None:
         self._url = upstream.rstrip("/") + "/chat/completions"
+        self._extra = list(extra)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         session: aiohttp.ClientSession = scope["state"]["session"]
@@ -63,6 +77,7 @@ class _Forward:
                 for name in _RELAYED_RESPONSE_HEADERS
                 if name in response.headers
             ]
+            relayed += self._extra
             await send(
                 {"type": "http.response.start", "status": response.status, "headers": relayed}
             )
@@ -88,8 +103,9 @@ async def _healthz(request: Request) -> PlainTextResponse:
     return PlainTextResponse("ok")
 
 
-def create_app(upstream: str) -> Starlette:
-    """The pass-through app forwarding to ``upstream`` (a base URL ending in ``/v1``)."""
+def create_app(upstream: str, extra: Sequence[tuple[bytes, bytes]] = ()) -> Starlette:
+    """The pass-through app forwarding to ``upstream`` (a base URL ending in ``/v1``), adding
+    the ``extra`` headers to every answer."""
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[_State]:
@@ -101,7 +117,7 @@ def create_app(upstream: str) -> Starlette:
             yield {"session": session}
 
     routes = [
-        Route("/v1/chat/completions", _Forward(upstream), methods=["POST"]),
+        Route("/v1/chat/completions", _Forward(upstream, extra), methods=["POST"]),
         Route("/healthz", _healthz),
     ]
     return Starlette(routes=routes, lifespan=lifespan)
@@ -132,12 +148,14 @@ def _uvicorn_server(app: Any, bind: str) -> uvicorn.Server:
     return uvicorn.Server(config)
 
 
-async def _serve(bind: str, upstream: str, engine: str) -> None:
+async def _serve(
+    bind: str, upstream: str, engine: str, extra: Sequence[tuple[bytes, bytes]]
+) -> None:
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stopping.set)
-    app: Any = create_app(upstream)  # Starlette's ASGI types are looser than the engines'
+    app: Any = create_app(upstream, extra)  # Starlette's ASGI types are looser than the engines'
     if engine == "hypercorn":
         await serve(app, _hypercorn_config(bind), shutdown_trigger=stopping.wait)
         return
@@ -156,9 +174,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--engine", choices=("hypercorn", "uvicorn"), default="hypercorn", help="ASGI server"
     )
+    parser.add_argument(
+        "--policy-headers",
+        action="store_true",
+        help="add the headers Sentinel adds to a policy key's answer (fixed values)",
+    )
     args = parser.parse_args(argv)
+    extra = POLICY_HEADERS if args.policy_headers else ()
     with loop_runner() as runner:
-        runner.run(_serve(args.bind, args.upstream, args.engine))
+        runner.run(_serve(args.bind, args.upstream, args.engine, extra))
     return 0
 
 

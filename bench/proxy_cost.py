@@ -49,15 +49,19 @@ from bench.targets import (
     usage_dir,
 )
 
-__all__ = ["TARGETS", "Measured", "config_of", "main", "render"]
+__all__ = ["TARGETS", "Measured", "config_of", "main", "proxy_argv", "render"]
 
 _KEEPING: dict[str, Callable[[str, str, str, Path], str]] = {
     "accounting": accounting_config,
     "policy": policy_config,
     "budgets": budgets_config,
 }
-TARGETS = ("sentinel", *_KEEPING)
-"""The targets this counts: the gateway, and the ones keeping usage in Redis."""
+_BARE = ("bare", "bare-headers")
+TARGETS = (*_BARE, "sentinel", *_KEEPING)
+"""The targets this counts: the bare pass-through (``bench.passthrough`` on the same engine,
+the floor that issue 18's "own CPU" is measured against), the same adding the headers Sentinel
+adds to a policy key's answer (``--policy-headers``: what the engine alone charges for them),
+the gateway, and the ones keeping usage in Redis."""
 
 _ENGINES = ("hypercorn", "uvicorn")
 _REDIS_TIMEOUT_MS = 3000
@@ -98,17 +102,32 @@ def config_of(
     return text.replace("[redis]\n", f"[redis]\ntimeout_ms = {_REDIS_TIMEOUT_MS}\n", 1)
 
 
-class _Counted:
-    """``sentinel serve`` under callgrind, counting only between ``zero`` and ``dump``."""
+def proxy_argv(
+    target: str, engine: str, upstream: str, bind: str, work: Path, redis_url: str
+) -> list[str]:
+    """The command serving ``target``: ``bench.passthrough`` for the bare ones, otherwise
+    ``sentinel serve`` with the target's config written into ``work``."""
+    if target in _BARE:
+        extra = ["--policy-headers"] if target == "bare-headers" else []
+        return python_argv(
+            "bench.passthrough", "--bind", bind, "--upstream", upstream, "--engine", engine, *extra
+        )
+    config = work / f"{target}.toml"
+    config.write_text(config_of(target, engine, upstream, bind, redis_url, work))
+    return python_argv("sentinel", "serve", "--config", str(config), "--bind", bind)
 
-    def __init__(self, config: Path, bind: str, work: Path, cpus: frozenset[int] | None) -> None:
+
+class _Counted:
+    """A proxy under callgrind, counting only between ``zero`` and ``dump``."""
+
+    def __init__(self, proxy: Sequence[str], work: Path, cpus: frozenset[int] | None) -> None:
         self._out = work / "callgrind.out"
         argv = [
             "valgrind",
             "--tool=callgrind",
             "--instr-atstart=no",
             f"--callgrind-out-file={self._out}",
-            *python_argv("sentinel", "serve", "--config", str(config), "--bind", bind),
+            *proxy,
         ]
         self.child = Child("proxy under callgrind", argv, work / "proxy.log", cpus)
 
@@ -169,15 +188,14 @@ def measure(target: str, engine: str, scenario: str, requests: int, idle_s: floa
         mock = start_mock(work, cpus.mock)
         stack.callback(mock.child.stop)
         redis_url = ""
-        if target != "sentinel":
+        if target in _KEEPING:
             redis = start_redis(work, cpus.mock)
             stack.callback(redis.child.stop)
             redis_url = redis.redis_url
         port = free_port()
         bind = f"127.0.0.1:{port}"
-        config = work / f"{target}.toml"
-        config.write_text(config_of(target, engine, mock.base_url, bind, redis_url, work))
-        proxy = _Counted(config, bind, work, cpus.proxy)
+        argv = proxy_argv(target, engine, mock.base_url, bind, work, redis_url)
+        proxy = _Counted(argv, work, cpus.proxy)
         stack.callback(proxy.child.stop)
         try:
             proxy.child.wait_ready(port, "/healthz", _READY_S)
@@ -236,7 +254,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not 1 <= args.requests <= 100_000 or not 0.5 <= args.idle <= 120:
         parser.error("--requests from 1 to 100000, --idle from 0.5 to 120 seconds")
     needed = ["valgrind", "callgrind_control"]
-    if any(t != "sentinel" for t in targets):
+    if any(t in _KEEPING for t in targets):
         needed.append("redis-server")
     missing = [tool for tool in needed if not shutil.which(tool)]
     if missing:

@@ -87,3 +87,24 @@ def test_counts_a_real_proxy_under_callgrind(capsys: pytest.CaptureFixture[str])
     per_request, against = rows[0]
     assert 200_000 < int(per_request.replace(",", "")) < 50_000_000
     assert against == "+0.0%"
+
+
+@pytest.mark.parametrize("engine", ["hypercorn", "uvicorn"])
+def test_bare_is_the_pass_through_on_the_same_engine(tmp_path: Path, engine: str) -> None:
+    argv = proxy_cost.proxy_argv(
+        "bare", engine, "http://127.0.0.1:1/v1", "127.0.0.1:2", tmp_path, ""
+    )
+    assert argv[1:3] == ["-m", "bench.passthrough"]
+    assert argv[argv.index("--engine") + 1] == engine
+    assert argv[argv.index("--upstream") + 1] == "http://127.0.0.1:1/v1"
+    assert not list(tmp_path.iterdir())  # no config: the pass-through takes none
+
+
+def test_bare_headers_adds_what_a_policy_answer_carries(tmp_path: Path) -> None:
+    argv = proxy_cost.proxy_argv(
+        "bare-headers", "hypercorn", "http://127.0.0.1:1/v1", "127.0.0.1:2", tmp_path, ""
+    )
+    assert "--policy-headers" in argv
+    assert "--policy-headers" not in proxy_cost.proxy_argv(
+        "bare", "hypercorn", "http://127.0.0.1:1/v1", "127.0.0.1:2", tmp_path, ""
+    )
