@@ -42,6 +42,43 @@ _USAGE_CHUNK = (
     b'"model":"gpt-4o-mini","choices":[],'
     b'"usage":{"prompt_tokens":9,"completion_tokens":20,"total_tokens":29}}'
 )
+_REPLY = orjson.dumps(
+    {
+        "id": "chatcmpl-mock0000000000000002",
+        "object": "chat.completion",
+        "created": 1796687699,
+        "model": "gpt-4o-mini",
+        "choices": [
+            {
+                "index": 0,
+                "message": {
+                    "role": "assistant",
+                    "content": " ".join(["gpt-4o-mini: Say hello"] * 7),
+                    "refusal": None,
+                    "annotations": [],
+                },
+                "logprobs": None,
+                "finish_reason": "stop",
+            }
+        ],
+        "usage": {
+            "prompt_tokens": 5,
+            "completion_tokens": 20,
+            "total_tokens": 25,
+            "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+            "completion_tokens_details": {
+                "reasoning_tokens": 0,
+                "audio_tokens": 0,
+                "accepted_prediction_tokens": 0,
+                "rejected_prediction_tokens": 0,
+            },
+        },
+        "service_tier": "default",
+        "system_fingerprint": "fp_mock",
+    },
+    option=orjson.OPT_INDENT_2,
+)
+"""The mock upstream's JSON answer to the bench's request (about 930 bytes)."""
 _LOG_LINE = {
     "event": "request",
     "request_id": "req_" + "0" * 32,
@@ -94,6 +131,11 @@ def _usage_chunk(runs: int) -> None:
         orjson.loads(_USAGE_CHUNK)
 
 
+def _reply(runs: int) -> None:
+    for _ in range(runs):
+        orjson.loads(_REPLY)
+
+
 def _log_line(runs: int) -> None:
     for _ in range(runs):
         orjson.dumps(_LOG_LINE)
@@ -142,6 +184,7 @@ PIECES: dict[str, tuple[Callable[[int], None], str]] = {
     ),
     "prompt": (_prompt, "the prompt counted with a loaded tiktoken encoding (o200k_base)"),
     "usage_chunk": (_usage_chunk, "the provider's usage chunk parsed (`orjson.loads`)"),
+    "reply": (_reply, "a JSON answer (the mock's, about 930 bytes) parsed for its usage"),
     "log_line": (_log_line, "the one log line's 15 fields rendered (`orjson.dumps`)"),
     "locked_call": (
         _locked_call,
