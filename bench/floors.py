@@ -226,6 +226,7 @@ def _instructions(piece: str, runs: int, work: Path) -> int:
         "--tool=callgrind",
         f"--callgrind-out-file={out}",
         sys.executable,
+        "-B",  # both processes import alike: the first must not write bytecode the second reads
         "-m",
         "bench.floors",
         "--child",
