@@ -4,7 +4,8 @@ Wall-clock CPU per request on a shared machine moves by tens of percent between 
 instructions do not, so this is how two targets (``budgets`` against ``policy``), or two
 versions of the code, are compared. For each target and scenario it starts the mock upstream
 and, for a target that keeps usage, a private ``redis-server`` (as ``python -m bench`` does),
-then ``sentinel serve`` under ``valgrind --tool=callgrind`` on the proxy's core, and:
+then ``sentinel serve`` (``bench.passthrough`` for ``bare`` and ``bare-headers``) under
+``valgrind --tool=callgrind`` on the proxy's core, and:
 
 * warms the proxy up with the scenario's own requests;
 * counts its instructions while idle for ``--idle`` seconds (the watchdog, the breakers'
