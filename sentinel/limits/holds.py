@@ -121,17 +121,17 @@ def check_money(
     remaining: list[int] = []
     if plan.holds_money:
         held = purge_holds(state.holds, plan.now_ms)
-        for check in plan.money:
+        for check in plan.checks.money:
             remaining.append(_check_budget(state, check, held, plan, consider))
-        if plan.credits:
+        if plan.checks.credits:
             topped_up = plan.credit_share if plan.credit_share is not None else state.credits_in
             free = topped_up - state.money.get(CREDITS_FIELD, 0) - held
             # Only a top-up helps: no wait does, so it is reported as never fitting.
             consider(Dimension.CREDITS, plan.nano_usd > free, True, 0)
             remaining.append(free)
-    if plan.team_money and team is not None:
+    if plan.checks.team and team is not None:
         held = purge_holds(team.holds, plan.now_ms)
-        for check in plan.team_money:
+        for check in plan.checks.team:
             remaining.append(_check_budget(team, check, held, plan, consider))
     return remaining
 

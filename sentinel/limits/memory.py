@@ -57,7 +57,7 @@ class MemoryStore:
         """Check every dimension of ``spec`` and, only if all fit, record the request."""
         plan = plan_admission(spec, admission, now_ms, self.timing, self._calendar)
         state = self._states.setdefault(admission.key_name, KeyState())
-        team_name = team_state_name(spec.team) if plan.team_money and spec.team else None
+        team_name = team_state_name(spec.team) if plan.checks.team and spec.team else None
         team = self._states.setdefault(team_name, KeyState()) if team_name else None
         outcome = admit(state, plan, team)
         self._forget_if_empty(admission.key_name, state)

@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from sentinel.config.limits import timing_problems
-from sentinel.limits.holds import NO_MONEY, MoneyCheck, MoneyChecks, check_money
+from sentinel.limits.holds import NO_MONEY, MoneyChecks, check_money
 from sentinel.limits.periods import Period
 from sentinel.limits.spec import Dimension
 
@@ -150,24 +150,9 @@ class AdmitPlan:
     derives from them (the Lua argument, the reservation's dimensions and limits)."""
 
     @property
-    def money(self) -> tuple[MoneyCheck, ...]:
-        """The key's own dollar budgets."""
-        return self.checks.money
-
-    @property
-    def credits(self) -> bool:
-        """Whether the key is credit-metered."""
-        return self.checks.credits
-
-    @property
-    def team_money(self) -> tuple[MoneyCheck, ...]:
-        """Its team's dollar budgets."""
-        return self.checks.team
-
-    @property
     def holds_money(self) -> bool:
         """Whether the key's own state keeps a hold for this request."""
-        return bool(self.money) or self.credits
+        return bool(self.checks.money) or self.checks.credits
 
 
 @dataclass(slots=True, unsafe_hash=True)  # built per request: see the module doc
@@ -232,7 +217,7 @@ class WindowUsage:
 def admit(state: KeyState, plan: AdmitPlan, team: KeyState | None = None) -> Outcome:
     """Check every configured dimension and, only if all of them fit, record the request.
 
-    ``team`` is the state of the team whose budgets ``plan.team_money`` checks."""
+    ``team`` is the state of the team whose budgets ``plan.checks.team`` holds."""
     now = plan.now_ms
     verdict = _Verdict()
     requests_used = tokens_used = 0
@@ -266,7 +251,7 @@ def admit(state: KeyState, plan: AdmitPlan, team: KeyState | None = None) -> Out
             hold = (plan.nano_usd, plan.hold_expires_ms)
             if plan.holds_money:
                 state.holds[plan.reservation_id] = hold
-            if plan.team_money and team is not None:
+            if plan.checks.team and team is not None:
                 team.holds[plan.reservation_id] = hold
             remaining = [left - plan.nano_usd for left in remaining]
     return Outcome(
