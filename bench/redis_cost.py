@@ -6,8 +6,9 @@ with instrumentation off, drives Sentinel's own limit store (``RedisStore``) and
 sink (``RedisCounterSink``) against it, and counts only while the measured work runs:
 
 * limits: rounds of ``--batch`` admissions of the ``policy`` key (``bench.targets``'
-  ``POLICY_LIMITS``, plus its four dollar budgets with ``--budgets``) made together, each
-  round also settling the previous round's reservations, so each call carries ``--batch``
+  ``POLICY_LIMITS``, plus its four dollar budgets with ``--budgets``) made together, a
+  millisecond after the round before, each round also settling the previous round's
+  reservations, so each call carries ``--batch``
   admissions and as many settlements, as a busy replica's calls do; at one per call, the
   settlement goes alone before the next admission, as one connection's requests do;
 * usage counters: batches of ``--batch`` records delivered at once.
@@ -157,12 +158,13 @@ async def measure_limits(
     store = RedisStore(server.client, 60_000)
     spec = policy_spec(budgets=budgets)
     nano = 12_345 if budgets else 0
-    now = time.time_ns() // 1_000_000
+    start = time.time_ns() // 1_000_000
     pending: list[Reservation] = []
     made = 0
 
     async def one_round() -> None:
         nonlocal pending, made
+        now = start + made // batch  # a millisecond a round: time moves, as in service
         admissions = [
             Admission(f"cfg:bench-{(made + i) % keys}", f"r{made + i}", 100, nano_usd=nano)
             for i in range(batch)

@@ -32,10 +32,11 @@ bucket start, l = a lower bound of every bucket start, b = bucket size (ms) they
 with. They keep an admission O(1): only buckets from l up to now - span are ever visited,
 and the whole hash is read only to compute a refusal's retry time.
 
-ARGV[1] is a JSON array of operations (cjson decodes it in C, far cheaper than splitting a
-string in Lua), each an array: [the fields below, then its first key's index in KEYS and its
-number of keys]. Common fields: [1] operation, [2] now (ms), [3] span (ms) = window + one bucket (a
-bucket starting at s counts while s + span > now), [4] bucket size (ms). Then:
+ARGV[1] holds the operations as one flat msgpack array (cmsgpack decodes it in C, numbers
+as binary: see sentinel/redis_io/functions.py): for each, its first key's index in KEYS, its
+number of keys, its number of fields, then the fields below ([i] is the operation's field i,
+A[o + i] in the code). Common fields: [1] operation, [2] now (ms), [3] span (ms) = window +
+one bucket (a bucket starting at s counts while s + span > now), [4] bucket size (ms). Then:
 
 admit   [5] start of the bucket containing now, [6] first bucket start that still counts
         (smallest multiple of the bucket size above now - span), [7] [8] [9] requests,
@@ -82,7 +83,6 @@ views of sentinel/redis_io/views.lua, which this library is loaded after.
 
 -- Windows --------------------------------------------------------------------------------
 -- c: the operation's clock: now, span, step (bucket size), horizon (now - span).
-local META = {'s', 'l', 'h', 'b'}
 local WINDOW = {'s', 'l', 'h', 'b', false} -- and a bucket's name, set before each read
 
 -- A bucket start's field name (formatted once: see text).
@@ -141,8 +141,10 @@ local function window_add(h, start, delta, c)
 end
 
 -- window._purge_window: drop what no longer counts; returns the live sum and newest start.
-local function live_window(h, first_live, c)
-  hload(h, META)
+-- The meta fields are read with the bucket an admission may add to, in one HMGET.
+local function live_window(h, first_live, c, bucket)
+  WINDOW[5] = bucket_name(bucket)
+  hload(h, WINDOW)
   local sum, low, high = h.s, h.l, h.h
   if not sum then return 0, nil end
   local horizon = c.horizon
@@ -374,11 +376,11 @@ local function consider(code, refused, over, retry)
     if over then refusal.exceeds = 1 end
   end
 end
-local function admit(K, A, c)
-  local bucket, first_live = A[5], A[6]
-  local rpm, tpm, max_parallel = A[7], A[8], A[9]
-  local tokens, reservation, lease_expiry = A[10], A[11], A[12]
-  local parallel_retry, quota_count = A[13], A[14]
+local function admit(K, A, o, c)
+  local bucket, first_live = A[o + 5], A[o + 6]
+  local rpm, tpm, max_parallel = A[o + 7], A[o + 8], A[o + 9]
+  local tokens, reservation, lease_expiry = A[o + 10], A[o + 11], A[o + 12]
+  local parallel_retry, quota_count = A[o + 13], A[o + 14]
   local now = c.now
   local requests, tokens_window = hash(K[1]), hash(K[2])
   local leases = zset(K[4])
@@ -387,11 +389,11 @@ local function admit(K, A, c)
 
   local requests_used, requests_newest, tokens_used, tokens_newest = 0, nil, 0, nil
   if rpm >= 0 then
-    requests_used, requests_newest = live_window(requests, first_live, c)
+    requests_used, requests_newest = live_window(requests, first_live, c, bucket)
     consider(1, check(requests, requests_used, rpm, 1, c))
   end
   if tpm >= 0 then
-    tokens_used, tokens_newest = live_window(tokens_window, first_live, c)
+    tokens_used, tokens_newest = live_window(tokens_window, first_live, c, bucket)
     consider(2, check(tokens_window, tokens_used, tpm, tokens, c))
   end
 
@@ -408,10 +410,10 @@ local function admit(K, A, c)
   local quotas, fields, quota_end = nil, {}, 0
   if quota_count > 0 then
     quotas = hash(K[3])
-    for q = 0, quota_count - 1 do fields[q + 1] = A[16 + q * 4] end
+    for q = 0, quota_count - 1 do fields[q + 1] = A[o + 16 + q * 4] end
     hload(quotas, fields)
     for q = 0, quota_count - 1 do
-      local code, limit, ends = A[15 + q * 4], A[17 + q * 4], A[18 + q * 4]
+      local code, limit, ends = A[o + 15 + q * 4], A[o + 17 + q * 4], A[o + 18 + q * 4]
       local used = hget(quotas, fields[q + 1])
       if not used then drop_earlier(quotas, fields[q + 1]) end
       used = used or 0
@@ -426,7 +428,7 @@ local function admit(K, A, c)
   local remaining, held, soonest, team_held, team_soonest = NONE, 0, -1, 0, -1
   if #K > 5 then
     remaining = {}
-    local at = 15 + quota_count * 4
+    local at = o + 15 + quota_count * 4
     nano, hold_expiry = A[at], A[at + 1]
     member = reservation .. ':' .. text(nano)
     local set = money_set(A[at + 2])
@@ -499,31 +501,31 @@ local function admit(K, A, c)
   return reply
 end
 
-local function settle(K, A, c)
+local function settle(K, A, o, c)
   local now = c.now
-  local forget_at, id = A[#A - 2], A[#A - 3] -- the last two are the operation's keys
+  local forget_at, id = A[c.last], A[c.last - 1] -- its last two fields
   local settled = zset(K[5])
   zpurge(settled, now) -- so that only an id remembered at now refuses the ZADD
   if redis.call('ZADD', K[5], 'NX', text(forget_at), id) == 0 then return 0 end -- a replay
   expire_after(settled, now, forget_at)
 
   local requests, tokens_window = hash(K[1]), hash(K[2])
-  local bucket, reserved = A[5], A[6]
-  local delta, quota_count = A[7], A[11]
+  local bucket, reserved = A[o + 5], A[o + 6]
+  local delta, quota_count = A[o + 7], A[o + 11]
   local live = reserved + c.span > now
-  if A[8] == 1 and delta ~= 0 then
+  if A[o + 8] == 1 and delta ~= 0 then
     if live then
       window_add(tokens_window, reserved, delta, c)
     elseif delta > 0 then
       window_add(tokens_window, bucket, delta, c)
     end
   end
-  if A[9] == 1 and live then window_add(requests, reserved, -1, c) end
+  if A[o + 9] == 1 and live then window_add(requests, reserved, -1, c) end
   if delta ~= 0 and quota_count > 0 then
     local quotas, quota_end = hash(K[3]), 0
     for q = 0, quota_count - 1 do
-      local reserved_field, current_field = A[12 + q * 3], A[13 + q * 3]
-      local ends = A[14 + q * 3]
+      local reserved_field, current_field = A[o + 12 + q * 3], A[o + 13 + q * 3]
+      local ends = A[o + 14 + q * 3]
       if ends > quota_end then quota_end = ends end
       if reserved_field == current_field then
         counter_add(quotas, reserved_field, delta)
@@ -534,12 +536,12 @@ local function settle(K, A, c)
     -- One TTL for the hash: the latest period end, so no counter is dropped early.
     if delta > 0 then quotas[TTL] = quota_end - now end
   end
-  if A[10] ~= '' then
+  if A[o + 10] ~= '' then
     local leases = zset(K[4])
-    zrem(leases, A[10])
+    zrem(leases, A[o + 10])
   end
   if #K > 5 then
-    local at = 12 + quota_count * 3
+    local at = o + 12 + quota_count * 3
     local member, charge, ref = A[at], A[at + 1], A[at + 2]
     local spent = {1}
     local names = name_list(A[at + 3])
@@ -557,21 +559,21 @@ local function settle(K, A, c)
   return 1
 end
 
-local function renew(K, A, c)
+local function renew(K, A, o, c)
   local now, renewed = c.now, 0
   local leases = zset(K[4])
-  local score = zscore(leases, A[5])
+  local score = zscore(leases, A[o + 5])
   if score and score > now then
-    zadd(leases, A[6], A[5], true)
-    expire_after(leases, now, A[6])
+    zadd(leases, A[o + 6], A[o + 5], true)
+    expire_after(leases, now, A[o + 6])
     renewed = 1
   end
-  if #K > 5 and A[7] ~= '' then
+  if #K > 5 and A[o + 7] ~= '' then
     for _, key in ipairs({K[7], K[11]}) do
       local holds = zset(key)
-      score = zscore(holds, A[7])
+      score = zscore(holds, A[o + 7])
       if score and score > now then
-        zadd(holds, A[6], A[7], true)
+        zadd(holds, A[o + 6], A[o + 7], true)
         renewed = 1
       end
     end
@@ -579,8 +581,8 @@ local function renew(K, A, c)
   return renewed
 end
 
-local function merge(K, A, c)
-  local now, quota_ttl, at = c.now, A[5], 6
+local function merge(K, A, o, c)
+  local now, quota_ttl, at = c.now, A[o + 5], o + 6
   local function each_pair(handle)
     local count = A[at]
     for i = 1, count do handle(A[at + 2 * i - 1], A[at + 2 * i]) end
@@ -635,29 +637,34 @@ local function merge(K, A, c)
 end
 
 local operations = {admit = admit, settle = settle, renew = renew, merge = merge}
-local clock = {now = 0, span = 0, step = 0, horizon = 0}
+local clock = {now = 0, span = 0, step = 0, horizon = 0, last = 0}
 
 redis.register_function('@NAME@', function(keys, args)
-  views_begin()
-  local ops, replies, now = cjson.decode(args[1]), {}, 0
-  for _, op in ipairs(ops) do -- all or nothing: check every operation's name first
-    if not operations[op[1]] then
-      return redis.error_reply('unknown operation ' .. tostring(op[1]))
+  local A, replies = cmsgpack.unpack(args[1]), {}
+  local at = 1
+  while A[at] do -- all or nothing: check every operation's name first
+    if not operations[A[at + 3]] then
+      return redis.error_reply('unknown operation ' .. tostring(A[at + 3]))
     end
+    at = at + 3 + A[at + 2]
   end
+  views_begin()
   local runs = {} -- each run of keys as its own list, made once per call
-  for i, op in ipairs(ops) do
-    local n = #op
-    local first = op[n - 1]
+  local count = 0
+  at = 1
+  while A[at] do
+    local first, o = A[at], at + 2 -- the operation's field i is A[o + i]
     local K = runs[first]
     if not K then
-      K = {unpack(keys, first, first + op[n] - 1)}
+      K = {unpack(keys, first, first + A[at + 1] - 1)}
       runs[first] = K
     end
-    now = op[2]
     local c = clock -- one table for every operation: none keeps it
-    c.now, c.span, c.step, c.horizon = now, op[3], op[4], now - op[3]
-    replies[i] = operations[op[1]](K, op, c)
+    local now, span = A[o + 2], A[o + 3]
+    c.now, c.span, c.step, c.horizon, c.last = now, span, A[o + 4], now - span, o + A[at + 2]
+    count = count + 1
+    replies[count] = operations[A[o + 1]](K, A, o, c)
+    at = c.last + 1
   end
   views_end()
   return replies

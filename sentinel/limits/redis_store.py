@@ -42,7 +42,6 @@ import asyncio
 from collections.abc import Awaitable
 from typing import Any, TypeVar
 
-import orjson
 import redis.exceptions as redis_errors
 from redis.asyncio import Redis, RedisCluster
 
@@ -70,7 +69,7 @@ from sentinel.limits.window import (
 )
 from sentinel.redis_io.batching import LATE_REPLY_TURNS, FunctionBatcher
 from sentinel.redis_io.client import hash_tag
-from sentinel.redis_io.functions import RedisFunction
+from sentinel.redis_io.functions import RedisFunction, op_fields
 
 __all__ = ["MERGED_QUOTA_TTL_MS", "RedisStore", "money_keys", "redis_keys"]
 
@@ -275,7 +274,7 @@ class RedisStore:
                 if team:
                     found += money_keys(self._prefix, team_state_name(team))[:2]
             keys = self._keys[wanted] = tuple(found)
-        op = orjson.dumps(args)[1:-1]  # an operation's fields: see limits.lua
+        op = op_fields(args)  # see limits.lua
         if self._batcher is None:
             (reply,) = await self._bounded(self._function.call(self._client, keys, [op]))
             return reply

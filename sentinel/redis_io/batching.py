@@ -33,7 +33,7 @@ from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import ReadOnlyError, ResponseError
 
 from sentinel.deadline import Deadline
-from sentinel.redis_io.functions import RedisFunction, is_missing, ops_argument
+from sentinel.redis_io.functions import Fields, RedisFunction, is_missing, ops_argument
 
 __all__ = ["LATE_REPLY_TURNS", "FunctionBatcher"]
 
@@ -44,7 +44,7 @@ _MAX_OPS = 256
 _MAX_KEYS = 10_000
 """Encoded sets of keys kept; past it the cache starts over."""
 
-_Op = tuple[tuple[str, ...], bytes, "asyncio.Future[Any]"]
+_Op = tuple[tuple[str, ...], Fields, "asyncio.Future[Any]"]
 
 
 class FunctionBatcher:
@@ -60,9 +60,9 @@ class FunctionBatcher:
         self._name = _bulk(b"FCALL") + _bulk(function.name.encode())
         self._load = _encode([b"FUNCTION", b"LOAD", function.source.encode()])
 
-    def call(self, keys: tuple[str, ...], op: bytes) -> asyncio.Future[Any]:
-        """Queue one operation on ``keys`` (its fields as JSON, without brackets); the
-        future gets its reply, or the exception that stopped it."""
+    def call(self, keys: tuple[str, ...], op: Fields) -> asyncio.Future[Any]:
+        """Queue one operation on ``keys`` (its fields, from ``op_fields``); the future gets
+        its reply, or the exception that stopped it."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
         self._queue.append((keys, op, future))
@@ -75,7 +75,7 @@ class FunctionBatcher:
         first: dict[tuple[str, ...], int] = {}
         names: list[bytes] = []
         count = 0
-        runs: list[tuple[int, int, bytes]] = []
+        runs: list[tuple[int, int, Fields]] = []
         for keys, op, _ in ops:
             at = first.get(keys)
             if at is None:

@@ -296,13 +296,23 @@ end
 
 -- A zset whose TTL follows its latest score (leases, settled), as an operation at now that
 -- added or moved a member to score (nil: none) left it: the TTL is sent at the call's end,
--- from the latest score then (never below score: a later removal does not shorten it).
+-- to reach the latest score (never below score: a later removal does not shorten it).
 local function expire_after(z, now, score)
   z.expire = now
   if score and (not z.floor or score > z.floor) then z.floor = score end
 end
 
 local function expire_at_last(z)
+  zflush(z)
+  if z.floor then
+    -- Usually the latest score is one this call added, and later than any before it: then
+    -- one PEXPIRE GT (never shortening the TTL) replaces reading the last score. GT takes a
+    -- key without a TTL for one that never expires, so a key new in this call, which has
+    -- none yet, takes the long way (PTTL -1); -2: the key is gone, nothing to expire.
+    local z_ttl = text(z.floor - z.expire)
+    if redis.call('PEXPIRE', z.key, z_ttl, 'GT') == 1 then return end
+    if redis.call('PTTL', z.key) ~= -1 then return end
+  end
   local last = zend(z, true)
   local top = last[2] and tonumber(last[2]) or z.floor
   if z.floor and top < z.floor then top = z.floor end

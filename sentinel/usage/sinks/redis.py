@@ -26,7 +26,7 @@ from redis.asyncio import Redis, RedisCluster
 from redis.exceptions import RedisError
 
 from sentinel.redis_io.batching import FunctionBatcher
-from sentinel.redis_io.functions import RedisFunction
+from sentinel.redis_io.functions import Fields, RedisFunction, op_fields
 from sentinel.usage.records import UsageRecord
 from sentinel.usage.sinks import DeliveryError
 
@@ -63,7 +63,9 @@ def _buckets(record: UsageRecord) -> tuple[str, str]:
     return counter_key(record.key, "minute", started), counter_key(record.key, "day", started)
 
 
-def _calls(batch: Sequence[UsageRecord], ttls: bytes) -> list[tuple[tuple[str, ...], bytes]]:
+def _calls(
+    batch: Sequence[UsageRecord], ttls: tuple[int, int, int]
+) -> list[tuple[tuple[str, ...], Fields]]:
     """The operations counting ``batch``: one per minute bucket (a key's records share its
     hash tag), of at most ``_MAX_PER_CALL`` records each, as (keys, the operation's fields)."""
     groups: dict[tuple[str, str], list[UsageRecord]] = {}
@@ -74,18 +76,20 @@ def _calls(batch: Sequence[UsageRecord], ttls: bytes) -> list[tuple[tuple[str, .
         for start in range(0, len(records), _MAX_PER_CALL):
             part = records[start : start + _MAX_PER_CALL]
             keys = (*buckets, *(_seen_key(record) for record in part))
-            counts = b",".join(
-                b"%b,%b,%b"
-                % (_count(r.prompt_tokens), _count(r.completion_tokens), _count(r.total_tokens))
-                for r in part
-            )
-            calls.append((keys, ttls + b"," + counts))
+            fields: list[int | str] = [*ttls]
+            for r in part:
+                fields += (
+                    _count(r.prompt_tokens),
+                    _count(r.completion_tokens),
+                    _count(r.total_tokens),
+                )
+            calls.append((keys, op_fields(fields)))
     return calls
 
 
-def _count(tokens: int) -> bytes:
-    """A count as JSON: a number, or a string of digits from 2^53 up (Lua would round it)."""
-    return b"%d" % tokens if tokens < _EXACT else b'"%d"' % tokens
+def _count(tokens: int) -> int | str:
+    """A count as sent: a number, or a string of digits from 2^53 up (Lua would round it)."""
+    return tokens if tokens < _EXACT else str(tokens)
 
 
 _EXACT = 2**53
@@ -124,7 +128,7 @@ class RedisCounterSink:
     ) -> None:
         self._client = client
         self._timeout_s = timeout_s  # per batch: the client sets no socket timeouts
-        self._ttls = b"%d,%d,%d" % (minute_ttl_s, day_ttl_s, dedupe_ttl_s)
+        self._ttls = (minute_ttl_s, day_ttl_s, dedupe_ttl_s)
         self._function = RedisFunction(
             "sentinel.usage.sinks", "usage_counters.lua", "sentinel_usage_counters"
         )

@@ -24,15 +24,15 @@ local function add(K, name, amount)
   redis.call('HINCRBY', K[2], name, amount)
 end
 
-local function count(K, A)
+local function count(K, A, o)
   local counted, requests, sums = {}, 0, {0, 0, 0}
-  local seen_ttl = string.format('%d', A[3]) -- sent as digits: Redis formats a number slower
+  local seen_ttl = string.format('%d', A[o + 3]) -- sent as digits: Redis formats a number slower
   for i = 3, #K do
     if redis.call('SET', K[i], '1', 'NX', 'EX', seen_ttl) then
       local at = 3 + (i - 3) * 3
       requests = requests + 1
       for f = 1, 3 do
-        local amount = A[at + f]
+        local amount = A[o + at + f]
         if type(amount) == 'number' and sums[f] + amount < EXACT then
           sums[f] = sums[f] + amount
         else
@@ -49,16 +49,19 @@ local function count(K, A)
     for f = 1, 3 do
       if sums[f] > 0 then add(K, NAMES[f], sums[f]) end
     end
-    for hash = 1, 2 do redis.call('EXPIRE', K[hash], string.format('%d', A[hash])) end
+    for hash = 1, 2 do redis.call('EXPIRE', K[hash], string.format('%d', A[o + hash])) end
   end
   return counted
 end
 
+-- ARGV[1]: the operations as one flat msgpack array (see sentinel/redis_io/functions.py):
+-- each its first key's index, its number of keys, its number of fields, then the fields.
 redis.register_function('@NAME@', function(keys, args)
-  local replies = {}
-  for i, op in ipairs(cjson.decode(args[1])) do
-    local n = #op
-    replies[i] = count({unpack(keys, op[n - 1], op[n - 1] + op[n] - 1)}, op)
+  local A, replies, at = cmsgpack.unpack(args[1]), {}, 1
+  while A[at] do
+    local first, size = A[at], A[at + 2]
+    replies[#replies + 1] = count({unpack(keys, first, first + A[at + 1] - 1)}, A, at + 2)
+    at = at + 3 + size
   end
   return replies
 end)
