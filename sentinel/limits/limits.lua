@@ -76,7 +76,10 @@ merge   [5] TTL floor of the quota hash (ms); then four sections, each a count n
 The call replies with an array: each operation's reply, in order.
 
 Integers only: every value is a whole number below 2^53, which Lua's doubles hold exactly,
-and nothing is ever divided. Every key gets a TTL whenever something is added to it.
+and nothing is ever divided. Every key gets a TTL whenever something is added to it that
+would outlive the TTL it has: a window hash when a bucket newer than the others is added
+(span), a zset when a later score is (PEXPIRE GT), a quota hash when a counter is new to it
+(to the latest period end).
 The hashes and zsets an operation touches are read and written through the write-back
 views of sentinel/redis_io/views.lua, which this library is loaded after.
 ]]
@@ -121,6 +124,9 @@ local function window_add(h, start, delta, c)
     hdrop(h)
     return
   end
+  -- The hash lives a span past its newest bucket's first write (so past that bucket's end of
+  -- counting, and every older bucket's): only a newer bucket moves its TTL.
+  local newest = not h.h or start > h.h
   local low, high = h.l or start, h.h or start
   if new == 0 then
     hdel(h, name)
@@ -137,7 +143,7 @@ local function window_add(h, start, delta, c)
   hset(h, 'l', low)
   hset(h, 'h', high)
   hset(h, 'b', c.step)
-  if delta > 0 then h[TTL] = c.span end
+  if delta > 0 and newest then h[TTL] = c.span end
 end
 
 -- window._purge_window: drop what no longer counts; returns the live sum and newest start.
@@ -407,7 +413,9 @@ local function admit(K, A, o, c)
     end
   end
 
-  local quotas, fields, quota_end = nil, {}, 0
+  -- A counter new to the hash moves its TTL to the latest period end; one it holds already
+  -- was added with that TTL or a later one (a write-back's is a month and two days).
+  local quotas, fields, quota_end, fresh = nil, {}, 0, false
   if quota_count > 0 then
     quotas = hash(K[3])
     for q = 0, quota_count - 1 do fields[q + 1] = A[o + 16 + q * 4] end
@@ -415,7 +423,10 @@ local function admit(K, A, o, c)
     for q = 0, quota_count - 1 do
       local code, limit, ends = A[o + 15 + q * 4], A[o + 17 + q * 4], A[o + 18 + q * 4]
       local used = hget(quotas, fields[q + 1])
-      if not used then drop_earlier(quotas, fields[q + 1]) end
+      if not used then
+        fresh = true
+        drop_earlier(quotas, fields[q + 1])
+      end
       used = used or 0
       local over = tokens > limit
       consider(code, over or used + tokens > limit, over, ends - now)
@@ -475,7 +486,7 @@ local function admit(K, A, o, c)
     end
     if tokens > 0 and quota_count > 0 then
       for _, name in ipairs(fields) do hincr(quotas, name, tokens) end
-      quotas[TTL] = quota_end - now
+      if fresh then quotas[TTL] = quota_end - now end
     end
     if nano > 0 then
       if key_holds then

@@ -39,6 +39,30 @@ async def test_every_key_expires(redis: Redis, prefix: str) -> None:
     assert 0 < ttls[3] <= TIMING.lease_ttl_ms
 
 
+async def test_ttls_move_only_when_a_write_would_outlive_them(redis: Redis, prefix: str) -> None:
+    """A window hash's TTL moves when a newer bucket is added (a span past it), a quota hash's
+    when a counter is new to it (to the period's end), a lease zset's when a later lease
+    is: more writes into what a TTL already covers leave it, so it is never cut short."""
+    store = RedisStore(redis, 2_000, timing=TIMING, prefix=prefix)
+    requests, tokens, quotas, leases, _ = redis_keys(prefix, "team-a")
+    spec = LimitSpec(rpm=10, tpm=10_000, max_parallel=5, tokens_per_day=50_000)
+    await store.admit(spec, Admission("team-a", "a", 100), T0)
+    short = 5_000  # well below every TTL these keys were given
+    for key in (requests, tokens, quotas, leases):
+        await redis.pexpire(key, short)
+    await store.admit(spec, Admission("team-a", "b", 100), T0 + 400)  # the same bucket and day
+    for key in (requests, tokens, quotas):
+        assert 0 < await redis.pttl(key) <= short
+    assert await redis.pttl(leases) > TIMING.lease_ttl_ms - 1_000  # a later lease: moved
+    await store.admit(spec, Admission("team-a", "c", 100), T0 + 1_000)  # a newer bucket
+    for key in (requests, tokens):
+        assert TIMING.span_ms - 1_000 < await redis.pttl(key) <= TIMING.span_ms
+    assert 0 < await redis.pttl(quotas) <= short
+    await store.admit(spec, Admission("team-a", "d", 100), T0 + 86_400_000)  # a new day
+    eight_hours = 8 * 3_600_000  # from 16:00 to the day's end (UTC)
+    assert eight_hours - 10_000 < await redis.pttl(quotas) <= eight_hours
+
+
 async def test_failed_requests_leave_no_redis_keys(redis: Redis, prefix: str) -> None:
     """Settling failed requests deletes every counter and lease they created.
 
