@@ -108,6 +108,16 @@ end
 -- window._add: add delta to one bucket, dropping it at zero or below; meta stays exact.
 local function window_add(h, start, delta, c)
   local name = bucket_name(start)
+  -- Most often: a bucket the hash holds, between its oldest and newest, that stays above
+  -- zero. Then only it and the sum change (the general path's outcome, at a fifth of it).
+  local count, total, oldest, latest = h[name], h.s, h.l, h.h
+  if count and total and oldest and latest and delta ~= 0 and count + delta > 0
+    and h.b == c.step and start <= latest and start >= oldest then
+    h[name], h.s = count + delta, total + delta
+    mark(h, name)
+    mark(h, 's')
+    return
+  end
   if h[name] == nil or h.s == nil then
     WINDOW[5] = name
     hload(h, WINDOW)
