@@ -159,8 +159,11 @@ end
 -- window._purge_window: drop what no longer counts; returns the live sum and newest start.
 -- The meta fields are read with the bucket an admission may add to, in one HMGET.
 local function live_window(h, first_live, c, bucket)
-  WINDOW[5] = bucket_name(bucket)
-  hload(h, WINDOW)
+  local name = bucket_name(bucket)
+  if h.s == nil or h[name] == nil then -- else known already (an earlier operation's read)
+    WINDOW[5] = name
+    hload(h, WINDOW)
+  end
   local sum, low, high = h.s, h.l, h.h
   if not sum then return 0, nil end
   local horizon = c.horizon
@@ -406,11 +409,13 @@ local function admit(K, A, o, c)
   local requests_used, requests_newest, tokens_used, tokens_newest = 0, nil, 0, nil
   if rpm >= 0 then
     requests_used, requests_newest = live_window(requests, first_live, c, bucket)
-    consider(1, check(requests, requests_used, rpm, 1, c))
+    if requests_used + 1 > rpm then consider(1, check(requests, requests_used, rpm, 1, c)) end
   end
   if tpm >= 0 then
     tokens_used, tokens_newest = live_window(tokens_window, first_live, c, bucket)
-    consider(2, check(tokens_window, tokens_used, tpm, tokens, c))
+    if tokens_used + tokens > tpm then
+      consider(2, check(tokens_window, tokens_used, tpm, tokens, c))
+    end
   end
 
   zpurge(leases, now)
