@@ -6,9 +6,9 @@ with instrumentation off, drives Sentinel's own limit store (``RedisStore``) and
 sink (``RedisCounterSink``) against it, and counts only while the measured work runs:
 
 * limits: rounds of ``--batch`` admissions of the ``policy`` key (``bench.targets``'
-  ``POLICY_LIMITS``, plus its four dollar budgets with ``--budgets``) made together, a
-  millisecond after the round before, each round also settling the previous round's
-  reservations, so each call carries ``--batch``
+  ``POLICY_LIMITS``, plus its four dollar budgets with ``--budgets``) made together, each
+  request a millisecond after the one before (as a busy replica's requests come), each
+  round also settling the previous round's reservations, so each call carries ``--batch``
   admissions and as many settlements, as a busy replica's calls do; at one per call, the
   settlement goes alone before the next admission, as one connection's requests do;
 * usage counters: batches of ``--batch`` records delivered at once.
@@ -164,17 +164,19 @@ async def measure_limits(
 
     async def one_round() -> None:
         nonlocal pending, made
-        now = start + made // batch  # a millisecond a round: time moves, as in service
+        now = start + made  # a millisecond a request: time moves, as in a busy replica
         admissions = [
             Admission(f"cfg:bench-{(made + i) % keys}", f"r{made + i}", 100, nano_usd=nano)
             for i in range(batch)
         ]
         made += batch
-        settles = [store.settle(r, 60, now, nano_usd=nano // 2) for r in pending]
+        settles = [store.settle(r, 60, now + i, nano_usd=nano // 2) for i, r in enumerate(pending)]
         if batch == 1:  # one connection: the settlement after the reply, in a call of its own
             await asyncio.gather(*settles)
             settles = []
-        decisions = await asyncio.gather(*(store.admit(spec, a, now) for a in admissions), *settles)
+        decisions = await asyncio.gather(
+            *(store.admit(spec, a, now + i) for i, a in enumerate(admissions)), *settles
+        )
         pending = [d.reservation for d in decisions[:batch] if d.reservation is not None]  # type: ignore[union-attr]
         if len(pending) != batch:
             raise RuntimeError("an admission was refused: the limits are meant to be unreachable")

@@ -531,8 +531,15 @@ local function settle(K, A, o, c)
   local now = c.now
   local forget_at, id = A[c.last], A[c.last - 1] -- its last two fields
   local settled = zset(K[5])
-  zpurge(settled, now) -- so that only an id remembered at now refuses the ZADD
-  if redis.call('ZADD', K[5], 'NX', text(forget_at), id) == 0 then return 0 end -- a replay
+  -- Forgotten ids are dropped once per call, not at each operation's millisecond (a command
+  -- each); one not dropped yet may still refuse the ZADD, so a refusal is a replay only
+  -- when the id is remembered at now.
+  if not settled.purged then zpurge(settled, now) end
+  local forget = text(forget_at)
+  if redis.call('ZADD', K[5], 'NX', forget, id) == 0 then
+    if tonumber(redis.call('ZSCORE', K[5], id)) > now then return 0 end -- a replay
+    redis.call('ZADD', K[5], forget, id) -- remembered no longer: settled anew
+  end
   expire_after(settled, now, forget_at)
 
   local requests, tokens_window = hash(K[1]), hash(K[2])

@@ -91,6 +91,42 @@ async def test_a_replayed_settlement_changes_nothing(redis: Redis, prefix: str) 
     assert sum(before.tokens.values()) == 110  # 10 charged for the first, 100 held by the second
 
 
+async def test_a_replay_in_the_same_call_changes_nothing(redis: Redis, prefix: str) -> None:
+    """A settlement and its replay sent together: the replay is refused by the id the first
+    one stored moments before in the same call."""
+    store = RedisStore(redis, 2_000, timing=TIMING, prefix=prefix)
+    first = await store.admit(FULL, Admission("team-a", "a", 100), T0)
+    assert first.reservation is not None
+    await asyncio.gather(
+        store.settle(first.reservation, 10, T0 + 5), store.settle(first.reservation, 10, T0 + 6)
+    )
+    state = await store.state("team-a")
+    assert sum(state.tokens.values()) == 10 and set(state.quotas.values()) == {10}
+
+
+async def test_a_forgotten_settlement_is_settled_anew_whatever_its_call(
+    redis: Redis, prefix: str
+) -> None:
+    """Settled ids are dropped once per call, at its first settlement's time: a replay whose
+    memory ran out later than that is still settled anew, as in a call of its own."""
+    states = []
+    for together, name in ((False, "alone"), (True, "together")):
+        store = RedisStore(redis, 2_000, timing=TIMING, prefix=f"{prefix}-{name}")
+        a = (await store.admit(FULL, Admission("team-a", "a", 100), T0)).reservation
+        b = (await store.admit(FULL, Admission("team-a", "b", 100), T0)).reservation
+        assert a is not None and b is not None
+        await store.settle(a, 10, T0 + 5)
+        late = T0 + 5 + store.settled_memory_ms + 1  # a's id is forgotten by then
+        if together:
+            await asyncio.gather(store.settle(b, 20, T0 + 6), store.settle(a, 10, late))
+        else:
+            await store.settle(b, 20, T0 + 6)
+            await store.settle(a, 10, late)
+        states.append(await store.state("team-a"))
+    assert states[0] == states[1]
+    assert states[0].quotas == {}  # a's refund of 90 counted twice: each period's 30 fell to 0
+
+
 async def test_dead_redis_raises_store_unavailable(prefix: str) -> None:
     """A refused connection becomes StoreUnavailable, at the store's boundary."""
     server = RedisServer(1)  # nothing listens on port 1
