@@ -183,7 +183,8 @@ end
 -- A zset's view: its additions waiting for the end in adds (member -> score) and order (n of
 -- them), both made on the first; low is the lowest of their scores, moved the members among
 -- them already stored (a new score for them), count the ZCARD once known, purged the latest
--- purge's time, expire and floor the TTL to send.
+-- purge's time, soonest a lower bound of the scores stored (asked at a second purge, nil
+-- when unknown), expire and floor the TTL to send.
 local zsets, zset_count = {}, 0
 
 local function zset(key)
@@ -209,6 +210,7 @@ local function zflush(z)
     if score then
       scores[s + 1], scores[s + 2] = text(score), member
       s = s + 2
+      if z.soonest and score < z.soonest then z.soonest = score end -- stored from now on
     end
   end
   if s > 0 then redis.call('ZADD', z.key, unpack(scores, 1, s)) end
@@ -267,9 +269,18 @@ local function zpurge(z, now)
     end
   end
   if z.purged and now <= z.purged then return end -- Redis holds nothing that old any more
+  if z.purged then
+    -- Purged already at an earlier millisecond of this call: ask once for the soonest
+    -- score stored (the waiting additions are z.low's), and purge again only once it is due.
+    if not z.soonest then
+      local first = redis.call('ZRANGE', z.key, '0', '0', 'WITHSCORES')
+      z.soonest = first[2] and tonumber(first[2]) or math.huge
+    end
+    if now < z.soonest then return end
+  end
   local removed = redis.call('ZREMRANGEBYSCORE', z.key, '-inf', text(now))
   if z.count then z.count = z.count - removed end
-  z.purged = now
+  z.purged, z.soonest = now, nil
 end
 
 local function zcard(z)

@@ -127,6 +127,23 @@ async def test_a_forgotten_settlement_is_settled_anew_whatever_its_call(
     assert states[0].quotas == {}  # a's refund of 90 counted twice: each period's 30 fell to 0
 
 
+async def test_a_lease_expiring_between_two_operations_of_a_call_frees_its_slot(
+    redis: Redis, prefix: str
+) -> None:
+    """Leases are purged at each operation's time, also when a call purged them at an earlier
+    millisecond already (it then asks once for the soonest lease instead of purging again)."""
+    store = RedisStore(redis, 2_000, timing=Timing(lease_ttl_ms=1_000), prefix=prefix)
+    spec = LimitSpec(max_parallel=1)
+    assert (await store.admit(spec, Admission("team-a", "a", 1), T0)).allowed
+    early, due, after = await asyncio.gather(
+        store.admit(spec, Admission("team-a", "b", 1), T0 + 10),  # a's lease still runs
+        store.admit(spec, Admission("team-a", "c", 1), T0 + 1_000),  # a's lease is over
+        store.admit(spec, Admission("team-a", "d", 1), T0 + 1_001),  # c's lease runs
+    )
+    assert [early.allowed, due.allowed, after.allowed] == [False, True, False]
+    assert list((await store.state("team-a")).leases) == [due.reservation.reservation_id]  # type: ignore[union-attr]
+
+
 async def test_dead_redis_raises_store_unavailable(prefix: str) -> None:
     """A refused connection becomes StoreUnavailable, at the store's boundary."""
     server = RedisServer(1)  # nothing listens on port 1
