@@ -386,6 +386,7 @@ end
 -- The refusal an admission reports: one that can never fit wins, else the longest wait,
 -- else the first (one table for every admission: a closure per admission costs more).
 local refusal = {dimension = 0, retry = 0, exceeds = 0}
+local quota_names = {} -- scratch: an admission's quota fields (reused, so always a sequence)
 local NONE = {} -- an empty list no one appends to (a new table per admission costs more)
 
 local function consider(code, refused, over, retry)
@@ -430,10 +431,11 @@ local function admit(K, A, o, c)
 
   -- A counter new to the hash moves its TTL to the latest period end; one it holds already
   -- was added with that TTL or a later one (a write-back's is a month and two days).
-  local quotas, fields, quota_end, fresh = nil, {}, 0, false
+  local quotas, fields, quota_end, fresh = nil, quota_names, 0, false
   if quota_count > 0 then
     quotas = hash(K[3])
     for q = 0, quota_count - 1 do fields[q + 1] = A[o + 16 + q * 4] end
+    for i = #fields, quota_count + 1, -1 do fields[i] = nil end
     hload(quotas, fields)
     for q = 0, quota_count - 1 do
       local code, limit, ends = A[o + 15 + q * 4], A[o + 17 + q * 4], A[o + 18 + q * 4]
@@ -444,7 +446,7 @@ local function admit(K, A, o, c)
       end
       used = used or 0
       local over = tokens > limit
-      consider(code, over or used + tokens > limit, over, ends - now)
+      if over or used + tokens > limit then consider(code, true, over, ends - now) end
       if ends > quota_end then quota_end = ends end
     end
   end
@@ -500,7 +502,7 @@ local function admit(K, A, o, c)
       expire_after(leases, now, lease_expiry)
     end
     if tokens > 0 and quota_count > 0 then
-      for _, name in ipairs(fields) do hincr(quotas, name, tokens) end
+      for q = 1, quota_count do hincr(quotas, fields[q], tokens) end
       if fresh then quotas[TTL] = quota_end - now end
     end
     if nano > 0 then

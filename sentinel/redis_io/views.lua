@@ -147,7 +147,12 @@ end
 -- HINCRBY instead of a read now and a write at the end; the view then knows the new value.
 local function hincr_now(h, name, delta)
   local dirty = h[DIRTY]
-  if h[CLEARED] or (dirty and dirty[name]) then return hincr(h, name, delta) end
+  if h[CLEARED] or (dirty and dirty[name]) then -- the view knows it: added to with the rest
+    local value = (h[name] or 0) + delta
+    h[name] = value
+    mark(h, name)
+    return value
+  end
   local value = redis.call('HINCRBY', h[KEY], name, text(delta))
   h[name] = value
   return value
