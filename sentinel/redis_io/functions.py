@@ -13,9 +13,9 @@ with an array, one reply per operation. ``op_fields`` packs an operation's field
 
 Why flat msgpack: Redis's ``cmsgpack.unpack`` reads numbers as binary, where ``cjson`` parses
 each with ``strtod``, and one flat array is one Lua table, where an array per operation is a
-table that grows field by field. Measured under callgrind with a batch of 8 admissions and 8
-settlements, decoding costs redis-server 15k instructions per request this way, 46k as
-nested JSON (``bench.redis_cost``'s harness).
+table that grows field by field. Measured under callgrind (a probe library on
+``bench.redis_cost``'s server harness), decoding a batch of 8 admissions and 8 settlements
+costs redis-server 15k instructions per request this way, 46k as nested JSON.
 
 The library and its function are named after the source's digest (``@NAME@`` in the file,
 which starts without the ``#!lua`` line: it is written here):
